@@ -1,0 +1,41 @@
+"""Where kernels can run: CUDA, or Triton's CPU interpreter (TRITON_INTERPRET=1, set before import)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def interpreting() -> bool:
+    """Whether Triton kernels were defined under the interpreter (tests on CPU).
+
+    Read at launch, not used to pick implementations at import: the interpreter flag only
+    changes which launch configuration is used (a fixed one instead of autotuning).
+    """
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_available() -> bool:
+    """Whether the triton package imports at all (it is a hard dependency, but be explicit)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:  # pragma: no cover - triton is pinned in pyproject
+        return False
+    return True
+
+
+def triton_can_run(t: torch.Tensor) -> bool:
+    """Whether a Triton kernel can take tensor `t`: a CUDA tensor, or any tensor under the interpreter."""
+    return triton_available() and (t.is_cuda or interpreting())
+
+
+def check_triton_device(*tensors: torch.Tensor) -> None:
+    """Raise a clear error when a Triton kernel is asked to run where it cannot."""
+    for t in tensors:
+        if not triton_can_run(t):
+            raise ValueError(
+                f"the Triton NF4 kernels need CUDA tensors, got a tensor on {t.device}; "
+                "use backend='torch' (the reference path) on CPU, or set TRITON_INTERPRET=1 "
+                "before importing studio_kernels to run the kernels in Triton's interpreter"
+            )

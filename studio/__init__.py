@@ -1,0 +1,1 @@
+"""Adapter Studio: LoRA/QLoRA fine-tuning with quantized kernels."""

@@ -1,0 +1,102 @@
+"""Trainer callbacks: append every log to metrics.jsonl and draw a progress bar with loss, tokens/s and ETA.
+
+These extend trl's SFTTrainer without subclassing it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from .rundir import append_metrics
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as `1h02m`, `3m05s` or `12s`."""
+    seconds = max(0, int(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+class MetricsCallback(TrainerCallback):
+    """Writes each Trainer log (train loss, learning rate, grad norm, eval loss) as one JSON line."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.start = None
+        self.tokens_at_start = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.time()
+        self.tokens_at_start = state.num_input_tokens_seen or 0
+        self.step_at_start = state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        elapsed = time.time() - (self.start or time.time())
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "time_s": round(elapsed, 2)}
+        for key, value in logs.items():
+            if key in ("total_flos", "num_input_tokens_seen"):
+                continue
+            record[_rename(key)] = value if not isinstance(value, float) else round(value, 6)
+        tokens = (state.num_input_tokens_seen or 0) - self.tokens_at_start
+        record["tokens"] = state.num_input_tokens_seen or 0
+        if elapsed > 0 and tokens:
+            record["tokens_per_s"] = round(tokens / elapsed, 1)
+        append_metrics(self.run_dir, record)
+
+
+def _rename(key: str) -> str:
+    return {"loss": "train_loss", "learning_rate": "lr"}.get(key, key)
+
+
+class ProgressCallback(TrainerCallback):
+    """One live line on stderr: step, bar, loss, tokens/s, ETA. Plain lines when stderr is not a terminal."""
+
+    def __init__(self, stream=None, width: int = 24):
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.loss = float("nan")
+        self.start = None
+        self.first_step = 0
+        self.tokens_at_start = 0
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.time()
+        self.first_step = state.global_step
+        self.tokens_at_start = state.num_input_tokens_seen or 0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.loss = logs["loss"]
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        total = state.max_steps or 1
+        done = state.global_step
+        elapsed = time.time() - self.start
+        steps_here = max(1, done - self.first_step)
+        eta = elapsed / steps_here * (total - done)
+        tokens = (state.num_input_tokens_seen or 0) - self.tokens_at_start
+        rate = tokens / elapsed if elapsed > 0 else 0.0
+        filled = int(self.width * done / total)
+        bar = "#" * filled + "-" * (self.width - filled)
+        loss = f"{self.loss:.4f}" if not math.isnan(self.loss) else "  -   "
+        line = f"step {done:>{len(str(total))}}/{total} [{bar}] loss {loss} | {rate:,.0f} tok/s | ETA {format_duration(eta)}"
+        if self.tty:
+            self.stream.write("\r" + line)
+            if done >= total:
+                self.stream.write("\n")
+        elif done == total or done % max(1, args.logging_steps) == 0:
+            self.stream.write(line + "\n")
+        self.stream.flush()

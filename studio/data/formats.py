@@ -1,0 +1,146 @@
+"""Recognise a row's format and turn it into one normal form: a list of chat messages, or plain text.
+
+Formats: chat (`messages`/`conversations`, OpenAI `role`/`content` or ShareGPT `from`/`value`),
+alpaca (`instruction`, optional `input`, `output`), prompt_completion (`prompt`/`completion`, strings
+or message lists) and text (`text`, trained as a plain completion).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import StudioError
+from .readers import Row
+
+FORMATS = ("chat", "alpaca", "prompt_completion", "text")
+_ROLE_NAMES = {
+    "system": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "model": "assistant",
+    "bot": "assistant",
+}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example in normal form: `messages` for chat-like formats, else `text`."""
+
+    where: str
+    messages: tuple[dict, ...] | None = None
+    text: str | None = None
+
+
+def detect_format(row: dict) -> str | None:
+    """Name the format a row's columns indicate, or None when none fits."""
+    if "messages" in row or "conversations" in row:
+        return "chat"
+    if "instruction" in row and "output" in row:
+        return "alpaca"
+    if "prompt" in row and "completion" in row:
+        return "prompt_completion"
+    if "text" in row:
+        return "text"
+    return None
+
+
+def normalize(rows: list[Row], fmt: str = "auto", columns: dict[str, str] | None = None, system_prompt: str | None = None) -> tuple[str, list[Example]]:
+    """Rename columns, detect (or check) the format, and convert every row to an Example."""
+    renamed = [_rename(row, columns or {}) for row in rows]
+    if fmt == "auto":
+        fmt = detect_format(renamed[0].data) or ""
+        if not fmt:
+            keys = sorted(renamed[0].data)
+            raise StudioError(
+                f"cannot detect the data format from columns {keys}",
+                where=renamed[0].where,
+                fix="use `messages`, `instruction`/`output`, `prompt`/`completion` or `text` columns, or map yours with data.columns (e.g. {instruction: question, output: answer})",
+            )
+    convert = {"chat": _chat, "alpaca": _alpaca, "prompt_completion": _prompt_completion, "text": _text}[fmt]
+    examples = [convert(row) for row in renamed]
+    if system_prompt:
+        examples = [_with_system(ex, system_prompt) for ex in examples]
+    return fmt, examples
+
+
+def _rename(row: Row, columns: dict[str, str]) -> Row:
+    if not columns:
+        return row
+    data = dict(row.data)
+    for wanted, actual in columns.items():
+        if actual not in data:
+            raise StudioError(f"column '{actual}' (mapped to '{wanted}') is missing", where=row.where, fix=f"check data.columns; this row has {sorted(row.data)}")
+        data[wanted] = data.pop(actual)
+    return Row(data, row.where)
+
+
+def _require(row: Row, key: str, fmt: str) -> object:
+    if key not in row.data:
+        raise StudioError(f"{fmt} row has no '{key}' column", where=row.where, fix=f"every row must have the same columns; this one has {sorted(row.data)}")
+    return row.data[key]
+
+
+def _string(row: Row, key: str, value: object, allow_empty: bool = False) -> str:
+    if value is None and allow_empty:
+        return ""
+    if not isinstance(value, str):
+        raise StudioError(f"'{key}' must be text, got {type(value).__name__}", where=row.where, fix="store text values as strings")
+    if not allow_empty and not value.strip():
+        raise StudioError(f"'{key}' is empty", where=row.where, fix="remove the row or fill in the value")
+    return value
+
+
+def _messages(row: Row, key: str, value: object) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise StudioError(f"'{key}' must be a non-empty list of messages", where=row.where, fix='write [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]')
+    out = []
+    for i, msg in enumerate(value):
+        if not isinstance(msg, dict):
+            raise StudioError(f"message {i} is a {type(msg).__name__}, not an object", where=row.where, fix="each message needs role and content")
+        role = msg.get("role", msg.get("from"))
+        content = msg.get("content", msg.get("value"))
+        if not isinstance(role, str) or role.lower() not in _ROLE_NAMES:
+            raise StudioError(f"message {i} has unknown role {role!r}", where=row.where, fix=f"use one of {sorted(_ROLE_NAMES)}")
+        if not isinstance(content, str) or not content.strip():
+            raise StudioError(f"message {i} ({role}) has empty or non-text content", where=row.where, fix="give every message non-empty text content")
+        out.append({"role": _ROLE_NAMES[role.lower()], "content": content})
+    if not any(m["role"] == "assistant" for m in out):
+        raise StudioError("conversation has no assistant message, so there is nothing to learn", where=row.where, fix="add the assistant's reply")
+    return out
+
+
+def _chat(row: Row) -> Example:
+    key = "messages" if "messages" in row.data else "conversations"
+    return Example(row.where, messages=tuple(_messages(row, key, _require(row, key, "chat"))))
+
+
+def _alpaca(row: Row) -> Example:
+    instruction = _string(row, "instruction", _require(row, "instruction", "alpaca"))
+    extra = _string(row, "input", row.data.get("input"), allow_empty=True)
+    output = _string(row, "output", _require(row, "output", "alpaca"))
+    prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    return Example(row.where, messages=({"role": "user", "content": prompt}, {"role": "assistant", "content": output}))
+
+
+def _prompt_completion(row: Row) -> Example:
+    prompt, completion = _require(row, "prompt", "prompt_completion"), _require(row, "completion", "prompt_completion")
+    if isinstance(prompt, list):
+        head = _messages(row, "prompt", prompt + [{"role": "assistant", "content": "x"}])[:-1]
+        tail = _messages(row, "completion", completion) if isinstance(completion, list) else [{"role": "assistant", "content": _string(row, "completion", completion)}]
+        return Example(row.where, messages=tuple(head + tail))
+    return Example(
+        row.where,
+        messages=({"role": "user", "content": _string(row, "prompt", prompt)}, {"role": "assistant", "content": _string(row, "completion", completion)}),
+    )
+
+
+def _text(row: Row) -> Example:
+    return Example(row.where, text=_string(row, "text", _require(row, "text", "text")))
+
+
+def _with_system(example: Example, system_prompt: str) -> Example:
+    if example.messages is None or example.messages[0]["role"] == "system":
+        return example
+    return Example(example.where, messages=({"role": "system", "content": system_prompt}, *example.messages))

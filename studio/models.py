@@ -1,0 +1,147 @@
+"""Load the base model and tokenizer, quantize it for QLoRA, and attach LoRA adapters with peft.
+
+Adapters are standard peft adapters: `PeftModel.from_pretrained(base, run_dir / "adapter")` loads them
+without this project. Weights load from safetensors only; remote code runs only if the recipe allows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+from .errors import StudioError
+from .model_source import resolve_model
+from .recipe import Recipe
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(choice: str = "auto") -> torch.device:
+    """The training device: the recipe's choice, or the GPU when one is present."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise StudioError("train.device is cuda but no CUDA GPU is visible", where="train.device", fix="set train.device: auto (or cpu)")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def pick_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """float32 on CPU (bf16 matmuls are slow there), bfloat16 on a GPU that supports it, unless set."""
+    if choice != "auto":
+        return _DTYPES[choice]
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32 if device.type == "cpu" else torch.float16
+
+
+def quiet_libraries() -> None:
+    """Silence library chatter (load bars, notices) that would bury the studio's own output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"(peft|transformers|bitsandbytes|trl|torch)\b")
+
+
+def load_tokenizer(model_dir: Path, recipe: Recipe | None = None):
+    """The base tokenizer, with the recipe's chat template (or ChatML fallback) and a pad token."""
+    from transformers import AutoTokenizer
+
+    from .data import prepare_tokenizer
+
+    trust = bool(recipe and recipe.model.trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
+    except (OSError, ValueError) as exc:
+        raise StudioError(f"cannot load the tokenizer: {str(exc).splitlines()[0]}", where=str(model_dir), fix="the model folder needs tokenizer.json or its tokenizer files") from None
+    return prepare_tokenizer(tokenizer, recipe.data.chat_template if recipe else None)
+
+
+def load_base(model_dir: Path, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False, quantization_config=None):
+    """The base model from safetensors (pickle checkpoints are refused), in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    quiet_libraries()
+    if not list(Path(model_dir).glob("*.safetensors")):
+        raise StudioError(f"no .safetensors weights in {model_dir}", where=str(model_dir), fix="convert pickle (.bin) checkpoints to safetensors first: they can run arbitrary code when loaded")
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code, "use_safetensors": True}
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+        kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise StudioError(f"cannot load the model: {str(exc).splitlines()[0]}", where=str(model_dir), fix="check the model folder; architectures need a causal-LM head") from None
+    if quantization_config is None:
+        model.to(device)
+    return model.eval()
+
+
+def quant_backend(recipe: Recipe) -> str:
+    """Which 4-bit implementation a QLoRA run uses: the recipe's choice, else the studio kernels."""
+    if recipe.quant.backend != "auto":
+        return recipe.quant.backend
+    try:
+        from . import quant  # noqa: F401  (the studio kernels integration)
+    except ImportError:
+        return "bitsandbytes"
+    return "studio"
+
+
+def load_for_training(recipe: Recipe, device: torch.device):
+    """Base model (quantized for QLoRA) with fresh LoRA adapters attached, and its tokenizer."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import BitsAndBytesConfig, set_seed
+
+    model_dir = resolve_model(recipe.model.name, recipe.model.revision)
+    tokenizer = load_tokenizer(model_dir, recipe)
+    dtype = pick_dtype(recipe.model.dtype, device)
+    backend = quant_backend(recipe) if recipe.method == "qlora" else None
+    if backend == "bitsandbytes":
+        compute = pick_dtype(recipe.quant.compute_dtype, device)
+        bnb = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=recipe.quant.type,
+            bnb_4bit_use_double_quant=recipe.quant.double_quant,
+            bnb_4bit_compute_dtype=compute,
+            bnb_4bit_quant_storage=torch.uint8,
+        )
+        model = load_base(model_dir, dtype, device, recipe.model.trust_remote_code, quantization_config=bnb)
+    else:
+        model = load_base(model_dir, dtype, device, recipe.model.trust_remote_code)
+        if backend == "studio":
+            from .quant import quantize_model_linears, register_studio_lora
+
+            register_studio_lora()
+            quantize_model_linears(model, compute_dtype=pick_dtype(recipe.quant.compute_dtype, device))
+    if recipe.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model.config.use_cache = False
+    set_seed(recipe.train.seed)  # adapter initialisation is seeded
+    config = LoraConfig(
+        r=recipe.lora.rank,
+        lora_alpha=recipe.lora.alpha,
+        lora_dropout=recipe.lora.dropout,
+        target_modules=recipe.lora.targets,
+        use_dora=recipe.method == "dora",
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    try:
+        model = get_peft_model(model, config)
+    except ValueError as exc:
+        raise StudioError(f"cannot attach LoRA: {str(exc).splitlines()[0]}", where="lora.targets", fix="use all-linear, or module names that exist in this model (e.g. q_proj, v_proj)") from None
+    return model, tokenizer, model_dir
+
+
+def load_adapter_model(model_dir: Path, adapter_dir: Path, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False):
+    """Full-precision base with a trained adapter on top (unmerged), for evaluation and chat."""
+    from peft import PeftModel
+
+    base = load_base(model_dir, dtype, device, trust_remote_code)
+    return PeftModel.from_pretrained(base, adapter_dir).eval()

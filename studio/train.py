@@ -1,0 +1,201 @@
+"""Training, top to bottom: run directory, seed, model, data, trainer with callbacks, adapter, model card.
+
+trl's SFTTrainer does the optimisation; the studio adds its own tokenization and loss masks (so every
+assistant turn and its end-of-turn token are trained, whatever the chat template), metrics, progress,
+and a run directory that merge, evaluate and the UI read.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StudioError
+from .recipe import Recipe
+from .recipe_io import dump_recipe, load_recipe
+from .rundir import (
+    ADAPTER,
+    CHECKPOINTS,
+    DATA,
+    ENV,
+    RECIPE,
+    SUMMARY,
+    environment,
+    read_metrics,
+    truncate_metrics,
+    write_atomic,
+    write_json,
+)
+
+
+@dataclass
+class TrainResult:
+    """Where the run went and how it ended."""
+
+    run_dir: Path
+    adapter_dir: Path
+    steps: int
+    train_loss: float | None
+    eval_loss: float | None
+
+
+def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite: bool = False) -> TrainResult:
+    """Fine-tune the recipe's base model and write the run directory; return where the adapter is.
+
+    With `resume`, training continues from the run directory's last complete checkpoint.
+    """
+    from .models import pick_device
+
+    run_dir = recipe.run_dir()
+    _prepare_run_dir(run_dir, resume, overwrite)
+    device = pick_device(recipe.train.device)
+
+    # 1. The run directory records what is about to happen before anything expensive starts.
+    if not resume:
+        write_atomic(run_dir / RECIPE, dump_recipe(recipe))
+        write_json(run_dir / ENV, environment())
+
+    # 2. Seeded model with fresh adapters, and the tokenized, loss-masked data.
+    from transformers import set_seed
+
+    from .data import build_data
+    from .models import load_for_training
+
+    set_seed(recipe.train.seed)
+    model, tokenizer, model_dir = load_for_training(recipe, device)
+    data = build_data(recipe, tokenizer)
+    write_json(run_dir / DATA, {**data.manifest, "model_dir": str(model_dir)})
+
+    # 3. The trainer, extended with callbacks only.
+    trainer = _make_trainer(recipe, model, tokenizer, data, run_dir, device, progress)
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    if checkpoint is not None:
+        truncate_metrics(run_dir, int(checkpoint.name.split("-")[-1]))
+    try:
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except KeyboardInterrupt:
+        trainer.save_model(str(run_dir / CHECKPOINTS / "interrupted"))
+        raise StudioError("training interrupted", where=str(run_dir), fix=f"resume with `studio train --resume {run_dir}`") from None
+
+    # 4. Final validation loss, the adapter (a standard peft adapter), summary and model card.
+    eval_loss = None
+    if data.val:
+        eval_loss = float(trainer.evaluate()["eval_loss"])
+    adapter_dir = run_dir / ADAPTER
+    _save_adapter(model, tokenizer, adapter_dir)
+    train_loss = _last_train_loss(run_dir)
+    summary = {"steps": int(output.global_step), "train_loss": train_loss, "eval_loss": eval_loss, "model_dir": str(model_dir), "device": str(device)}
+    write_json(run_dir / SUMMARY, summary)
+    from .model_card import write_model_card
+
+    write_model_card(run_dir)
+    return TrainResult(run_dir, adapter_dir, int(output.global_step), train_loss, eval_loss)
+
+
+def resume_recipe(run_dir: str | Path) -> Recipe:
+    """The recipe a run directory was started with, for `studio train --resume`."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RECIPE).exists():
+        raise StudioError(f"{run_dir} is not a run directory (no {RECIPE})", where=str(run_dir), fix="pass the folder a previous `studio train` created")
+    recipe = load_recipe(run_dir / RECIPE)
+    output = recipe.output.model_copy(update={"dir": str(run_dir.resolve()), "name": recipe.output.name})
+    return recipe.model_copy(update={"output": output})
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint (one whose trainer state was fully written), if any."""
+    folder = run_dir / CHECKPOINTS
+    if not folder.exists():
+        return None
+    complete = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists() and p.name.split("-")[-1].isdigit()]
+    return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not (run_dir / RECIPE).exists():
+            raise StudioError(f"nothing to resume in {run_dir}", where=str(run_dir), fix="start the run without --resume")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise StudioError(
+                f"run directory {run_dir} already holds a run",
+                where="output.dir",
+                fix=f"resume it with `studio train --resume {run_dir}`, pick another output.name, or pass --overwrite",
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _make_trainer(recipe: Recipe, model, tokenizer, data, run_dir: Path, device, progress: bool):
+    import datasets
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    from .callbacks import MetricsCallback, ProgressCallback
+
+    t = recipe.train
+    half = model.dtype if hasattr(model, "dtype") else torch.float32
+    has_val = bool(data.val)
+    args = SFTConfig(
+        output_dir=str(run_dir / CHECKPOINTS),
+        max_steps=t.max_steps or -1,
+        num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        data_seed=t.seed,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        eval_strategy="steps" if (has_val and t.eval_steps) else "no",
+        eval_steps=t.eval_steps,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=device.type == "cpu",
+        bf16=device.type == "cuda" and half == torch.bfloat16,
+        fp16=device.type == "cuda" and half == torch.float16,
+        include_num_input_tokens_seen="non_padding",
+        max_length=recipe.data.max_length,
+        dataloader_pin_memory=device.type == "cuda",
+        optim="adamw_torch",
+        gradient_checkpointing=False,  # enabled on the model already, before adapters were attached
+    )
+    train_set = datasets.Dataset.from_dict({"input_ids": [e.input_ids for e in data.train], "labels": [e.labels for e in data.train]})
+    val_set = None
+    if has_val:
+        val_set = datasets.Dataset.from_dict({"input_ids": [e.input_ids for e in data.val], "labels": [e.labels for e in data.val]})
+    callbacks = [MetricsCallback(run_dir)]
+    if progress:
+        callbacks.append(ProgressCallback())
+    datasets.disable_progress_bars()
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set, processing_class=tokenizer, callbacks=callbacks)
+    from transformers import PrinterCallback, ProgressCallback as HFProgress
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(HFProgress)
+    return trainer
+
+
+def _save_adapter(model, tokenizer, adapter_dir: Path) -> None:
+    """Save the peft adapter and the tokenizer (with the training chat template) to a temp folder, then rename."""
+    tmp = adapter_dir.with_name(adapter_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+    os.replace(tmp, adapter_dir)
+
+
+def _last_train_loss(run_dir: Path) -> float | None:
+    losses = [r["train_loss"] for r in read_metrics(run_dir) if "train_loss" in r]
+    return float(losses[-1]) if losses else None
