@@ -43,10 +43,12 @@ class MetricsCallback(TrainerCallback):
             return
         elapsed = time.time() - (self.start or time.time())
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "time_s": round(elapsed, 2)}
+        summary = "train_runtime" in logs  # the Trainer's end-of-run log: its train_loss is a run average
         for key, value in logs.items():
             if key in ("total_flos", "num_input_tokens_seen"):
                 continue
-            record[_rename(key)] = value if not isinstance(value, float) else round(value, 6)
+            name = "mean_train_loss" if summary and key == "train_loss" else _rename(key)
+            record[name] = value if not isinstance(value, float) else round(value, 6)
         tokens = (state.num_input_tokens_seen or 0) - self.tokens_at_start
         record["tokens"] = state.num_input_tokens_seen or 0
         if elapsed > 0 and tokens:

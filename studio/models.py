@@ -39,6 +39,8 @@ def pick_dtype(choice: str, device: torch.device) -> torch.dtype:
 
 def quiet_libraries() -> None:
     """Silence library chatter (load bars, notices) that would bury the studio's own output."""
+    # bitsandbytes warns at import about an optional CPU kernel package the studio does not use.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -114,9 +116,8 @@ def load_for_training(recipe: Recipe, device: torch.device):
     else:
         model = load_base(model_dir, dtype, device, recipe.model.trust_remote_code)
         if backend == "studio":
-            from .quant import quantize_model_linears, register_studio_lora
+            from .quant import quantize_model_linears
 
-            register_studio_lora()
             quantize_model_linears(model, compute_dtype=pick_dtype(recipe.quant.compute_dtype, device))
     if recipe.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -132,6 +133,10 @@ def load_for_training(recipe: Recipe, device: torch.device):
         bias="none",
         task_type="CAUSAL_LM",
     )
+    if backend == "studio":
+        from .quant import register_studio_lora
+
+        config = register_studio_lora(config, model)
     try:
         model = get_peft_model(model, config)
     except ValueError as exc:

@@ -46,8 +46,9 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
 
     With `resume`, training continues from the run directory's last complete checkpoint.
     """
-    from .models import pick_device
+    from .models import pick_device, quiet_libraries
 
+    quiet_libraries()
     run_dir = recipe.run_dir()
     _prepare_run_dir(run_dir, resume, overwrite)
     device = pick_device(recipe.train.device)

@@ -90,6 +90,10 @@ class Renderer:
         """The text a model is given to answer the last user turn (generation prompt appended)."""
         return self._apply(list(messages), add_generation_prompt=True)
 
+    def conversation_text(self, messages: list[dict] | tuple[dict, ...]) -> str:
+        """A whole conversation rendered with the template, as training sees it (before tokenization)."""
+        return self._apply(list(messages))
+
     def _apply(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
         try:
             return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)

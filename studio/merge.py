@@ -1,0 +1,126 @@
+"""Merge a run's adapter into the original-precision base weights and prove the merge changed nothing.
+
+Merging always starts from the base model's own weights (never the 4-bit copy used for QLoRA): the
+merged model is what the adapter computes on the base the user ships. After saving, the merged model is
+reloaded from disk and its logits compared with base+adapter on held-out prompts; past the tolerance the
+merge fails loudly and the folder is not left behind as if it were good.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import StudioError
+from .recipe_io import load_recipe
+from .rundir import ADAPTER, RECIPE, check_run_dir, write_json
+
+# Largest allowed |merged - adapter| logit difference, relative to the logits' scale, per precision.
+TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}
+
+_DEFAULT_PROMPTS = ["Hello! Who are you?", "Write one sentence about the sea."]
+
+
+@dataclass
+class MergeResult:
+    """Where the merged model is and how closely it reproduces the adapter's logits."""
+
+    merged_dir: Path
+    max_abs_diff: float
+    rel_diff: float
+    tolerance: float
+    prompts: int
+    passed: bool
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        data = asdict(self)
+        data["merged_dir"] = str(self.merged_dir)
+        return data
+
+
+def merge(run_dir: str | Path, out: str | Path | None = None, check: bool = True) -> MergeResult:
+    """Merge the adapter into the base, save it as safetensors with tokenizer and generation config, verify it."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from .model_source import resolve_model
+    from .models import load_base, load_tokenizer, pick_device, pick_dtype, quiet_libraries
+
+    run_dir = check_run_dir(run_dir)
+    recipe = load_recipe(run_dir / RECIPE)
+    out = Path(out) if out else run_dir / "merged"
+    device = pick_device(recipe.train.device)
+    dtype = pick_dtype(recipe.model.dtype, device)
+    model_dir = resolve_model(recipe.model.name, recipe.model.revision)
+    tokenizer = load_tokenizer(run_dir / ADAPTER, recipe)
+    base = load_base(model_dir, dtype, device, recipe.model.trust_remote_code)
+    model = PeftModel.from_pretrained(base, run_dir / ADAPTER).eval()
+    batch = _probe_batch(recipe, tokenizer, device)
+    with torch.no_grad():
+        reference = model(**batch).logits.float()
+    merged = model.merge_and_unload()
+
+    stops = sorted({tokenizer.eos_token_id, *_as_list(getattr(merged.generation_config, "eos_token_id", None))} - {None})
+    merged.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
+    merged.generation_config.pad_token_id = tokenizer.pad_token_id
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    del merged, model, base
+
+    quiet_libraries()
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype, use_safetensors=True).to(device).eval()
+    with torch.no_grad():
+        logits = reloaded(**batch).logits.float()
+    mask = batch["attention_mask"].bool()
+    diff = (logits - reference).abs()[mask]
+    max_abs = float(diff.max())
+    rel = max_abs / max(float(reference[mask].abs().max()), 1e-6)
+    tolerance = TOLERANCE[dtype]
+    result = MergeResult(out, max_abs, rel, tolerance, int(batch["input_ids"].shape[0]), rel <= tolerance)
+    if check and not result.passed:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise StudioError(
+            f"the merged model does not reproduce the adapter: max logit difference {max_abs:.3g} ({rel:.2e} relative, tolerance {tolerance:.0e})",
+            where=str(run_dir),
+            fix="merge in float32 (--set model.dtype=float32 in the recipe) or report a bug with this run directory",
+        )
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    write_json(run_dir / "merge.json", result.to_dict())
+    return result
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _probe_batch(recipe, tokenizer, device) -> dict:
+    """A few templated prompts (held-out ones when the recipe has them) with their answers, padded."""
+    from .data import Renderer
+
+    renderer = Renderer(tokenizer, recipe.data.max_length)
+    texts = []
+    try:
+        from .evaluate import heldout_examples
+
+        texts = [renderer.conversation_text(e.messages) for e in heldout_examples(recipe)[:4]]
+    except StudioError:
+        pass
+    if not texts:
+        texts = [renderer.prompt_text([{"role": "user", "content": p}]) for p in _DEFAULT_PROMPTS]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "right"
+    try:
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False, truncation=True, max_length=recipe.data.max_length)
+    finally:
+        tokenizer.padding_side = side
+    return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
