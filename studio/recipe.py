@@ -21,6 +21,14 @@ Metric = Literal["field_accuracy", "exact_match", "contains", "none"]
 BUNDLED_DEMO_MODEL = "bundled:smollm2-135m-instruct"
 
 
+def is_numeric(annotation) -> bool:
+    """Whether a field's type is a number (int or float, optionally None)."""
+    args = getattr(annotation, "__args__", None)
+    if args:
+        return any(a in (int, float) for a in args)
+    return annotation in (int, float)
+
+
 class _Section(BaseModel):
     # Frozen so a loaded recipe cannot drift from what was written to the run directory;
     # extra="forbid" so a typo is an error (with a suggestion), never a silently ignored key.
@@ -50,6 +58,13 @@ class LoraSpec(_Section):
     targets: Literal["all-linear"] | list[str] = "all-linear"
     """Modules that get adapters: `all-linear` (every linear layer but the output head, the QLoRA paper's
     choice) or a list of module names such as [q_proj, v_proj]. More targets: better quality, more memory."""
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _targets_shape(cls, value):
+        if isinstance(value, str) and value != "all-linear":
+            raise ValueError(f"targets must be `all-linear` or a list of module names such as [q_proj, v_proj], got {value!r}")
+        return value
 
     @field_validator("targets")
     @classmethod

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .errors import StudioError
-from .recipe import Recipe
+from .recipe import Recipe, is_numeric
 
 MAX_RECIPE_BYTES = 1_000_000
 
@@ -41,26 +41,33 @@ def load_recipe(source: str | Path | dict | None = None, overrides: list[str] | 
         raw.setdefault("output", {})
         if isinstance(raw["output"], dict):
             raw["output"].setdefault("name", path.stem)
+    sources: dict[str, str] = {}
     for item in overrides or []:
         key, value = parse_override(item)
         _set_dotted(raw, key, value, where="--set " + item)
-    recipe = validate_recipe(raw, where=where, lines=lines)
+        sources[key] = f"--set {item}"
+    recipe = validate_recipe(raw, where=where, lines=lines, sources=sources)
     return _resolve_paths(recipe, base_dir)
 
 
-def validate_recipe(raw: Any, where: str = "<recipe>", lines: dict[str, int] | None = None) -> Recipe:
-    """Validate plain data against the schema; raise one StudioError listing every problem."""
+def validate_recipe(raw: Any, where: str = "<recipe>", lines: dict[str, int] | None = None, sources: dict[str, str] | None = None) -> Recipe:
+    """Validate plain data against the schema; raise one StudioError listing every problem.
+
+    `lines` maps dotted keys to file lines; `sources` maps keys set on the command line to their `--set`.
+    """
     if not isinstance(raw, dict):
         raise StudioError(
             f"a recipe must be a mapping of sections (model, method, lora, ...), got {type(raw).__name__}",
             where=where,
             fix="start from a file in recipes/, e.g. recipes/smollm2/135m-qlora.yaml",
         )
-    _reject_non_finite(raw, where, lines or {})
+    located = _Locator(where, lines or {}, sources or {})
+    _reject_non_finite(raw, located)
+    _reject_booleans_for_numbers(raw, Recipe, located)
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:
-        raise _to_studio_error(exc, raw, where, lines or {}) from None
+        raise _to_studio_error(exc, located) from None
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -117,53 +124,89 @@ def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
         raise StudioError("recipe file is empty", where=str(path), fix="start from a file in recipes/")
     if not isinstance(raw, dict):
         raise StudioError(f"a recipe must be a mapping of sections, got {type(raw).__name__}", where=str(path), fix="start from a file in recipes/")
-    return raw, _line_index(node)
+    return raw, _line_index(node, path=path)
 
 
-def _line_index(node, prefix: str = "") -> dict[str, int]:
-    """Map dotted keys to 1-based line numbers, so errors can point into the file."""
+def _line_index(node, prefix: str = "", path: Path | None = None) -> dict[str, int]:
+    """Map dotted keys to 1-based line numbers, so errors can point into the file; refuse duplicate keys."""
     index: dict[str, int] = {}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+            if key in index:
+                # PyYAML silently keeps the last duplicate; a recipe that says two things is a mistake.
+                raise StudioError(f"key '{key}' appears twice (lines {index[key]} and {key_node.start_mark.line + 1})", where=f"{path}:{key_node.start_mark.line + 1} (key {key})", fix="keep one of them")
             index[key] = key_node.start_mark.line + 1
-            index.update(_line_index(value_node, key))
+            index.update(_line_index(value_node, key, path))
     return index
 
 
-def _reject_non_finite(raw: Any, where: str, lines: dict[str, int], prefix: str = "") -> None:
+_NON_FINITE_WORDS = {"nan", ".nan", "inf", "+inf", "-inf", ".inf", "-.inf", "+.inf", "infinity", "-infinity", "+infinity"}
+
+
+def _reject_non_finite(raw: Any, located: "_Locator", prefix: str = "") -> None:
     if isinstance(raw, dict):
         for key, value in raw.items():
-            _reject_non_finite(value, where, lines, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(raw, float) and not math.isfinite(raw):
-        raise StudioError(f"{prefix} is {raw}; it must be a finite number", where=_where(where, lines, prefix), fix=f"set {prefix} to a real value")
+            _reject_non_finite(value, located, f"{prefix}.{key}" if prefix else str(key))
+        return
+    # YAML reads `.nan` as a float but plain `nan` as a string; both mean the same mistake.
+    bad = (isinstance(raw, float) and not math.isfinite(raw)) or (isinstance(raw, str) and raw.strip().lower() in _NON_FINITE_WORDS)
+    if bad:
+        raise StudioError(f"{prefix} is {raw}; it must be a finite number", where=located.where(prefix), fix=f"set {prefix} to a real value")
 
 
-def _to_studio_error(exc: ValidationError, raw: dict, where: str, lines: dict[str, int]) -> StudioError:
-    problems = []
-    first_key = None
+def _reject_booleans_for_numbers(raw: dict, model: type[BaseModel], located: "_Locator", prefix: str = "") -> None:
+    # pydantic's lax mode reads `rank: true` as 1; a boolean where a number belongs is a mistake.
+    for name, value in raw.items():
+        field = model.model_fields.get(str(name))
+        if field is None:
+            continue
+        key = f"{prefix}.{name}" if prefix else str(name)
+        ann = field.annotation
+        if isinstance(value, dict) and isinstance(ann, type) and issubclass(ann, BaseModel):
+            _reject_booleans_for_numbers(value, ann, located, key)
+        elif isinstance(value, bool) and is_numeric(ann):
+            raise StudioError(f"{key} must be a number, got {value}", where=located.where(key), fix=f"set {key} to a number")
+
+
+class _Locator:
+    """Turns a dotted key into 'file:line (key k)', or into the `--set` that supplied it."""
+
+    def __init__(self, where: str, lines: dict[str, int], sources: dict[str, str]):
+        self.file, self.lines, self.sources = where, lines, sources
+
+    def where(self, key: str) -> str:
+        if key in self.sources:
+            return f"{self.sources[key]} on {self.file} (key {key})"
+        line = self.lines.get(key)
+        loc = f"{self.file}:{line}" if line else self.file
+        return f"{loc} (key {key})" if key else loc
+
+
+def _field_path(loc: tuple) -> str:
+    """The dotted key of an error, without pydantic's union-member tags (`literal['all-linear']`, `list[str]`)."""
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in ("str", "int", "float", "bool"))))
+
+
+def _to_studio_error(exc: ValidationError, located: _Locator) -> StudioError:
+    problems: dict[str, list[str]] = {}
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        first_key = first_key or key
+        key = _field_path(err["loc"])
         if err["type"] == "extra_forbidden":
             hint = _suggest(err["loc"])
-            problems.append(f"unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else ""))
+            text = f"unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else "")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            shown = f"'{key}': " if key else ""
             value = err.get("input")
-            if err["type"] not in ("missing",) and not isinstance(value, dict) and key:
-                problems.append(f"{shown}{msg} (got {value!r})")
-            else:
-                problems.append(f"{shown}{msg}")
+            shown = f"'{key}': " if key else ""
+            text = f"{shown}{msg}" + (f" (got {value!r})" if key and err["type"] != "missing" and not isinstance(value, (dict, list)) else "")
+        problems.setdefault(key, [])
+        if text not in problems[key]:
+            problems[key].append(text)
+    lines = ["; ".join(texts) for texts in problems.values()]
+    first_key = next(iter(problems), "")
     fix = "correct the value(s) above; `studio validate --help` lists every key and its meaning"
-    return StudioError("; ".join(problems), where=_where(where, lines, first_key or ""), fix=fix)
-
-
-def _where(where: str, lines: dict[str, int], key: str) -> str:
-    line = lines.get(key)
-    loc = f"{where}:{line}" if line else where
-    return f"{loc} (key {key})" if key else loc
+    return StudioError("; ".join(lines), where=located.where(first_key), fix=fix)
 
 
 def _suggest(loc: tuple) -> str | None:

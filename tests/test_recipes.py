@@ -325,7 +325,7 @@ def test_cli_validate_missing_data(capsys, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="recipe_io: a duplicated key silently keeps the last value (PyYAML default)")
+
 def test_duplicate_key_is_an_error(tmp_path):
     path = tmp_path / "dup.yaml"
     path.write_text("lora:\n  rank: 8\n  rank: 16\n", encoding="utf-8")
@@ -334,7 +334,7 @@ def test_duplicate_key_is_an_error(tmp_path):
     assert "lora.rank" in str(info.value) and str(path) in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="recipe: pydantic lax mode turns `true` into the integer 1")
+
 def test_boolean_rank_is_an_error(tmp_path):
     path = tmp_path / "bool.yaml"
     path.write_text("lora:\n  rank: true\n", encoding="utf-8")
@@ -342,7 +342,7 @@ def test_boolean_rank_is_an_error(tmp_path):
         load_recipe(path)
 
 
-@pytest.mark.xfail(strict=True, reason="recipe_io: union members leak into the key (lora.targets.literal['all-linear']) and the line is lost")
+
 def test_targets_as_a_bare_string_names_the_key_and_line(tmp_path):
     path = tmp_path / "targets.yaml"
     path.write_text("lora:\n  targets: q_proj\n", encoding="utf-8")
@@ -352,7 +352,7 @@ def test_targets_as_a_bare_string_names_the_key_and_line(tmp_path):
     assert "literal[" not in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="recipe_io: `nan` (YAML 1.1 string) reaches pydantic and is reported as 'less than or equal to 1'")
+
 def test_nan_written_plainly_says_finite(tmp_path):
     path = tmp_path / "nan.yaml"
     path.write_text("train:\n  learning_rate: nan\n", encoding="utf-8")
