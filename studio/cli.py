@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the recipe's eval.max_new_tokens)")
     p.add_argument("--json", action="store_true", help="with --prompt: print {prompt, answer} as JSON")
 
+    p = sub.add_parser("ui", help="open the studio in the browser (http://127.0.0.1:7860)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but localhost requires --auth")
+    p.add_argument("--port", type=int, default=7860, help="port to listen on")
+    p.add_argument("--auth", metavar="FILE", help="file of `user:sha256-hash` lines (or set STUDIO_UI_AUTH)")
+    p.add_argument("--home", help="studio home for workspaces and the job queue (default $STUDIO_HOME)")
+
     p = sub.add_parser("demo", help="fine-tune the bundled SmolLM2-135M offline and show before/after")
     p.add_argument("--out", help="run directory parent (default runs/)")
     p.add_argument("--quick", action="store_true", help="a 3-step smoke run of the same path (for tests)")
@@ -200,7 +206,16 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "validate": cmd_validate, "merge": cmd_merge, "eval": cmd_eval, "chat": cmd_chat, "demo": cmd_demo}
+def cmd_ui(args) -> int:
+    """`studio ui`: serve the Gradio studio."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from .ui.app import launch
+
+    launch(host=args.host, port=args.port, auth_file=args.auth, home=args.home)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "validate": cmd_validate, "merge": cmd_merge, "eval": cmd_eval, "chat": cmd_chat, "demo": cmd_demo, "ui": cmd_ui}
 
 
 if __name__ == "__main__":

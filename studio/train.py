@@ -77,8 +77,9 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     try:
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except KeyboardInterrupt:
-        trainer.save_model(str(run_dir / CHECKPOINTS / "interrupted"))
-        raise StudioError("training interrupted", where=str(run_dir), fix=f"resume with `studio train --resume {run_dir}`") from None
+        done = last_checkpoint(run_dir)
+        since = f"from {done.name}" if done else "from the start (no checkpoint was complete yet)"
+        raise StudioError(f"training interrupted; it can continue {since}", where=str(run_dir), fix=f"resume with `studio train --resume {run_dir}`") from None
 
     # 4. Final validation loss, the adapter (a standard peft adapter), summary and model card.
     eval_loss = None
