@@ -7,25 +7,23 @@ import json
 
 def parse_json_object(text: str) -> dict | None:
     """The first JSON object in a generated answer, or None when there is none (models add chatter)."""
+    decoder = json.JSONDecoder()
     start = text.find("{")
     while start != -1:
-        depth = 0
-        for end in range(start, len(text)):
-            if text[end] == "{":
-                depth += 1
-            elif text[end] == "}":
-                depth -= 1
-                if depth == 0:
-                    try:
-                        value = json.loads(text[start : end + 1])
-                    except json.JSONDecodeError:
-                        break
-                    return value if isinstance(value, dict) else None
+        try:
+            value, _end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(value, dict):
+            return value
         start = text.find("{", start + 1)
     return None
 
 
 def _norm(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 12.0 and 12 are the same quantity
     return " ".join(str(value).split()).casefold()
 
 

@@ -103,6 +103,7 @@ def load_for_training(recipe: Recipe, device: torch.device):
     tokenizer = load_tokenizer(model_dir, recipe)
     dtype = pick_dtype(recipe.model.dtype, device)
     backend = quant_backend(recipe) if recipe.method == "qlora" else None
+    quantized = 0
     if backend == "bitsandbytes":
         compute = pick_dtype(recipe.quant.compute_dtype, device)
         bnb = BitsAndBytesConfig(
@@ -113,12 +114,15 @@ def load_for_training(recipe: Recipe, device: torch.device):
             bnb_4bit_quant_storage=torch.uint8,
         )
         model = load_base(model_dir, dtype, device, recipe.model.trust_remote_code, quantization_config=bnb)
+    elif backend == "studio":
+        # Loaded on the CPU, then moved to the device one block at a time as it is quantized, so the
+        # GPU never holds more than one full-precision block: an 8B model fits where its bf16 copy would not.
+        model = load_base(model_dir, dtype, torch.device("cpu"), recipe.model.trust_remote_code)
+        # Architectures whose projections are not nn.Linear (GPT-2's Conv1D) keep them in full
+        # precision, as bitsandbytes does; LoRA then attaches to them as usual.
+        quantized = quantize_onto(model, device, pick_dtype(recipe.quant.compute_dtype, device))
     else:
         model = load_base(model_dir, dtype, device, recipe.model.trust_remote_code)
-        if backend == "studio":
-            from .quant import quantize_model_linears
-
-            quantize_model_linears(model, compute_dtype=pick_dtype(recipe.quant.compute_dtype, device))
     if recipe.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -133,7 +137,7 @@ def load_for_training(recipe: Recipe, device: torch.device):
         bias="none",
         task_type="CAUSAL_LM",
     )
-    if backend == "studio":
+    if backend == "studio" and quantized:
         from .quant import register_studio_lora
 
         config = register_studio_lora(config, model)
@@ -142,6 +146,21 @@ def load_for_training(recipe: Recipe, device: torch.device):
     except ValueError as exc:
         raise StudioError(f"cannot attach LoRA: {str(exc).splitlines()[0]}", where="lora.targets", fix="use all-linear, or module names that exist in this model (e.g. q_proj, v_proj)") from None
     return model, tokenizer, model_dir
+
+
+def quantize_onto(model, device: torch.device, compute_dtype: torch.dtype) -> int:
+    """Quantize every linear layer to NF4 block by block while moving the model to `device`."""
+    from .quant import quantize_model_linears
+
+    blocks = max((m for m in model.modules() if isinstance(m, torch.nn.ModuleList)), key=len, default=None)
+    swapped = 0
+    if blocks is not None:
+        for block in blocks:
+            block.to(device)
+            swapped += quantize_model_linears(block, compute_dtype=compute_dtype)
+    model.to(device)
+    swapped += quantize_model_linears(model, compute_dtype=compute_dtype)
+    return swapped
 
 
 def load_adapter_model(model_dir: Path, adapter_dir: Path, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False):

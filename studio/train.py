@@ -72,8 +72,9 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     # 3. The trainer, extended with callbacks only.
     trainer = _make_trainer(recipe, model, tokenizer, data, run_dir, device, progress)
     checkpoint = last_checkpoint(run_dir) if resume else None
-    if checkpoint is not None:
-        truncate_metrics(run_dir, int(checkpoint.name.split("-")[-1]))
+    if resume:
+        # Steps logged after the checkpoint (or any, when there is none) will be run and logged again.
+        truncate_metrics(run_dir, int(checkpoint.name.split("-")[-1]) if checkpoint else 0)
     try:
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except KeyboardInterrupt:
@@ -120,15 +121,31 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         if not (run_dir / RECIPE).exists():
             raise StudioError(f"nothing to resume in {run_dir}", where=str(run_dir), fix="start the run without --resume")
         return
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if _holds_a_run(run_dir):
         if not overwrite:
             raise StudioError(
                 f"run directory {run_dir} already holds a run",
                 where="output.dir",
                 fix=f"resume it with `studio train --resume {run_dir}`, pick another output.name, or pass --overwrite",
             )
+    if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _holds_a_run(run_dir: Path) -> bool:
+    """A run that trained at least a step (a run that failed while loading can simply be started again)."""
+    from .rundir import METRICS
+
+    if not run_dir.exists():
+        return False
+    if (run_dir / ADAPTER).exists() or (run_dir / CHECKPOINTS).exists():
+        return True
+    metrics = run_dir / METRICS
+    if metrics.exists() and metrics.stat().st_size > 0:
+        return True
+    known = {RECIPE, ENV, DATA, METRICS}
+    return any(p.name not in known for p in run_dir.iterdir())
 
 
 def _make_trainer(recipe: Recipe, model, tokenizer, data, run_dir: Path, device, progress: bool):

@@ -261,6 +261,35 @@ def test_eos_is_inserted_when_the_template_does_not_end_the_turn_with_it():
         assert enc.input_ids[at] == eos and enc.labels[at] == eos
 
 
+def test_a_conversation_opening_with_the_assistant_trains_only_its_answers(tiny_tokenizer):
+    # e.g. ShareGPT rows where the bot greets first: the "<|im_start|>assistant\n" header of the first
+    # turn is template, not answer, and must not carry the loss any more than the later headers do.
+    tok = tiny_tokenizer
+    messages = [{"role": "assistant", "content": "Hi!"}, *CHAT]
+    enc = encode(tok, messages)
+    assert trained(enc) == ids_of(tok, "Hi!") + [tok.eos_token_id] + ids_of(tok, "5") + [tok.eos_token_id]
+
+
+SHOUTING = "{% for m in messages %}{% if loop.last %}{{ m['content'] }}{% else %}{{ m['content'] | upper }}{% endif %}{% endfor %}"
+TWO_TURNS = [*CHAT, {"role": "user", "content": "add 1 and 1"}, {"role": "assistant", "content": "2"}]
+
+
+def test_template_that_rewrites_earlier_turns_is_a_studio_error():
+    tok = prepare_tokenizer(helpers.make_tokenizer(None), SHOUTING)
+    with pytest.raises(StudioError, match="renders earlier turns differently") as err:
+        encode(tok, TWO_TURNS)
+    assert "train_on: all" in err.value.fix
+
+
+def test_train_on_all_works_with_a_template_that_rewrites_earlier_turns():
+    # The error above advises `data.train_on: all`; with it no assistant spans are needed, so it must work.
+    tok = prepare_tokenizer(helpers.make_tokenizer(None), SHOUTING)
+    enc = encode(tok, TWO_TURNS, train_on="all")
+    assert enc.labels == enc.input_ids
+    assert enc.input_ids[:-1] == ids_of(tok, tok.apply_chat_template(TWO_TURNS, tokenize=False))
+    assert enc.input_ids[-1] == tok.eos_token_id
+
+
 def test_train_on_all_trains_every_token_and_ends_with_eos(tiny_tokenizer):
     tok = tiny_tokenizer
     enc = encode(tok, [{"role": "system", "content": "S"}, *CHAT], train_on="all")

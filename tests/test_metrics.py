@@ -41,6 +41,14 @@ def test_parse_json_object_skips_a_broken_first_brace():
     assert parse_json_object("no braces") is None
 
 
+def test_braces_inside_json_strings_do_not_break_parsing():
+    # A valid object whose text values contain braces, e.g. an extracted note "use {code} at checkout".
+    answer = '{"note": "use {code} at checkout", "qty": 2}'
+    assert parse_json_object(answer) == {"note": "use {code} at checkout", "qty": 2}
+    assert parse_json_object('Here: {"note": "a } b", "qty": 1} done') == {"note": "a } b", "qty": 1}
+    assert field_accuracy(answer, answer) == 1.0
+
+
 def test_exact_match():
     assert exact_match("  5\n", "5") == 1.0
     assert exact_match("5.", "5") == 0.0

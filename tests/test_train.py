@@ -27,8 +27,8 @@ GOLDEN_QLORA_STUDIO = [5.943666, 5.914577, 5.831337]
 GOLDEN_RTOL = 1e-4
 
 
-def make_recipe(model_dir, data, out, **sections):
-    return load_recipe(helpers.recipe_dict(model_dir, data, out, **sections))
+def make_recipe(model_dir, data_path, out, **sections):
+    return load_recipe(helpers.recipe_dict(model_dir, data_path, out, **sections))
 
 
 def losses(run_dir):
@@ -198,3 +198,61 @@ def test_overwrite_replaces_the_run(tiny_llama_dir, tiny_data, tmp_path):
     assert result.steps == 1
     assert not (run / "stale.txt").exists()
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_warmup_ratio_is_a_fraction_of_the_steps(tiny_llama_dir, tiny_data, tmp_path):
+    # 4 steps with warmup_ratio 0.5: 2 warmup steps from 0, then cosine decay from the peak.
+    recipe = make_recipe(tiny_llama_dir, tiny_data, tmp_path / "run", train={"warmup_ratio": 0.5})
+    run = train(recipe, progress=False).run_dir
+    lrs = [r["lr"] for r in read_metrics(run) if "train_loss" in r]
+    assert lrs == pytest.approx([0.0, 5e-4, 1e-3, 5e-4], abs=1e-9)
+
+
+def test_validation_split_gives_a_validation_loss(tiny_llama_dir, tiny_data, tmp_path):
+    recipe = make_recipe(tiny_llama_dir, tiny_data, tmp_path / "run", data={"val_split": 0.25}, train={"max_steps": 2, "eval_steps": 1})
+    result = train(recipe, progress=False)
+    data = json.loads((result.run_dir / "data.json").read_text())
+    assert (data["train"]["examples"], data["val"]["examples"]) == (18, 6)
+    assert result.eval_loss is not None and 0 < result.eval_loss < 20
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["eval_loss"] == pytest.approx(result.eval_loss)
+    assert [r["step"] for r in read_metrics(result.run_dir) if "eval_loss" in r][:2] == [1, 2]  # every eval_steps
+
+
+def step_log(run_dir):
+    return [(r["train_loss"], r["grad_norm"]) for r in read_metrics(run_dir) if "train_loss" in r]
+
+
+def test_grad_accum_and_checkpointing_do_not_change_the_optimisation(tiny_llama_dir, tiny_data, tmp_path):
+    # batch 4 == batch 2 x accumulation 2 (the loss is normalised over all trained tokens of the step),
+    # and recomputing activations changes memory, not numbers. Compared on loss and gradient norm,
+    # because AdamW's first update is nearly scale-free and would hide a wrongly scaled gradient.
+    runs = {}
+    for name, train_kw in {
+        "plain": {"max_steps": 2},
+        "accum": {"max_steps": 2, "batch_size": 2, "grad_accum": 2},
+        "ckpt": {"max_steps": 2, "gradient_checkpointing": True},
+    }.items():
+        runs[name] = step_log(train(make_recipe(tiny_llama_dir, tiny_data, tmp_path / name, train=train_kw), progress=False).run_dir)
+    assert [x for x, _ in runs["plain"]] == pytest.approx(GOLDEN_LORA[:2], rel=GOLDEN_RTOL)
+    for name in ("accum", "ckpt"):
+        got, want = [v for pair in runs[name] for v in pair], [v for pair in runs["plain"] for v in pair]
+        assert got == pytest.approx(want, rel=1e-5), name
+
+
+def test_resume_before_the_first_checkpoint_starts_over_cleanly(lora_run, tiny_llama_dir, tiny_data, tmp_path):
+    # A crash after step 1 was logged but before checkpoint-2 was written: resuming can only start over,
+    # and the restarted run must not log step 1 a second time.
+    crashed = train(make_recipe(tiny_llama_dir, tiny_data, tmp_path / "b"), progress=False).run_dir
+    shutil.rmtree(crashed / "adapter")
+    shutil.rmtree(crashed / "checkpoints")
+    (crashed / "summary.json").unlink()
+    kept = [line for line in (crashed / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] <= 1]
+    (crashed / "metrics.jsonl").write_text("\n".join(kept) + "\n")
+    assert last_checkpoint(crashed) is None
+
+    train(resume_recipe(crashed), resume=True, progress=False)
+    assert losses(crashed)[1] == [1, 2, 3, 4]
+    expected, got = adapter_tensors(lora_run.run_dir), adapter_tensors(crashed)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-6, atol=1e-6, msg=key)

@@ -103,12 +103,12 @@ class Renderer:
     def _encode_chat(self, example: Example) -> tuple[list[int], list[int]]:
         messages = list(example.messages)
         full = self._apply(messages)
-        spans = self._assistant_spans(messages, full, example.where)
         enc = self.tok(full, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
         if self.train_on == "all":
             labels = list(ids)
         else:
+            spans = self._assistant_spans(messages, full, example.where)
             labels = [tid if any(s <= start < e for s, e in spans) else IGNORE for tid, (start, _end) in zip(ids, offsets)]
         return self._ensure_eos_trained(ids, labels)
 
@@ -117,8 +117,13 @@ class Renderer:
         for i, message in enumerate(messages):
             if message["role"] != "assistant":
                 continue
-            before = self._apply(messages[:i], add_generation_prompt=True) if i else ""
             through = self._apply(messages[: i + 1])
+            if i:
+                before = self._apply(messages[:i], add_generation_prompt=True)
+            else:
+                # Nothing precedes an opening assistant turn but the template's own header (and any
+                # default system block): the answer starts where its content does.
+                before = through[: max(0, through.rfind(message["content"]))]
             if not (full.startswith(through) and through.startswith(before)):
                 raise StudioError(
                     "the chat template renders earlier turns differently once later turns follow, so assistant turns cannot be located",

@@ -1,0 +1,117 @@
+"""The Gradio studio: `build_app` lays out the tabs, `launch` serves them (localhost, or any host with auth).
+
+The UI is a thin shell over the library: it builds recipes, queues `studio train` subprocesses and reads
+run directories. State lives in the studio home (workspaces and the job queue), never in the browser.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from ..errors import StudioError
+from ..jobs import JobQueue
+from ..model_source import studio_home
+from . import compare_tab, data_tab, export_tab, recipe_tab, train_tab
+from .context import MAX_UPLOAD_BYTES, Context
+from .workspace import LOCAL_HOSTS, Account, authenticator, load_accounts
+
+CSS = """
+.studio-error pre, .studio-error code { color: #b42318 !important; white-space: pre-wrap !important; }
+.studio-ok { color: #067647; font-weight: 600; }
+#memory-panel table { font-size: 0.85em; }
+.token-view { font-family: ui-monospace, monospace; white-space: pre-wrap; line-height: 1.7; font-size: 0.9em; }
+.token-view .trained { background: #d1fadf; border-radius: 3px; }
+.token-view .eos { background: #fedf89; border: 1px solid #b54708; border-radius: 3px; font-weight: 600; }
+"""
+
+
+def ui_home(home: str | Path | None = None) -> Path:
+    """Where the UI keeps workspaces and the job queue: `home`, else studio_home()/ui."""
+    return Path(home) if home else studio_home() / "ui"
+
+
+def theme() -> gr.themes.Base:
+    """A theme with system fonts only, so the page loads nothing from the internet."""
+    return gr.themes.Soft(font=["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "sans-serif"], font_mono=["ui-monospace", "Menlo", "Consolas", "monospace"])
+
+
+def build_app(home: str | Path | None = None, accounts: list[Account] | None = None, concurrency: int = 1, queue: JobQueue | None = None) -> gr.Blocks:
+    """The studio as a gr.Blocks; `app.studio_context` holds its home, job queue and accounts, and
+    `app.studio_widgets` maps each recipe key to its form widget.
+
+    The job queue's worker is not started here (`launch` starts it), so building the app has no side effects
+    beyond creating the home folder and its database.
+    """
+    home = ui_home(home)
+    ctx = Context(home=home, queue=queue or JobQueue(home, concurrency=concurrency), accounts=list(accounts or []))
+    with gr.Blocks(title="Adapter Studio", analytics_enabled=False) as app:
+        gr.Markdown("## Adapter Studio — LoRA / QLoRA fine-tuning", elem_id="studio-title")
+        with gr.Tabs():
+            with gr.Tab("Recipe", id="recipe"):
+                recipe = recipe_tab.build(ctx)
+            with gr.Tab("Data", id="data"):
+                data_tab.build(ctx, recipe)
+            with gr.Tab("Train", id="train"):
+                train = train_tab.build(ctx, recipe)
+            with gr.Tab("Compare", id="compare"):
+                compare = compare_tab.build(ctx)
+            with gr.Tab("Export", id="export"):
+                export = export_tab.build(ctx)
+        app.load(recipe["refresh"], recipe["inputs"], recipe["outputs"], api_visibility="undocumented", show_progress="hidden")
+        app.load(recipe["list_choices"], None, [recipe["picker"]], api_visibility="undocumented", show_progress="hidden")
+        app.load(train["refresh"], [train["selected"]], train["views"], api_visibility="undocumented", show_progress="hidden")
+        app.load(compare["refresh"], None, compare["outputs"], api_visibility="undocumented", show_progress="hidden")
+        app.load(export["refresh"], None, export["outputs"], api_visibility="undocumented", show_progress="hidden")
+        gr.api(recipe_tab.api_list_recipes, api_name="list_recipes")
+        gr.api(recipe_tab.api_validate, api_name="validate_recipe")
+        gr.api(recipe_tab.api_estimate_memory, api_name="estimate_memory")
+    app.studio_context = ctx
+    app.studio_widgets = recipe["widgets"]
+    return app
+
+
+def check_host(host: str, accounts: list[Account]) -> None:
+    """Refuse to serve a non-local address without authentication."""
+    if host not in LOCAL_HOSTS and not accounts:
+        raise StudioError(
+            f"refusing to serve on {host} without authentication: anyone on the network could train and read your data",
+            where="--host",
+            fix="pass --auth FILE (lines of `user:sha256-of-password`) or set STUDIO_UI_AUTH, or bind 127.0.0.1",
+        )
+
+
+def launch(host: str = "127.0.0.1", port: int = 7860, auth_file: str | Path | None = None, home: str | Path | None = None, open_browser: bool = False, block: bool = True, concurrency: int = 1) -> gr.Blocks:
+    """Serve the studio on host:port; any host but localhost needs auth_file or $STUDIO_UI_AUTH.
+
+    With `block=False` it returns the running app at once (tests call `app.close()` when done).
+    """
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    accounts = load_accounts(auth_file)
+    check_host(host, accounts)
+    app = build_app(home, accounts, concurrency=concurrency)
+    app.studio_context.queue.start()
+    app.queue(default_concurrency_limit=4)
+    try:
+        app.launch(
+            server_name=host,
+            server_port=port,
+            auth=authenticator(accounts) if accounts else None,
+            auth_message="Adapter Studio: log in with your workshop account." if accounts else None,
+            inbrowser=open_browser,
+            prevent_thread_lock=not block,
+            max_file_size=MAX_UPLOAD_BYTES,
+            show_error=True,
+            quiet=not block,
+            theme=theme(),
+            css=CSS,
+            footer_links=["api"],
+            run_history=False,
+        )
+    except OSError as exc:
+        app.studio_context.queue.close()
+        raise StudioError(f"cannot serve on {host}:{port}: {exc}", where="--port", fix="pick a free port with --port, or stop the program using it") from None
+    return app

@@ -1,0 +1,93 @@
+"""The Compare tab: one prompt through the base model and the adapter side by side, held-out prompts pre-filled."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import gradio as gr
+
+from ..errors import StudioError
+from ..recipe_io import load_recipe
+from .context import Context
+
+_lock = threading.Lock()
+_session: dict = {}  # run_dir -> ChatSession; one loaded model at a time
+
+
+def adapter_runs(ctx: Context, request) -> list[str]:
+    """Run directories the user may open that have a trained adapter."""
+    return [d for d in ctx.run_dirs(request) if (Path(d) / "adapter" / "adapter_config.json").exists()]
+
+
+def heldout_prompts(run_dir: str, limit: int = 5) -> list[str]:
+    """The last user message of the first few held-out examples (data.test_path, else data.val_path)."""
+    from ..evaluate import heldout_examples
+
+    try:
+        examples = heldout_examples(load_recipe(Path(run_dir) / "recipe.yaml"))
+    except StudioError:
+        return []
+    prompts = []
+    for ex in examples[:limit]:
+        users = [m["content"] for m in ex.messages if m["role"] == "user"]
+        if users:
+            prompts.append(users[-1])
+    return prompts
+
+
+def compare(run_dir: str, prompt: str, max_new_tokens: int) -> tuple[str, str]:
+    """(base answer, adapter answer) for one prompt, greedy, with the run's chat template."""
+    from ..chat import ChatSession
+
+    if not prompt or not prompt.strip():
+        raise StudioError("the prompt is empty", where="Compare tab", fix="type a prompt or pick a held-out example")
+    with _lock:
+        session = _session.get(run_dir)
+        if session is None:
+            _session.clear()
+            session = _session[run_dir] = ChatSession(run_dir, use_adapter=True)
+        session.max_new_tokens = int(max_new_tokens)
+        session.reset()
+        with session.model.disable_adapter():
+            base = session.ask(prompt)
+        session.reset()
+        adapter = session.ask(prompt)
+        session.reset()
+    return base, adapter
+
+
+def build(ctx: Context) -> dict:
+    """Lay out the Compare tab; return what the app refreshes on page load."""
+    with gr.Row():
+        run = gr.Dropdown(label="Run", choices=[], scale=3, allow_custom_value=False)
+        max_new = gr.Slider(8, 512, value=128, step=8, label="max_new_tokens", scale=2)
+    example = gr.Dropdown(label="Held-out examples (from data.test_path)", choices=[], allow_custom_value=False)
+    prompt = gr.Textbox(label="Prompt", lines=3)
+    go = gr.Button("Compare", variant="primary")
+    with gr.Row():
+        base = gr.Textbox(label="Base model", lines=8, interactive=False)
+        adapter = gr.Textbox(label="With adapter", lines=8, interactive=False)
+
+    def refresh(request: gr.Request):
+        runs = adapter_runs(ctx, request)
+        return gr.update(choices=runs, value=runs[0] if runs else None)
+
+    def on_run(run_dir, request: gr.Request):
+        if not run_dir or not ctx.may_open(request, run_dir):
+            return gr.update(choices=[], value=None), ""
+        prompts = heldout_prompts(run_dir)
+        return gr.update(choices=prompts, value=prompts[0] if prompts else None), prompts[0] if prompts else ""
+
+    def on_compare(run_dir, text, n, request: gr.Request):
+        if not ctx.may_open(request, run_dir):
+            raise gr.Error("pick one of your runs")
+        try:
+            return compare(run_dir, text, n)
+        except StudioError as exc:
+            raise gr.Error(exc.format()) from None
+
+    run.change(on_run, [run], [example, prompt], api_visibility="undocumented")
+    example.input(lambda e: e, [example], [prompt], api_visibility="undocumented")
+    go.click(on_compare, [run, prompt, max_new], [base, adapter], api_name="compare")
+    return {"refresh": refresh, "outputs": [run]}

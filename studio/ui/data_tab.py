@@ -1,0 +1,197 @@
+"""The Data tab: upload or pick a dataset, see its format and columns, a sample exactly as training sees it,
+a histogram of token lengths against max_length, and warnings (empty rows, duplicates, rows over the limit)."""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from functools import lru_cache
+from pathlib import Path
+
+import gradio as gr
+import yaml
+
+from ..data import IGNORE, Renderer, detect_format, normalize, read_rows
+from ..data.formats import FORMATS
+from ..errors import StudioError
+from ..recipe_io import validate_recipe
+from .context import MAX_UPLOAD_BYTES, Context
+from .workspace import check_name, inside, safe_path
+
+MAX_ENCODED = 2000  # rows tokenized for the histogram
+UPLOAD_TYPES = [".jsonl", ".json", ".csv", ".parquet"]
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(model_name: str, revision: str | None, chat_template: str | None, trust: bool):
+    from ..model_source import resolve_model
+    from ..models import load_tokenizer
+    from ..recipe import Recipe
+
+    recipe = Recipe.model_validate({"model": {"name": model_name, "revision": revision, "trust_remote_code": trust}, "data": {"chat_template": chat_template}})
+    return load_tokenizer(resolve_model(model_name, revision), recipe)
+
+
+def tokenizer_for(recipe):
+    """The recipe's tokenizer with its chat template (cached; converts the bundled model once if needed)."""
+    return _tokenizer(recipe.model.name, recipe.model.revision, recipe.data.chat_template, recipe.model.trust_remote_code)
+
+
+def row_warnings(rows) -> list[str]:
+    """Empty rows and exact duplicate rows, with where they are."""
+    out, seen = [], {}
+    for row in rows:
+        if all(v in (None, "", [], {}) for v in row.data.values()):
+            out.append(f"empty row at {row.where}")
+        key = json.dumps(row.data, sort_keys=True, default=str)
+        if key in seen:
+            out.append(f"duplicate of {seen[key]} at {row.where}")
+        seen.setdefault(key, row.where)
+    return out
+
+
+def token_html(tokenizer, encoded) -> str:
+    """A sample's tokens as HTML: trained (loss) tokens highlighted, EOS tokens marked."""
+    pieces = []
+    for tid, label in zip(encoded.input_ids, encoded.labels):
+        text = tokenizer.decode([tid], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        cls = "eos" if tid == tokenizer.eos_token_id else ("trained" if label != IGNORE else "")
+        shown = html.escape(text) if text else "·"
+        pieces.append(f"<span class='{cls}'>{shown}</span>" if cls else shown)
+    legend = "<div style='margin-bottom:6px;font-size:0.85em'><span class='trained'>trained (loss) tokens</span> · <span class='eos'>EOS</span> · plain = context only</div>"
+    return f"<div class='token-view'>{legend}{''.join(pieces)}</div>"
+
+
+def histogram_svg(lengths: list[int], max_length: int, bins: int = 30) -> str:
+    """An SVG histogram of token lengths with a dashed line at max_length (bars past it in red)."""
+    if not lengths:
+        return ""
+    top = max(max(lengths), max_length) + 1
+    width = max(1, -(-top // bins))
+    counts = [0] * (-(-top // width))
+    for n in lengths:
+        counts[min(n // width, len(counts) - 1)] += 1
+    w, h, pad = 640, 180, 24
+    bar_w = (w - 2 * pad) / len(counts)
+    peak = max(counts)
+    bars = []
+    for i, c in enumerate(counts):
+        bh = (h - 2 * pad) * c / peak
+        color = "#d92d20" if i * width >= max_length else "#2e90fa"
+        bars.append(f"<rect x='{pad + i * bar_w:.1f}' y='{h - pad - bh:.1f}' width='{max(bar_w - 1, 1):.1f}' height='{bh:.1f}' fill='{color}'><title>{i * width}-{(i + 1) * width - 1}: {c}</title></rect>")
+    x = pad + (w - 2 * pad) * max_length / (len(counts) * width)
+    over = sum(n > max_length for n in lengths)
+    return (
+        f"<svg viewBox='0 0 {w} {h}' width='100%' style='max-width:{w}px' role='img' aria-label='token length histogram'>"
+        + "".join(bars)
+        + f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{pad - 8}' y2='{h - pad}' stroke='#d92d20' stroke-dasharray='4 3'/>"
+        + (f"<text x='{x - 4:.1f}' y='{pad}' font-size='11' fill='#d92d20' text-anchor='end'>max_length {max_length}</text>" if x > w * 0.6
+           else f"<text x='{x + 4:.1f}' y='{pad}' font-size='11' fill='#d92d20'>max_length {max_length}</text>")
+        + f"<text x='{pad}' y='{h - 6}' font-size='11' fill='currentColor'>0</text><text x='{w - pad}' y='{h - 6}' font-size='11' text-anchor='end' fill='currentColor'>{len(counts) * width} tokens</text>"
+        + f"<text x='{pad}' y='{pad - 10}' font-size='11' fill='currentColor'>{len(lengths)} rows, longest {max(lengths)}, {over} over the limit</text></svg>"
+    )
+
+
+def inspect(path: str, fmt: str, columns_text: str, raw: dict | None, sample: int) -> tuple[str, str, str, str]:
+    """Summary markdown, warnings markdown, sample HTML and histogram SVG for a dataset under the form's recipe."""
+    if raw is None:
+        raise StudioError("the recipe has errors", where="Recipe tab", fix="fix the recipe first: the sample is rendered with its model and template")
+    columns = yaml.safe_load(columns_text) if columns_text and columns_text.strip() else {}
+    data = {**raw["data"], "path": path, "format": fmt, "columns": columns or {}}
+    recipe = validate_recipe({**raw, "data": data}, where="Data tab")
+    rows = read_rows(path)
+    columns_found = sorted({k for row in rows[:50] for k in row.data})
+    warnings = row_warnings(rows)
+    detected, examples = normalize(rows, recipe.data.format, recipe.data.columns, recipe.data.system_prompt)
+    tokenizer = tokenizer_for(recipe)
+    renderer = Renderer(tokenizer, recipe.data.max_length, recipe.data.train_on)
+    # Full lengths (before truncation) so the histogram shows what the limit cuts.
+    full = Renderer(tokenizer, 10**9, recipe.data.train_on)
+    lengths = [len(full.encode(ex).input_ids) for ex in examples[:MAX_ENCODED]]
+    over = [ex.where for ex, n in zip(examples, lengths) if n > recipe.data.max_length]
+    warnings += [f"{len(over)} row(s) longer than max_length {recipe.data.max_length} will be truncated, e.g. {', '.join(over[:3])}"] if over else []
+    index = min(max(int(sample or 0), 0), len(examples) - 1)
+    encoded = renderer.encode(examples[index])
+    if encoded.trained_tokens == 0:
+        warnings.append(f"row {index} has no trained token left after truncation and would be dropped")
+    auto = detect_format(rows[0].data)
+    summary = (
+        f"**{len(rows)} rows** · format **{detected}**" + (f" (detected: {auto or 'none'})" if fmt == "auto" else f" (chosen; detected: {auto or 'none'})")
+        + f" · columns: {', '.join(f'`{c}`' for c in columns_found)}  \n"
+        + f"sample row {index} ({examples[index].where}): {len(encoded.input_ids)} tokens, {encoded.trained_tokens} trained"
+        + (" — **truncated**" if encoded.truncated else "")
+        + (f"  \nlengths computed on the first {MAX_ENCODED} rows" if len(examples) > MAX_ENCODED else "")
+    )
+    warn = "\n".join(f"- ⚠ {w}" for w in warnings[:20]) + (f"\n- … and {len(warnings) - 20} more" if len(warnings) > 20 else "")
+    return summary, warn or "No warnings: no empty rows, no duplicates, nothing over the limit.", token_html(tokenizer, encoded), histogram_svg(lengths, recipe.data.max_length)
+
+
+def store_upload(ctx: Context, request, file_path: str) -> str:
+    """Copy an uploaded dataset into the user's uploads folder (size-limited, safe name); return the new path."""
+    source = Path(file_path)
+    if source.suffix.lower() not in UPLOAD_TYPES:
+        raise StudioError(f"unsupported file type '{source.suffix}'", where=source.name, fix=f"upload one of {', '.join(UPLOAD_TYPES)}")
+    if source.stat().st_size > MAX_UPLOAD_BYTES:
+        raise StudioError(f"file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB", where=source.name, fix="upload a smaller file")
+    target = safe_path(ctx.workspace(request) / "uploads", check_name(source.name))
+    shutil.copyfile(source, target)
+    return str(target)
+
+
+def check_pick(ctx: Context, request, path: str) -> str:
+    """A picked path; on a shared server it must lie in the user's workspace or the project's examples."""
+    if not path:
+        raise StudioError("no dataset chosen", where="Data tab", fix="upload a file or type a path")
+    if ctx.shared:
+        examples = Path(__file__).resolve().parents[2] / "examples"
+        if not (inside(ctx.workspace(request), path) or inside(examples, path)):
+            raise StudioError("that path is outside your workspace", where=path, fix="upload the file instead")
+    return path
+
+
+def build(ctx: Context, recipe: dict) -> None:
+    """Lay out the Data tab."""
+    widgets = recipe["widgets"]
+    with gr.Row():
+        with gr.Column(scale=1):
+            upload = gr.File(label="Upload a dataset", file_types=UPLOAD_TYPES, type="filepath", height=110)
+            path = gr.Textbox(label="data.path", value=widgets["data.path"].value, max_lines=1, info="a file on this machine (an upload lands in your workspace)")
+            with gr.Row():
+                fmt = gr.Dropdown(choices=["auto", *FORMATS], value=widgets["data.format"].value, label="data.format")
+                sample = gr.Number(value=0, precision=0, label="Sample row", minimum=0)
+            columns = gr.Textbox(label="data.columns", value=widgets["data.columns"].value, max_lines=1, info="map your columns to the format's names, e.g. {instruction: question, output: answer}")
+            with gr.Row():
+                show = gr.Button("Inspect", variant="primary", elem_id="inspect-data")
+                apply = gr.Button("Use in recipe")
+            summary = gr.Markdown()
+            warnings = gr.Markdown()
+        with gr.Column(scale=2):
+            sample_view = gr.HTML(label="Sample as training sees it", elem_id="sample-view")
+            histogram = gr.HTML(label="Token lengths")
+
+    def on_upload(file, request: gr.Request):
+        try:
+            return store_upload(ctx, request, file)
+        except StudioError as exc:
+            raise gr.Error(exc.format()) from None
+
+    def on_inspect(p, f, c, raw, s, request: gr.Request):
+        try:
+            return inspect(check_pick(ctx, request, p), f, c, raw, s)
+        except StudioError as exc:
+            raise gr.Error(exc.format()) from None
+        except yaml.YAMLError as exc:
+            raise gr.Error(f"data.columns is not a YAML mapping: {exc}") from None
+
+    def on_apply(p, f, c):
+        return p, f, c
+
+    for key, target in (("data.path", path), ("data.format", fmt), ("data.columns", columns)):
+        widgets[key].change(lambda v: v, [widgets[key]], [target], api_visibility="undocumented", show_progress="hidden")
+    upload.upload(on_upload, [upload], [path], api_visibility="undocumented")
+    show.click(on_inspect, [path, fmt, columns, recipe["recipe_state"], sample], [summary, warnings, sample_view, histogram], api_name="inspect_data")
+    apply.click(on_apply, [path, fmt, columns], [widgets["data.path"], widgets["data.format"], widgets["data.columns"]], api_visibility="undocumented")
+
+
+__all__ = ["build", "histogram_svg", "inspect", "row_warnings", "store_upload", "token_html"]

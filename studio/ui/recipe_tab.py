@@ -1,0 +1,217 @@
+"""The Recipe tab: the schema-generated form, live validation, YAML and command preview, memory estimate."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import gradio as gr
+import yaml
+
+from ..errors import StudioError
+from ..memory import estimate, format_estimate
+from ..recipe import Recipe
+from ..recipe_io import MAX_RECIPE_BYTES, dump_recipe, load_recipe, validate_recipe
+from .context import DEMO_RECIPE, Context, downloadable, recipes_root, shipped_recipes
+from .schema_form import FieldSpec, form_fields, override_args, recipe_to_values, section_of, to_widget, values_to_raw
+from .workspace import check_name, safe_path
+
+OPEN_SECTIONS = ("model", "method", "lora", "data", "train")
+DEFAULT_GPU_GIB = 8.0
+
+
+def make_widget(spec: FieldSpec):
+    """The Gradio component for one schema field: label = dotted key, info = the field's docstring."""
+    common = {"label": spec.key, "info": spec.info, "value": to_widget(spec, spec.default), "elem_id": "field-" + spec.key.replace(".", "-")}
+    if spec.kind == "dropdown":
+        return gr.Dropdown(choices=list(spec.choices), **common)
+    if spec.kind == "checkbox":
+        return gr.Checkbox(**common)
+    if spec.kind in ("int", "float") and spec.optional:
+        # gr.Number cannot be empty (the browser sends 0), so optional numbers are text: empty = None.
+        return gr.Textbox(max_lines=1, placeholder="empty = none", **{**common, "value": "" if spec.default is None else str(spec.default)})
+    if spec.kind == "int":
+        return gr.Number(precision=0, **common)
+    if spec.kind == "float":
+        return gr.Number(**common)
+    return gr.Textbox(max_lines=1, **common)
+
+
+def check_form(raw: dict) -> tuple[Recipe | None, str]:
+    """Validate form data: the Recipe and an empty message, or None and the StudioError text."""
+    try:
+        return validate_recipe(raw, where="form"), ""
+    except StudioError as exc:
+        return None, exc.format()
+
+
+@lru_cache(maxsize=32)
+def _load_cached(path: str, mtime: float) -> Recipe:
+    return load_recipe(path)
+
+
+def load_base(path: str | None) -> Recipe | None:
+    """The recipe a form was loaded from (for the `--set` diff), or None."""
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        return _load_cached(path, Path(path).stat().st_mtime)
+    except StudioError:
+        return None
+
+
+def command_for(base_path: str | None, base: Recipe | None, recipe: Recipe) -> str:
+    """The `studio train` command that trains what the form shows."""
+    shown = base_path if base_path else "RECIPE.yaml"
+    root = recipes_root()
+    if base_path and Path(base_path).resolve().is_relative_to(root.resolve()):
+        shown = str(Path("recipes") / Path(base_path).resolve().relative_to(root.resolve()))
+    args = override_args(base, recipe)
+    return " \\\n    ".join([f"studio train {shown}", *args])
+
+
+def preview(specs: list[FieldSpec], values: list, base_path: str | None, gpu_gib: float | None) -> tuple[str, str, str, str, dict | None]:
+    """Status markdown, YAML, command, memory markdown and the valid recipe data (or None) for form values."""
+    recipe, error = check_form(values_to_raw(specs, values))
+    if recipe is None:
+        return f"<div class='studio-error'>\n\n```\n{error}\n```\n</div>", "", "", "", None
+    memory = format_estimate(estimate(recipe, float(gpu_gib or DEFAULT_GPU_GIB)))
+    status = f"<span class='studio-ok'>✓ valid</span> — {recipe.method} on `{recipe.model.name}`, rank {recipe.lora.rank}, batch {recipe.train.batch_size} × {recipe.data.max_length} tokens"
+    return status, dump_recipe(recipe), command_for(base_path, load_base(base_path), recipe), memory, recipe.to_yaml_dict()
+
+
+def resolve_choice(ctx: Context, request, choice: str) -> Path:
+    """The file behind a recipe picker choice: `workspace/<name>` or a path under recipes/."""
+    if choice.startswith("workspace/"):
+        return safe_path(ctx.workspace(request) / "recipes", choice.removeprefix("workspace/"))
+    return safe_path(recipes_root(), choice)
+
+
+def recipe_choices(ctx: Context, request) -> list[str]:
+    """Shipped recipes, then the user's saved ones."""
+    saved = sorted(p.name for p in (ctx.workspace(request) / "recipes").glob("*.yaml"))
+    return shipped_recipes() + [f"workspace/{n}" for n in saved]
+
+
+def build(ctx: Context) -> dict:
+    """Lay out the Recipe tab; return its components for the other tabs."""
+    specs = form_fields()
+    demo_path = str(recipes_root() / DEMO_RECIPE)
+    demo = load_base(demo_path) or Recipe()
+    widgets: dict[str, gr.components.Component] = {}
+    with gr.Row():
+        with gr.Column(scale=3):
+            with gr.Row(equal_height=True, elem_id="recipe-picker"):
+                picker = gr.Dropdown(choices=shipped_recipes(), value=DEMO_RECIPE, show_label=False, container=False, scale=3, allow_custom_value=False, elem_id="recipe-choice")
+                load_btn = gr.Button("Load recipe", scale=1, min_width=100)
+                upload = gr.UploadButton("Open YAML…", file_types=[".yaml", ".yml"], scale=1, min_width=100)
+            for section in dict.fromkeys(section_of(s.key) for s in specs):
+                fields = [s for s in specs if section_of(s.key) == section]
+                title = section if section != "method" else "method"
+                with gr.Accordion(title, open=section in OPEN_SECTIONS):
+                    for i in range(0, len(fields), 2):
+                        with gr.Row():
+                            for spec in fields[i : i + 2]:
+                                widgets[spec.key] = make_widget(spec)
+        with gr.Column(scale=2):
+            status = gr.Markdown(elem_id="recipe-status")
+            gpu = gr.Number(value=DEFAULT_GPU_GIB, label="GPU memory (GiB)", info="the card you will train on", elem_id="gpu-gib")
+            memory = gr.Markdown(elem_id="memory-panel")
+            command = gr.Code(label="Equivalent command", language="shell", interactive=False, lines=3)
+            yaml_view = gr.Code(label="Recipe YAML", language="yaml", interactive=False, lines=16, max_lines=30)
+            with gr.Row(equal_height=True):
+                save_name = gr.Textbox(label="Save as", placeholder="my-recipe", max_lines=1, scale=2)
+                save_btn = gr.Button("Save", scale=1)
+            saved_file = gr.File(label="Download", interactive=False, visible=False)
+    base_path = gr.State(demo_path)
+    recipe_state = gr.State(demo.to_yaml_dict())
+    inputs = [widgets[s.key] for s in specs]
+    for widget, value in zip(inputs, recipe_to_values(specs, demo)):
+        widget.value = value
+
+    def refresh(*args):
+        *values, base, gpu_gib = args
+        status, text, cmd, mem, raw = preview(specs, list(values), base, gpu_gib)
+        if raw is None:  # keep the last valid YAML, command and estimate on screen under the error
+            return status, gr.update(), gr.update(), gr.update(), None
+        return status, text, cmd, mem, raw
+
+    outputs = [status, yaml_view, command, memory, recipe_state]
+    gr.on(triggers=[w.change for w in inputs] + [gpu.change], fn=refresh, inputs=inputs + [base_path, gpu], outputs=outputs, trigger_mode="always_last", api_visibility="undocumented", show_progress="hidden")
+
+    def load_choice(choice, request: gr.Request):
+        path = resolve_choice(ctx, request, choice)
+        recipe = load_recipe(path)
+        return [*recipe_to_values(specs, recipe), str(path)]
+
+    def load_upload(file, request: gr.Request):
+        path = Path(file)
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise gr.Error("recipe file is too large")
+        target = safe_path(ctx.workspace(request) / "recipes", check_name(path.name if path.suffix == ".yaml" else path.stem + ".yaml"))
+        target.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+        try:
+            recipe = load_recipe(target)
+        except StudioError as exc:
+            raise gr.Error(exc.format()) from None
+        return [*recipe_to_values(specs, recipe), str(target)]
+
+    def save(name, raw, request: gr.Request):
+        if raw is None:
+            raise gr.Error("fix the recipe errors before saving")
+        name = check_name((name or "").strip() or "recipe")
+        name = name if name.endswith(".yaml") else name + ".yaml"
+        target = safe_path(ctx.workspace(request) / "recipes", name)
+        target.write_text(dump_recipe(validate_recipe(raw)), encoding="utf-8")
+        return gr.update(value=downloadable(target), visible=True), gr.update(choices=recipe_choices(ctx, request), value=f"workspace/{name}"), str(target)
+
+    def on_error(fn):
+        def wrapped(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except StudioError as exc:
+                raise gr.Error(exc.format()) from None
+
+        wrapped.__name__ = fn.__name__
+        return wrapped
+
+    def list_choices(request: gr.Request):
+        return gr.update(choices=recipe_choices(ctx, request))
+
+    load_btn.click(on_error(load_choice), [picker], inputs + [base_path], api_visibility="undocumented")
+    upload.upload(on_error(load_upload), [upload], inputs + [base_path], api_visibility="undocumented")
+    save_btn.click(on_error(save), [save_name, recipe_state], [saved_file, picker, base_path], api_visibility="undocumented")
+    return {"widgets": widgets, "specs": specs, "recipe_state": recipe_state, "status": status, "outputs": outputs,
+            "refresh": refresh, "inputs": inputs + [base_path, gpu], "picker": picker, "list_choices": list_choices}
+
+
+# --- plain endpoints (also exposed through gr.api) ------------------------------------------------------
+
+
+def api_list_recipes() -> list[str]:
+    """Shipped recipe files under recipes/."""
+    return shipped_recipes()
+
+
+def api_validate(recipe_yaml: str) -> str:
+    """'valid' or the StudioError text for a recipe given as YAML text."""
+    try:
+        raw = yaml.safe_load(recipe_yaml) if recipe_yaml.strip() else {}
+        validate_recipe(raw if raw is not None else {}, where="<yaml>")
+    except yaml.YAMLError as exc:
+        return f"error: recipe is not valid YAML: {exc}"
+    except StudioError as exc:
+        return exc.format()
+    return "valid"
+
+
+def api_estimate_memory(recipe_yaml: str, gpu_gib: float = DEFAULT_GPU_GIB) -> dict:
+    """The memory estimate (breakdown in GiB, peak_gib, fits) for a recipe given as YAML text."""
+    try:
+        recipe = validate_recipe(yaml.safe_load(recipe_yaml) or {}, where="<yaml>")
+    except (StudioError, yaml.YAMLError) as exc:
+        return {"error": str(exc)}
+    return estimate(recipe, gpu_gib)
+
+
+__all__ = ["api_estimate_memory", "api_list_recipes", "api_validate", "build", "check_form", "make_widget", "preview", "to_widget"]

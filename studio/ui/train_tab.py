@@ -1,0 +1,216 @@
+"""The Train tab: start, stop and resume jobs; watch loss, learning rate, tokens/s, progress, ETA and the log.
+
+Everything shown is read back from the job queue and the run directory on each timer tick, so a closed
+browser or a restarted UI loses nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from ..errors import StudioError
+from ..recipe_io import dump_recipe, load_recipe, validate_recipe
+from ..rundir import read_metrics
+from .context import Context
+from .workspace import check_name, inside, safe_path
+
+POLL_S = 2.0
+LOG_LINES = 40
+JOB_COLUMNS = ["job", "user", "run", "kind", "status", "queue", "exit"]
+
+
+def job_rows(ctx: Context, request) -> list[list]:
+    """The visible jobs as table rows (newest first), with queue positions."""
+    return [[j.id, j.user, Path(j.run_dir).name, j.kind, j.status, ctx.queue.position(j.id) or "", "" if j.exit_code is None else j.exit_code] for j in ctx.visible_jobs(request)]
+
+
+def job_choices(ctx: Context, request) -> list[tuple[str, int]]:
+    """Dropdown choices for the visible jobs."""
+    return [(f"#{j.id} {Path(j.run_dir).name} ({j.status})", j.id) for j in ctx.visible_jobs(request)]
+
+
+def curves(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Loss (train and validation) and learning-rate frames for the plots, from metrics.jsonl records."""
+    loss = [{"step": r["step"], "loss": r[k], "series": name} for r in records for k, name in (("train_loss", "train"), ("eval_loss", "validation")) if k in r]
+    lr = [{"step": r["step"], "lr": r["lr"]} for r in records if "lr" in r]
+    return pd.DataFrame(loss, columns=["step", "loss", "series"]), pd.DataFrame(lr, columns=["step", "lr"])
+
+
+def total_steps(run_dir: Path) -> int | None:
+    """Optimizer steps the run will take: train.max_steps, else epochs over data.json's training examples."""
+    try:
+        recipe = load_recipe(run_dir / "recipe.yaml")
+    except StudioError:
+        return None
+    if recipe.train.max_steps:
+        return recipe.train.max_steps
+    import json
+    import math
+
+    try:
+        examples = json.loads((run_dir / "data.json").read_text())["train"]["examples"]
+    except (OSError, KeyError, ValueError):
+        return None
+    per_epoch = math.ceil(examples / recipe.train.batch_size / recipe.train.grad_accum)
+    return math.ceil(per_epoch * recipe.train.epochs)
+
+
+def progress_text(records: list[dict], total: int | None, status: str) -> str:
+    """Step, progress, last loss, learning rate, tokens/s and ETA as markdown."""
+    steps = [r for r in records if "train_loss" in r]
+    if not steps:
+        return f"**{status}** — waiting for the first step (loading the model and data)…" if status == "running" else f"**{status}**"
+    last = steps[-1]
+    step = last["step"]
+    # time_s restarts at 0 when a run is resumed: measure the pace within the latest segment.
+    segment = [r for r in steps if r.get("time_s", 0) <= last.get("time_s", 0)]
+    first = segment[0]
+    pace = (last["time_s"] - first["time_s"]) / (step - first["step"]) if step > first["step"] else (last["time_s"] / step if step else 0)
+    parts = [f"**{status}**", f"step {step}" + (f"/{total} ({100 * step / total:.0f}%)" if total else ""), f"loss {last['train_loss']:.4f}"]
+    evals = [r for r in records if "eval_loss" in r]
+    if evals:
+        parts.append(f"val loss {evals[-1]['eval_loss']:.4f}")
+    if "lr" in last:
+        parts.append(f"lr {last['lr']:.2e}")
+    if "tokens_per_s" in last:
+        parts.append(f"{last['tokens_per_s']:,.0f} tok/s")
+    if total and status == "running" and pace:
+        from ..callbacks import format_duration
+
+        parts.append(f"ETA {format_duration(pace * max(0, total - step))}")
+    return " · ".join(parts)
+
+
+def log_tail(path: str | None, lines: int = LOG_LINES) -> str:
+    """The last lines of a job's log (carriage-return progress lines collapsed)."""
+    if not path or not Path(path).exists():
+        return ""
+    with open(path, "rb") as handle:
+        handle.seek(0, 2)
+        size = handle.tell()
+        handle.seek(max(0, size - 64_000))
+        text = handle.read().decode("utf-8", errors="replace")
+    text = "\n".join(line.split("\r")[-1] for line in text.splitlines())
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def job_view(ctx: Context, request, job_id) -> tuple:
+    """Everything the tab shows for one job: stats, loss frame, lr frame, log tail."""
+    if job_id in (None, ""):
+        return "No job selected.", *curves([]), ""
+    try:
+        job = ctx.queue.get(int(job_id))
+    except StudioError:
+        return "No such job.", *curves([]), ""
+    if job.user != ctx.user(request) and not ctx.is_teacher(ctx.user(request)):
+        return "Not your job.", *curves([]), ""
+    run_dir = Path(job.run_dir)
+    records = read_metrics(run_dir)
+    status = job.status + (f" (position {ctx.queue.position(job.id)} in the queue)" if job.status == "queued" else "")
+    stats = progress_text(records, total_steps(run_dir), status) + f"  \nrun directory: `{run_dir}`"
+    return stats, *curves(records), log_tail(job.log_path)
+
+
+def start_job(ctx: Context, request, run_name: str, raw: dict | None) -> int:
+    """Write the form's recipe into the user's workspace and enqueue a training job; return its id."""
+    if raw is None:
+        raise StudioError("the recipe has errors", where="Recipe tab", fix="fix the recipe first")
+    recipe = validate_recipe(raw, where="form")
+    name = check_name((run_name or "").strip() or recipe.output.name or "run")
+    space = ctx.workspace(request)
+    if ctx.shared:
+        _check_paths_allowed(space, recipe)
+    run_dir = safe_path(space / "runs", name)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise StudioError(f"run '{name}' already exists", where=str(run_dir), fix="pick another run name, or resume that run")
+    data = recipe.to_yaml_dict()
+    data["output"] = {"dir": str(run_dir), "name": name}
+    recipe_path = safe_path(space / "recipes", f"{name}.yaml")
+    recipe_path.write_text(dump_recipe(validate_recipe(data)), encoding="utf-8")
+    return ctx.queue.enqueue(ctx.user(request), recipe_path, run_dir).id
+
+
+def _check_paths_allowed(space: Path, recipe) -> None:
+    """On a shared server, data files must come from the user's workspace or the project's examples."""
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    for key in ("path", "val_path", "test_path"):
+        value = getattr(recipe.data, key)
+        if value and not (inside(space, value) or inside(examples, value)):
+            raise StudioError(f"data.{key} is outside your workspace", where=f"data.{key}", fix="upload the file in the Data tab")
+    model = Path(recipe.model.name).expanduser()
+    if (recipe.model.name.startswith(("/", ".", "~")) or recipe.model.name.endswith(".gguf")) and not inside(space, model):
+        raise StudioError("model.name points outside your workspace", where="model.name", fix="use the bundled model or a hub id")
+
+
+def build(ctx: Context, recipe: dict) -> dict:
+    """Lay out the Train tab; return its components."""
+    with gr.Row():
+        run_name = gr.Textbox(label="Run name", placeholder="defaults to output.name", max_lines=1, scale=2)
+        start = gr.Button("Start training", variant="primary", scale=1, elem_id="start-training")
+    message = gr.Markdown()
+    with gr.Row():
+        with gr.Column(scale=2):
+            jobs = gr.Dataframe(headers=JOB_COLUMNS, label="Jobs (newest first)", interactive=False, wrap=True, max_height=260)
+        with gr.Column(scale=1):
+            selected = gr.Dropdown(label="Job", choices=[], value=None, allow_custom_value=True)
+            with gr.Row():
+                stop = gr.Button("Stop", variant="stop")
+                resume = gr.Button("Resume")
+    stats = gr.Markdown(elem_id="train-stats")
+    with gr.Row():
+        loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=320, label="Loss")
+        lr_plot = gr.LinePlot(x="step", y="lr", title="Learning rate", height=320, label="Learning rate")
+    log = gr.Code(label="Log (tail)", language=None, interactive=False, lines=10, max_lines=14)
+    timer = gr.Timer(POLL_S)
+
+    def refresh(job_id, request: gr.Request):
+        choices = job_choices(ctx, request)
+        ids = [c[1] for c in choices]
+        if job_id not in ids:
+            job_id = ids[0] if ids else None
+        return job_rows(ctx, request), gr.update(choices=choices, value=job_id), *job_view(ctx, request, job_id)
+
+    def on_start(name, raw, request: gr.Request):
+        try:
+            job_id = start_job(ctx, request, name, raw)
+        except StudioError as exc:
+            raise gr.Error(exc.format()) from None
+        return f"Queued job #{job_id} (position {ctx.queue.position(job_id)}).", job_id
+
+    def on_stop(job_id, request: gr.Request):
+        job = _own_job(ctx, request, job_id)
+        ctx.queue.stop(job.id)
+        return f"Stop requested for job #{job.id}; it saves a checkpoint and exits."
+
+    def on_resume(job_id, request: gr.Request):
+        job = _own_job(ctx, request, job_id)
+        if job.status in ("queued", "running"):
+            raise gr.Error(f"job #{job.id} is still {job.status}")
+        if not (Path(job.run_dir) / "recipe.yaml").exists():
+            raise gr.Error("this run never started, so there is nothing to resume; start it again")
+        try:
+            new = ctx.queue.enqueue(job.user, None, job.run_dir, kind="resume")
+        except StudioError as exc:
+            raise gr.Error(exc.format()) from None
+        return f"Queued job #{new.id} to resume {Path(job.run_dir).name}.", new.id
+
+    views = [jobs, selected, stats, loss_plot, lr_plot, log]
+    start.click(on_start, [run_name, recipe["recipe_state"]], [message, selected], api_name="start_training").then(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
+    stop.click(on_stop, [selected], [message], api_visibility="undocumented").then(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
+    resume.click(on_resume, [selected], [message, selected], api_visibility="undocumented").then(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
+    selected.input(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
+    timer.tick(refresh, [selected], views, api_name="job_status", show_progress="hidden")
+    return {"refresh": refresh, "views": views, "selected": selected}
+
+
+def _own_job(ctx: Context, request, job_id):
+    if job_id in (None, ""):
+        raise gr.Error("select a job first")
+    job = ctx.queue.get(int(job_id))
+    user = ctx.user(request)
+    if job.user != user and not ctx.is_teacher(user):
+        raise gr.Error("not your job")
+    return job
