@@ -6,6 +6,14 @@ both the test oracle and the CPU path. The nn.Module wrapper lives in `modules.p
 """
 
 from .dequant import dequantize_nf4, dequantize_nf4_triton
+from .fused_ce import (
+    FusedLinearCrossEntropyFunction,
+    chunk_size_for,
+    cross_entropy_rows_reference,
+    cross_entropy_rows_triton,
+    fused_linear_cross_entropy,
+    fused_linear_cross_entropy_reference,
+)
 from .linear import NF4LinearFunction, nf4_linear, nf4_matmul, nf4_matmul_grad_input
 from .lora import NF4LoRAFunction, nf4_lora_linear
 from .matmul import (
@@ -18,14 +26,20 @@ from .modules import QuantLinear
 from .nf4 import NF4Weight, dequantize_nf4_reference, dynamic_code, nf4_code, quantize_nf4
 
 __all__ = [
+    "FusedLinearCrossEntropyFunction",
     "NF4LinearFunction",
     "NF4LoRAFunction",
     "NF4Weight",
     "QuantLinear",
+    "chunk_size_for",
+    "cross_entropy_rows_reference",
+    "cross_entropy_rows_triton",
     "dequantize_nf4",
     "dequantize_nf4_reference",
     "dequantize_nf4_triton",
     "dynamic_code",
+    "fused_linear_cross_entropy",
+    "fused_linear_cross_entropy_reference",
     "nf4_code",
     "nf4_linear",
     "nf4_lora_linear",

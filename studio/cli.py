@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860, help="port to listen on")
     p.add_argument("--auth", metavar="FILE", help="file of `user:sha256-hash` lines (or set STUDIO_UI_AUTH)")
     p.add_argument("--home", help="studio home for workspaces and the job queue (default $STUDIO_HOME)")
+    p.add_argument("--concurrency", type=int, default=1, help="training jobs run at once (default 1: one per GPU)")
 
     p = sub.add_parser("demo", help="fine-tune the bundled SmolLM2-135M offline and show before/after")
     p.add_argument("--out", help="run directory parent (default runs/)")
@@ -211,7 +212,7 @@ def cmd_ui(args) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from .ui.app import launch
 
-    launch(host=args.host, port=args.port, auth_file=args.auth, home=args.home)
+    launch(host=args.host, port=args.port, auth_file=args.auth, home=args.home, concurrency=args.concurrency)
     return 0
 
 

@@ -70,7 +70,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     write_json(run_dir / DATA, {**data.manifest, "model_dir": str(model_dir)})
 
     # 3. The trainer, extended with callbacks only.
-    trainer = _make_trainer(recipe, model, tokenizer, data, run_dir, device, progress)
+    trainer = build_trainer(recipe, model, tokenizer, data, run_dir, device, progress)
     checkpoint = last_checkpoint(run_dir) if resume else None
     if resume:
         # Steps logged after the checkpoint (or any, when there is none) will be run and logged again.
@@ -148,7 +148,8 @@ def _holds_a_run(run_dir: Path) -> bool:
     return any(p.name not in known for p in run_dir.iterdir())
 
 
-def _make_trainer(recipe: Recipe, model, tokenizer, data, run_dir: Path, device, progress: bool):
+def build_trainer(recipe: Recipe, model, tokenizer, data, run_dir: Path, device, progress: bool = False):
+    """trl's SFTTrainer configured from the recipe, on our pre-tokenized, loss-masked examples."""
     import datasets
     import torch
     from trl import SFTConfig, SFTTrainer
@@ -185,6 +186,8 @@ def _make_trainer(recipe: Recipe, model, tokenizer, data, run_dir: Path, device,
         fp16=device.type == "cuda" and half == torch.float16,
         include_num_input_tokens_seen="non_padding",
         max_length=recipe.data.max_length,
+        packing=recipe.data.packing,
+        packing_strategy="bfd",  # whole examples only: none is split across rows
         dataloader_pin_memory=device.type == "cuda",
         optim="adamw_torch",
         gradient_checkpointing=False,  # enabled on the model already, before adapters were attached

@@ -1,0 +1,105 @@
+"""The app builds and serves; its API answers through gradio_client; hosts, auth and workspaces are guarded."""
+
+import os
+import socket
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import httpx
+import pytest
+
+from studio.errors import StudioError
+from studio.ui.app import build_app, check_host, launch
+from studio.ui.context import DEMO_RECIPE
+from studio.ui.workspace import authenticator, check_name, check_user, hash_password, load_accounts, safe_path, workspace
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_build_app_returns_blocks_with_the_demo_recipe(tmp_path):
+    app = build_app(home=tmp_path)
+    assert isinstance(app, gr.Blocks)
+    widgets = app.studio_widgets
+    assert widgets["model.name"].value == "bundled:smollm2-135m-instruct"
+    assert widgets["train.max_steps"].value == "24" and widgets["lora.rank"].value == 16 and widgets["data.max_length"].value == 256
+    assert (tmp_path / "jobs.sqlite3").exists()
+
+
+def test_launch_serves_and_the_api_answers(tmp_path):
+    from gradio_client import Client
+
+    port = free_port()
+    app = launch(port=port, home=tmp_path, block=False)
+    try:
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=30)
+        assert page.status_code == 200 and "Adapter Studio" in page.text
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        assert DEMO_RECIPE in client.predict(api_name="/list_recipes")
+        assert client.predict("lora: {rank: 16}", api_name="/validate_recipe") == "valid"
+        error = client.predict("lora: {rank: 0}", api_name="/validate_recipe")
+        assert "lora.rank" in error and "greater than or equal to 1" in error
+        memory = client.predict("model: {name: Qwen/Qwen2.5-0.5B-Instruct}", 4.0, api_name="/estimate_memory")
+        assert memory["peak_gib"] == pytest.approx(sum(memory["breakdown"].values())) and memory["fits"] in (True, False)
+        with pytest.raises(StudioError, match="cannot serve"):  # the same port twice is a StudioError
+            launch(port=port, home=tmp_path / "other", block=False)
+    finally:
+        app.close()
+        app.studio_context.queue.close()
+
+
+def test_non_local_host_needs_auth(tmp_path, monkeypatch):
+    monkeypatch.delenv("STUDIO_UI_AUTH", raising=False)
+    with pytest.raises(StudioError, match="without authentication"):
+        launch(host="0.0.0.0", port=free_port(), home=tmp_path, block=False)
+    for host in ("127.0.0.1", "localhost"):
+        check_host(host, [])
+    auth = tmp_path / "auth.txt"
+    auth.write_text(f"# workshop\nann:{hash_password('s3cret')}\nteach:{hash_password('x')}:teacher\n")
+    accounts = load_accounts(auth)
+    check_host("0.0.0.0", accounts)
+    check = authenticator(accounts)
+    assert check("ann", "s3cret") and not check("ann", "wrong") and not check("nobody", "s3cret")
+    assert [a.teacher for a in accounts] == [False, True]
+    monkeypatch.setenv("STUDIO_UI_AUTH", f"bob:{hash_password('pw')}")
+    assert load_accounts(None)[0].user == "bob"
+    auth.write_text("ann:not-a-hash\n")
+    with pytest.raises(StudioError, match="auth line"):
+        load_accounts(auth)
+
+
+def test_workspace_names_cannot_escape(tmp_path):
+    root = workspace(tmp_path, "ann")
+    assert root == tmp_path / "workspaces" / "ann" and (root / "uploads").is_dir()
+    for bad in ("../x", "a/b", "", ".hidden", "x" * 100, "/abs"):
+        with pytest.raises(StudioError):
+            check_user(bad)
+    for bad in ("../x.jsonl", "a/b.jsonl", "..", ".env", "/etc/passwd"):
+        with pytest.raises(StudioError):
+            check_name(bad)
+    assert check_name("my data.jsonl") == "my data.jsonl"
+    for bad in ("../../etc/passwd", "/etc/passwd", "uploads/../../x"):
+        with pytest.raises(StudioError):
+            safe_path(root, bad)
+    os.symlink("/etc", root / "uploads" / "link")
+    with pytest.raises(StudioError, match="outside"):
+        safe_path(root, "uploads/link/passwd")
+    assert safe_path(root, "uploads/ok.jsonl") == (root / "uploads" / "ok.jsonl").resolve()
+
+
+def test_users_see_only_their_own_jobs_and_runs(tmp_path):
+    from studio.ui.workspace import Account
+
+    app = build_app(home=tmp_path, accounts=[Account("ann", "0" * 64), Account("bob", "0" * 64), Account("teach", "0" * 64, teacher=True)])
+    ctx = app.studio_context
+    ann, bob, teach = (SimpleNamespace(username=u) for u in ("ann", "bob", "teach"))
+    job = ctx.queue.enqueue("ann", tmp_path / "r.yaml", ctx.workspace(ann) / "runs" / "one")
+    assert [j.id for j in ctx.visible_jobs(ann)] == [job.id]
+    assert ctx.visible_jobs(bob) == []
+    assert [j.id for j in ctx.visible_jobs(teach)] == [job.id]
+    assert ctx.may_open(ann, job.run_dir) and not ctx.may_open(bob, job.run_dir)
+    assert ctx.user(None) == "local" and ctx.shared

@@ -1,0 +1,126 @@
+"""The tabs' logic on a tiny model: a real `studio train` job through the queue, its curves and log, the data
+inspector, the base-vs-adapter comparison, the adapter zip and the merge with its parity check."""
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import helpers
+from studio.errors import StudioError
+from studio.jobs import JobQueue
+from studio.recipe_io import load_recipe
+from studio.ui import compare_tab, data_tab, export_tab, train_tab
+from studio.ui.context import Context
+
+
+@pytest.fixture(scope="module")
+def ui_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("ui-home")
+
+
+@pytest.fixture(scope="module")
+def ctx(ui_home):
+    return Context(home=ui_home, queue=JobQueue(ui_home, poll_s=0.2))
+
+
+@pytest.fixture(scope="module")
+def tiny_raw(tiny_llama_dir, tiny_data, tiny_test_data, tmp_path_factory):
+    """The form's recipe data for a 2-step LoRA run on the tiny Llama, with validation and test data."""
+    raw = helpers.recipe_dict(tiny_llama_dir, tiny_data, tmp_path_factory.mktemp("unused"), train={"max_steps": 2, "save_steps": 1, "eval_steps": 1})
+    raw["data"].update({"val_split": 0.25, "test_path": str(tiny_test_data)})
+    return load_recipe(raw).to_yaml_dict()
+
+
+@pytest.fixture(scope="module")
+def finished_job(ctx, tiny_raw):
+    """A real `python -m studio.cli train` subprocess started the way the Train tab starts it."""
+    job_id = train_tab.start_job(ctx, None, "tiny-run", tiny_raw)
+    job = ctx.queue.wait(job_id, timeout=240)
+    assert job.status == "done", Path(job.log_path).read_text()[-3000:]
+    return job
+
+
+def test_start_writes_the_recipe_into_the_workspace(ctx, finished_job, tiny_raw):
+    run_dir = Path(finished_job.run_dir)
+    assert run_dir == (ctx.home / "workspaces" / "local" / "runs" / "tiny-run").resolve()
+    saved = load_recipe(finished_job.recipe_path)
+    assert saved.output.dir == str(run_dir) and saved.lora.rank == tiny_raw["lora"]["rank"]
+    with pytest.raises(StudioError, match="already exists"):
+        train_tab.start_job(ctx, None, "tiny-run", tiny_raw)
+    with pytest.raises(StudioError, match="invalid file name"):
+        train_tab.start_job(ctx, None, "../escape", tiny_raw)
+
+
+def test_job_view_shows_curves_progress_and_log(ctx, finished_job):
+    stats, loss, lr, log = train_tab.job_view(ctx, None, finished_job.id)
+    assert "done" in stats and "step 2/2 (100%)" in stats and "val loss" in stats
+    assert set(loss["series"]) == {"train", "validation"} and list(loss["step"][loss["series"] == "train"]) == [1, 2]
+    assert len(lr) == 2 and (lr["lr"] > 0).all()
+    assert "trained 2 steps" in log
+    assert train_tab.job_rows(ctx, None)[0][:5] == [finished_job.id, "local", "tiny-run", "train", "done"]
+
+
+def test_progress_text_eta_while_running():
+    records = [{"step": 1, "train_loss": 2.0, "time_s": 10.0, "lr": 1e-3, "tokens_per_s": 50.0}, {"step": 2, "train_loss": 1.5, "time_s": 20.0, "lr": 9e-4}]
+    text = train_tab.progress_text(records, 12, "running")
+    assert "step 2/12" in text and "loss 1.5000" in text and "ETA 1m40s" in text
+    assert "waiting" in train_tab.progress_text([], 12, "running")
+
+
+def test_resume_job_runs_the_resume_command(ctx, finished_job):
+    job = ctx.queue.enqueue("local", None, finished_job.run_dir, kind="resume")
+    assert "--resume" in " ".join(__import__("studio.jobs", fromlist=["x"]).train_command(job))
+    ctx.queue.stop(job.id)  # queued -> stopped without running
+
+
+def test_compare_base_and_adapter(ctx, finished_job):
+    run_dir = finished_job.run_dir
+    assert run_dir in compare_tab.adapter_runs(ctx, None)
+    prompts = compare_tab.heldout_prompts(run_dir)
+    assert prompts[0] == "add 1 and 1"
+    base, adapter = compare_tab.compare(run_dir, prompts[0], 4)
+    assert isinstance(base, str) and isinstance(adapter, str)
+    with pytest.raises(StudioError, match="empty"):
+        compare_tab.compare(run_dir, "  ", 4)
+
+
+def test_export_zip_merge_and_card(finished_job):
+    run_dir = finished_job.run_dir
+    with zipfile.ZipFile(export_tab.adapter_zip(run_dir)) as archive:
+        assert "adapter_config.json" in archive.namelist()
+    parity, merged = export_tab.do_merge(run_dir)
+    assert "passed" in parity and Path(merged, "config.json").exists()
+    parity2, merged2, card = export_tab.run_info(run_dir)
+    assert merged2 == merged and "passed" in parity2 and card.strip()
+
+
+def test_data_inspector_renders_what_training_sees(tiny_raw, tiny_data, tmp_path):
+    rows = [json.loads(line) for line in Path(tiny_data).read_text().splitlines()]
+    unique = list({json.dumps(r, sort_keys=True): r for r in rows}.values())
+    clean = helpers.write_jsonl(tmp_path / "clean.jsonl", unique)
+    summary, warnings, sample, histogram = data_tab.inspect(str(clean), "auto", "", tiny_raw, 0)
+    assert f"{len(unique)} rows" in summary and "format **chat** (detected: chat)" in summary and "`messages`" in summary
+    assert "class='trained'" in sample and "class='eos'" in sample and "&lt;|im_end|&gt;" in sample
+    assert "max_length 64" in histogram and "<svg" in histogram
+    assert "No warnings" in warnings
+    _, warnings, _, _ = data_tab.inspect(str(tiny_data), "auto", "", tiny_raw, 0)
+    assert ("duplicate" in warnings) == (len(unique) < len(rows))
+    messy = helpers.write_jsonl(tmp_path / "messy.jsonl", rows[:3] + [rows[0]] + [{"messages": rows[1]["messages"], "pad": "x" * 2000}])
+    short = {**tiny_raw, "data": {**tiny_raw["data"], "max_length": 16}}
+    _, warnings, _, _ = data_tab.inspect(str(messy), "chat", "", short, 4)
+    assert "duplicate" in warnings and "longer than max_length 16" in warnings
+    renamed = helpers.write_jsonl(tmp_path / "renamed.jsonl", [{"conv": r["messages"]} for r in rows[:2]])
+    summary, *_ = data_tab.inspect(str(renamed), "chat", "{messages: conv}", tiny_raw, 0)
+    assert "format **chat**" in summary
+
+
+def test_uploads_land_in_the_workspace(ctx, tiny_data, tmp_path):
+    stored = data_tab.store_upload(ctx, None, str(tiny_data))
+    assert Path(stored).parent == (ctx.home / "workspaces" / "local" / "uploads").resolve()
+    bad = tmp_path / "evil.sh"
+    bad.write_text("echo")
+    with pytest.raises(StudioError, match="unsupported"):
+        data_tab.store_upload(ctx, None, str(bad))
+    assert data_tab.row_warnings([]) == []
