@@ -102,3 +102,57 @@ class ProgressCallback(TrainerCallback):
         elif done == total or done % max(1, args.logging_steps) == 0:
             self.stream.write(line + "\n")
         self.stream.flush()
+
+
+class GracefulStopCallback(TrainerCallback):
+    """Ctrl-C (SIGINT) finishes the current step, saves a checkpoint, and stops; a second Ctrl-C aborts.
+
+    The UI stops jobs the same way, so a stopped run is always resumable from the step it reached.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        import signal
+
+        if self.requested:  # second Ctrl-C: the user wants out now
+            signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        import signal
+        import threading
+
+        if self._previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+class CheckpointManifestCallback(TrainerCallback):
+    """After each checkpoint is fully written, record every file's size and sha256 in manifest.json.
+
+    Resuming trusts only checkpoints whose manifest exists and matches, so a checkpoint torn by a crash
+    (even mid-write) is never read as valid.
+    """
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            from .checkpoints import write_manifest
+
+            write_manifest(Path(args.output_dir) / f"checkpoint-{state.global_step}")

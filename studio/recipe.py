@@ -137,6 +137,15 @@ class TrainSpec(_Section):
     """Seed for data order, adapter initialisation and dropout: the same seed and data give the same adapter."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward instead of storing them: much less memory, about 30% slower."""
+    offload_activations: bool = False
+    """Move the activations saved for backward to pinned CPU memory, overlapped with compute (GPU only):
+    less GPU memory for long sequences at a small cost in step time."""
+    fused_loss: bool = False
+    """Compute the loss with the studio's chunked linear + cross-entropy kernel, never materialising the
+    tokens x vocabulary logits (they dominate memory for 128k-262k vocabularies)."""
+    auto_fit: bool = False
+    """Pick batch size, gradient accumulation (keeping the effective batch) and checkpointing so the run fits
+    the GPU it finds, using the memory estimator."""
     eval_steps: int | None = Field(None, ge=1)
     """Compute the validation loss every N steps (needs validation data); None evaluates at the end only."""
     save_steps: int = Field(50, ge=1)

@@ -30,6 +30,12 @@ from .rundir import (
 )
 
 
+class Interrupted(StudioError):
+    """Training stopped by the user (Ctrl-C or the UI's stop); the run is resumable."""
+
+    exit_code = 130
+
+
 @dataclass
 class TrainResult:
     """Where the run went and how it ended."""
@@ -52,6 +58,8 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     run_dir = recipe.run_dir()
     _prepare_run_dir(run_dir, resume, overwrite)
     device = pick_device(recipe.train.device)
+    if recipe.train.offload_activations and device.type != "cuda":
+        raise StudioError("train.offload_activations moves activations from GPU to CPU memory; this run is on the CPU", where="train.offload_activations", fix="set train.offload_activations: false (or train on a GPU)")
 
     # 1. The run directory records what is about to happen before anything expensive starts.
     if not resume:
@@ -80,7 +88,10 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     except KeyboardInterrupt:
         done = last_checkpoint(run_dir)
         since = f"from {done.name}" if done else "from the start (no checkpoint was complete yet)"
-        raise StudioError(f"training interrupted; it can continue {since}", where=str(run_dir), fix=f"resume with `studio train --resume {run_dir}`") from None
+        raise Interrupted(f"training aborted; it can continue {since}", where=str(run_dir), fix=f"resume with `studio train --resume {run_dir}`") from None
+    if _stop_requested(trainer):
+        done = last_checkpoint(run_dir)
+        raise Interrupted(f"training stopped at step {output.global_step}; saved {done.name if done else 'no checkpoint'}", where=str(run_dir), fix=f"resume with `studio train --resume {run_dir}`")
 
     # 4. Final validation loss, the adapter (a standard peft adapter), summary and model card.
     eval_loss = None
@@ -108,12 +119,10 @@ def resume_recipe(run_dir: str | Path) -> Recipe:
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint (one whose trainer state was fully written), if any."""
-    folder = run_dir / CHECKPOINTS
-    if not folder.exists():
-        return None
-    complete = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists() and p.name.split("-")[-1].isdigit()]
-    return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    """The newest checkpoint whose manifest verifies (torn or half-written ones are skipped)."""
+    from .checkpoints import last_intact_checkpoint
+
+    return last_intact_checkpoint(Path(run_dir) / CHECKPOINTS)
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -152,9 +161,9 @@ def build_trainer(recipe: Recipe, model, tokenizer, data, run_dir: Path, device,
     """trl's SFTTrainer configured from the recipe, on our pre-tokenized, loss-masked examples."""
     import datasets
     import torch
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
-    from .callbacks import MetricsCallback, ProgressCallback
+    from .callbacks import CheckpointManifestCallback, GracefulStopCallback, MetricsCallback, ProgressCallback
 
     t = recipe.train
     half = model.dtype if hasattr(model, "dtype") else torch.float32
@@ -191,21 +200,52 @@ def build_trainer(recipe: Recipe, model, tokenizer, data, run_dir: Path, device,
         dataloader_pin_memory=device.type == "cuda",
         optim="adamw_torch",
         gradient_checkpointing=False,  # enabled on the model already, before adapters were attached
+        activation_offloading=t.offload_activations,
+        prediction_loss_only=True,  # evaluation needs the loss, not every logit
     )
     train_set = datasets.Dataset.from_dict({"input_ids": [e.input_ids for e in data.train], "labels": [e.labels for e in data.train]})
     val_set = None
     if has_val:
         val_set = datasets.Dataset.from_dict({"input_ids": [e.input_ids for e in data.val], "labels": [e.labels for e in data.val]})
-    callbacks = [MetricsCallback(run_dir)]
+    callbacks = [MetricsCallback(run_dir), CheckpointManifestCallback(), GracefulStopCallback()]
     if progress:
         callbacks.append(ProgressCallback())
     datasets.disable_progress_bars()
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set, processing_class=tokenizer, callbacks=callbacks)
+    if t.fused_loss:
+        from .fused_loss import check_fused_loss_supported
+
+        check_fused_loss_supported(model)
+    trainer = _trainer_class(t.fused_loss)(model=model, args=args, train_dataset=train_set, eval_dataset=val_set, processing_class=tokenizer, callbacks=callbacks)
     from transformers import PrinterCallback, ProgressCallback as HFProgress
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(HFProgress)
     return trainer
+
+
+def _stop_requested(trainer) -> bool:
+    from .callbacks import GracefulStopCallback
+
+    return any(isinstance(cb, GracefulStopCallback) and cb.requested for cb in trainer.callback_handler.callbacks)
+
+
+def _trainer_class(fused_loss: bool):
+    """SFTTrainer, or (for `train.fused_loss`) SFTTrainer with only its loss replaced, trl's documented extension point."""
+    from trl import SFTTrainer
+
+    if not fused_loss:
+        return SFTTrainer
+
+    from .fused_loss import fused_causal_lm_loss
+
+    class FusedLossSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = fused_causal_lm_loss(model, inputs, num_items_in_batch)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            return (loss, {"loss": loss}) if return_outputs else loss
+
+    return FusedLossSFTTrainer
 
 
 def _save_adapter(model, tokenizer, adapter_dir: Path) -> None:
