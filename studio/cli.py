@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key (repeatable)")
     p.add_argument("--json", action="store_true", help="print the resolved recipe and data summary as JSON")
 
+    from .estimate_cli import add_estimate_parser
+
+    add_estimate_parser(sub)
+
     p = sub.add_parser("merge", help="merge a run's adapter into the base model and verify the logits")
     p.add_argument("run_dir", help="a run directory written by `studio train`")
     p.add_argument("--out", help="where to write the merged model (default RUN_DIR/merged)")
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_libraries()
     try:
-        return COMMANDS[args.command](args) or 0
+        return COMMANDS[args.command](args)
     except StudioError as exc:
         if getattr(args, "json", False):
             print(json.dumps(exc.to_dict()))
@@ -105,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
+        return 0
 
 
 def _emit(args, data: dict, text: str) -> None:
@@ -216,7 +222,14 @@ def cmd_ui(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "validate": cmd_validate, "merge": cmd_merge, "eval": cmd_eval, "chat": cmd_chat, "demo": cmd_demo, "ui": cmd_ui}
+def cmd_estimate(args) -> int:
+    """`studio estimate`: peak GPU memory of a recipe; exit 0 when it fits, 1 when it does not."""
+    from .estimate_cli import cmd_estimate as run
+
+    return run(args)
+
+
+COMMANDS = {"train": cmd_train, "validate": cmd_validate, "merge": cmd_merge, "eval": cmd_eval, "chat": cmd_chat, "demo": cmd_demo, "ui": cmd_ui, "estimate": cmd_estimate}
 
 
 if __name__ == "__main__":

@@ -55,16 +55,22 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     from .models import pick_device, quiet_libraries
 
     quiet_libraries()
+    device = pick_device(recipe.train.device)
+    fitted = None
+    if recipe.train.auto_fit and device.type == "cuda" and not resume:
+        from .memory import auto_fit
+
+        recipe, fitted = auto_fit(recipe)
     run_dir = recipe.run_dir()
     _prepare_run_dir(run_dir, resume, overwrite)
-    device = pick_device(recipe.train.device)
     if recipe.train.offload_activations and device.type != "cuda":
         raise StudioError("train.offload_activations moves activations from GPU to CPU memory; this run is on the CPU", where="train.offload_activations", fix="set train.offload_activations: false (or train on a GPU)")
 
     # 1. The run directory records what is about to happen before anything expensive starts.
     if not resume:
+        # The resolved recipe is written after auto_fit, so a resume or a reproduction uses the fitted settings.
         write_atomic(run_dir / RECIPE, dump_recipe(recipe))
-        write_json(run_dir / ENV, environment())
+        write_json(run_dir / ENV, {**environment(), "auto_fit": fitted and {k: list(v) for k, v in fitted.get("changes", {}).items()}})
 
     # 2. Seeded model with fresh adapters, and the tokenized, loss-masked data.
     from transformers import set_seed
