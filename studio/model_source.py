@@ -6,10 +6,12 @@ in the studio cache, because a model loaded from GGUF is marked quantized and ca
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.util
 import os
 import shutil
+import struct
 from pathlib import Path
 
 from .errors import StudioError
@@ -46,6 +48,13 @@ def resolve_model(name: str, revision: str | None = None) -> Path:
     if name.startswith("bundled:"):
         raise StudioError(f"unknown bundled model '{name}'", where="model.name", fix=f"the bundled model is {BUNDLED_DEMO_MODEL}")
     path = Path(name).expanduser()
+    if "\0" in name or len(name) > 4096:
+        raise StudioError(f"model.name is not a usable path or hub id: {name[:80]!r}", where="model.name", fix="give a hub id, a local directory or a .gguf file")
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise StudioError(f"model path is too long for the file system: {name[:80]!r}...", where="model.name", fix="check the path") from None
     if name.endswith(".gguf"):
         if not path.is_file():
             raise StudioError(f"GGUF file not found: {path}", where="model.name", fix="check the path")
@@ -96,7 +105,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    except (ValueError, KeyError, NotImplementedError) as exc:
+    except (ValueError, KeyError, NotImplementedError, IndexError, OverflowError, OSError, struct.error) as exc:  # struct.error etc.: a truncated or corrupt file
         raise StudioError(f"cannot load GGUF file: {exc}", where=str(gguf), fix="use a GGUF of an architecture transformers supports (llama, qwen2, gemma3, mistral, ...) or a Hugging Face directory") from None
     config = loaded.config
     if hasattr(config, "quantization_config"):

@@ -18,6 +18,7 @@ from .errors import StudioError
 from .recipe import Recipe, is_numeric
 
 MAX_RECIPE_BYTES = 1_000_000
+MAX_RECIPE_DEPTH = 32
 
 
 def load_recipe(source: str | Path | dict | None = None, overrides: list[str] | None = None) -> Recipe:
@@ -63,6 +64,7 @@ def validate_recipe(raw: Any, where: str = "<recipe>", lines: dict[str, int] | N
         )
     located = _Locator(where, lines or {}, sources or {})
     _reject_non_finite(raw, located)
+    _reject_nul(raw, located)
     _reject_booleans_for_numbers(raw, Recipe, located)
     try:
         return Recipe.model_validate(raw)
@@ -80,7 +82,7 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise StudioError(f"override '{item}' has an empty key", where="--set", fix="write --set section.key=value")
     try:
         value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: a date like 2001-02-30, an over-long integer
         value = text
     if isinstance(value, str) and _looks_numeric(value):
         value = float(value)
@@ -102,7 +104,7 @@ def _looks_numeric(text: str) -> bool:
 
 
 def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
-    if not path.exists():
+    if not _exists(path):
         raise StudioError(f"recipe file not found: {path}", where=str(path), fix="check the path; shipped recipes are under recipes/")
     if path.is_dir():
         raise StudioError(f"{path} is a directory, not a recipe file", where=str(path), fix="pass a .yaml file")
@@ -112,22 +114,49 @@ def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise StudioError(f"recipe is not valid UTF-8 text (byte {exc.start})", where=str(path), fix="save the recipe as UTF-8 YAML") from None
+    return parse_recipe_text(text, str(path))
+
+
+def parse_recipe_text(text: str, where: str = "<recipe>") -> tuple[dict, dict[str, int]]:
+    """Parse recipe YAML safely into plain data and a map of dotted keys to lines; `where` names the source.
+
+    Refuses what safe loading alone lets through: aliases (exponential or recursive expansion), absurd
+    nesting, and values PyYAML recognises but cannot build, each as a StudioError with the line.
+    """
     try:
+        _check_structure(text, where)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        loc = f"{path}:{mark.line + 1}" if mark else str(path)
+        loc = f"{where}:{mark.line + 1}" if mark else where
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise StudioError(f"recipe is not valid YAML: {problem}", where=loc, fix="fix the YAML syntax at that line (indentation, a missing ':' or quote)") from None
+    except ValueError as exc:  # a value YAML recognises but Python cannot build: 2001-02-30, `!!int abc`, 5000 digits
+        raise StudioError(f"recipe holds a value that cannot be read: {str(exc).split(';')[0]}", where=where, fix="quote the value to make it text, or correct it") from None
     if raw is None:
-        raise StudioError("recipe file is empty", where=str(path), fix="start from a file in recipes/")
+        raise StudioError("recipe file is empty", where=where, fix="start from a file in recipes/")
     if not isinstance(raw, dict):
-        raise StudioError(f"a recipe must be a mapping of sections, got {type(raw).__name__}", where=str(path), fix="start from a file in recipes/")
-    return raw, _line_index(node, path=path)
+        raise StudioError(f"a recipe must be a mapping of sections, got {type(raw).__name__}", where=where, fix="start from a file in recipes/")
+    return raw, _line_index(node, path=where)
 
 
-def _line_index(node, prefix: str = "", path: Path | None = None) -> dict[str, int]:
+def _check_structure(text: str, path: str) -> None:
+    """Refuse aliases (`*name`: they can expand exponentially or loop) and absurd nesting before building anything."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            raise StudioError(f"recipe uses a YAML alias (*{event.anchor}); recipes do not support anchors and aliases", where=f"{path}:{line}", fix="write the value out in full")
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_RECIPE_DEPTH:
+                raise StudioError(f"recipe is nested more than {MAX_RECIPE_DEPTH} levels deep", where=f"{path}:{line}", fix="a recipe has sections of keys; check you passed the right file")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+def _line_index(node, prefix: str = "", path: str | None = None) -> dict[str, int]:
     """Map dotted keys to 1-based line numbers, so errors can point into the file; refuse duplicate keys."""
     index: dict[str, int] = {}
     if isinstance(node, yaml.MappingNode):
@@ -155,6 +184,23 @@ def _reject_non_finite(raw: Any, located: "_Locator", prefix: str = "") -> None:
         raise StudioError(f"{prefix} is {raw}; it must be a finite number", where=located.where(prefix), fix=f"set {prefix} to a real value")
 
 
+def _reject_nul(raw: Any, located: "_Locator", prefix: str = "") -> None:
+    # A NUL byte (YAML "\0") or a lone surrogate ("\ud800") cannot be part of a path and has no place in a recipe.
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            _reject_nul(value, located, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(raw, list):
+        for value in raw:
+            _reject_nul(value, located, prefix)
+    elif isinstance(raw, str) and "\0" in raw:
+        raise StudioError(f"{prefix} contains a NUL byte", where=located.where(prefix), fix=f"remove the \\0 from {prefix}")
+    elif isinstance(raw, str) and not raw.isascii():
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate written as "\ud800": no file name or text can hold it
+            raise StudioError(f"{prefix} contains an unpaired surrogate ({raw[exc.start]!a})", where=located.where(prefix), fix=f"remove the escape from {prefix}") from None
+
+
 def _reject_booleans_for_numbers(raw: dict, model: type[BaseModel], located: "_Locator", prefix: str = "") -> None:
     # pydantic's lax mode reads `rank: true` as 1; a boolean where a number belongs is a mistake.
     for name, value in raw.items():
@@ -176,8 +222,10 @@ class _Locator:
         self.file, self.lines, self.sources = where, lines, sources
 
     def where(self, key: str) -> str:
-        if key in self.sources:
-            return f"{self.sources[key]} on {self.file} (key {key})"
+        # `--set train.lr.x=1` creates the unknown section `train.lr`: the error belongs to that --set too.
+        source = self.sources.get(key) or next((s for k, s in self.sources.items() if key and k.startswith(key + ".")), None)
+        if source:
+            return f"{source} on {self.file} (key {key})"
         line = self.lines.get(key)
         loc = f"{self.file}:{line}" if line else self.file
         return f"{loc} (key {key})" if key else loc
@@ -296,6 +344,13 @@ def _resolve(value: str, base_dir: Path | None) -> Path:
     if base_dir is not None:
         # Shipped recipes live in recipes/<family>/ and name data relative to the repository root.
         for root in (base_dir, *base_dir.parents):
-            if (root / path).exists():
+            if _exists(root / path):
                 return (root / path).resolve()
     return (Path.cwd() / path).resolve()
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the file system: it cannot be there; the reader says so
+        return False

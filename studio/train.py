@@ -62,6 +62,8 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
 
         recipe, fitted = auto_fit(recipe)
     run_dir = recipe.run_dir()
+    if not resume:
+        _check_inputs(recipe)  # before anything in the run directory is touched (--overwrite deletes it)
     _prepare_run_dir(run_dir, resume, overwrite)
     if recipe.train.offload_activations and device.type != "cuda":
         raise StudioError("train.offload_activations moves activations from GPU to CPU memory; this run is on the CPU", where="train.offload_activations", fix="set train.offload_activations: false (or train on a GPU)")
@@ -131,6 +133,17 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return last_intact_checkpoint(Path(run_dir) / CHECKPOINTS)
 
 
+def _check_inputs(recipe: Recipe) -> None:
+    """Fail on a missing model or unreadable data now, while an existing run is still intact."""
+    from .data import load_examples
+    from .model_source import resolve_model
+
+    resolve_model(recipe.model.name, recipe.model.revision)
+    for path in (recipe.data.path, recipe.data.val_path):
+        if path:
+            load_examples(path, recipe.data)
+
+
 def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not (run_dir / RECIPE).exists():
@@ -143,9 +156,12 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
                 where="output.dir",
                 fix=f"resume it with `studio train --resume {run_dir}`, pick another output.name, or pass --overwrite",
             )
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StudioError(f"cannot create the run directory: {exc.strerror}", where=f"output.dir: {run_dir}", fix="choose a shorter, writable output.dir / output.name") from None
 
 
 def _holds_a_run(run_dir: Path) -> bool:

@@ -48,6 +48,8 @@ def detect_format(row: dict) -> str | None:
 
 def normalize(rows: list[Row], fmt: str = "auto", columns: dict[str, str] | None = None, system_prompt: str | None = None) -> tuple[str, list[Example]]:
     """Rename columns, detect (or check) the format, and convert every row to an Example."""
+    if not rows:
+        raise StudioError("dataset has no rows", where="data.path", fix="add examples to the file")
     renamed = [_rename(row, columns or {}) for row in rows]
     if fmt == "auto":
         fmt = detect_format(renamed[0].data) or ""

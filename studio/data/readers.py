@@ -7,6 +7,7 @@ Supports JSONL, JSON (a list, or an object holding one list), CSV, Parquet, and 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 from ..errors import StudioError
 
 SUPPORTED = ".jsonl, .json, .csv, .parquet, or a directory saved with datasets"
+# csv's default field limit (128 KiB) would reject a long document; long rows are truncated later, not refused.
+CSV_FIELD_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,11 @@ class Row:
 def read_rows(path: str | Path) -> list[Row]:
     """Read every row of a dataset file; raise StudioError naming the file and line on bad input."""
     path = Path(path)
-    if not path.exists():
+    try:
+        found = path.exists()
+    except OSError as exc:  # a name too long for the file system
+        raise StudioError(f"dataset path cannot be used: {exc.strerror}", where=str(path)[:200], fix="check data.path") from None
+    if not found:
         raise StudioError(f"dataset not found: {path}", where=str(path), fix="check data.path (relative paths are resolved against the recipe's folder)")
     if path.is_dir():
         rows = _read_hf_dir(path)
@@ -50,16 +57,31 @@ def _text(path: Path) -> str:
         raise StudioError(f"file is not valid UTF-8 (byte {exc.start})", where=f"{path}:{line}", fix="re-save the file as UTF-8") from None
 
 
+def _loads(text: str):
+    """json.loads, turning what it raises besides JSONDecodeError (over-long integers, deep nesting) into ValueError."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise ValueError("values are nested too deeply") from None
+    except ValueError as exc:  # an integer longer than Python converts (4300 digits)
+        raise ValueError(str(exc).split(";")[0]) from None
+
+
 def _read_jsonl(path: Path) -> list[Row]:
     rows = []
-    for number, line in enumerate(_text(path).splitlines(), start=1):
+    # Lines end at "\n" only: U+2028 and U+0085 may stand unescaped inside a JSON string.
+    for number, line in enumerate(_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
         try:
-            value = json.loads(line)
+            value = _loads(line)
         except json.JSONDecodeError as exc:
             raise StudioError(f"line is not valid JSON: {exc.msg} (column {exc.colno})", where=where, fix="fix or remove that line; each line must be one JSON object") from None
+        except ValueError as exc:
+            raise StudioError(f"line cannot be read: {exc}", where=where, fix="fix or remove that line") from None
         if not isinstance(value, dict):
             raise StudioError(f"line holds a JSON {type(value).__name__}, not an object", where=where, fix='each line must be an object such as {"messages": [...]}')
         rows.append(Row(value, where))
@@ -68,9 +90,11 @@ def _read_jsonl(path: Path) -> list[Row]:
 
 def _read_json(path: Path) -> list[Row]:
     try:
-        value = json.loads(_text(path))
+        value = _loads(_text(path))
     except json.JSONDecodeError as exc:
         raise StudioError(f"file is not valid JSON: {exc.msg}", where=f"{path}:{exc.lineno}", fix="fix the JSON at that line") from None
+    except ValueError as exc:
+        raise StudioError(f"file cannot be read: {exc}", where=str(path), fix="fix the values in the file") from None
     if isinstance(value, dict):
         lists = [v for v in value.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -88,7 +112,10 @@ def _read_json(path: Path) -> list[Row]:
 
 def _read_csv(path: Path) -> list[Row]:
     text = _text(path)
-    reader = csv.DictReader(text.splitlines())
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+    # A file-like source keeps the line breaks inside quoted fields (a list of lines would drop them).
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     if not reader.fieldnames:
         raise StudioError("CSV file has no header row", where=f"{path}:1", fix="put the column names on the first line")
     rows = []
