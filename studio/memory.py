@@ -720,3 +720,26 @@ def gpus_needed(recipe: Recipe, gpu: float | str, model_config: dict | None = No
 def shape_dict(shape: Shape) -> dict:
     """The shape as plain data (for --json and reports)."""
     return asdict(shape)
+
+
+def check_fits(recipe: Recipe, gpu: float | str, model_config: dict | None = None) -> dict | None:
+    """The estimator's verdict before loading anything: None when the model's shape is unknown, else
+    the estimate; raises StudioError naming the settings to change when the run cannot fit `gpu`."""
+    from .errors import StudioError
+
+    if model_shape(recipe, model_config)[0] is None:
+        return None
+    result = estimate(recipe, gpu, model_config)
+    if result["fits"]:
+        return result
+    try:
+        fitted, info = auto_fit(recipe, gpu, model_config)
+        settings = " ".join(f"--set {key}={new}" for key, (_old, new) in info.get("changes", {}).items())
+        fix = f"set train.auto_fit: true, or use {settings}" if settings else "set train.auto_fit: true"
+    except StudioError as exc:
+        fix = exc.fix or "use a smaller model, method qlora, or a shorter data.max_length"
+    raise StudioError(
+        f"this run needs about {result['peak_gib']:.1f} GiB of GPU memory but the GPU has {result['gpu_gib']:.1f} GiB",
+        where=f"train.batch_size={recipe.train.batch_size}, data.max_length={recipe.data.max_length}, method={recipe.method}",
+        fix=fix,
+    )

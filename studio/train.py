@@ -57,10 +57,13 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     quiet_libraries()
     device = pick_device(recipe.train.device)
     fitted = None
-    if recipe.train.auto_fit and device.type == "cuda" and not resume:
-        from .memory import auto_fit
+    if device.type == "cuda" and not resume:
+        from .memory import auto_fit, check_fits, detect_gpu_gib
 
-        recipe, fitted = auto_fit(recipe)
+        if recipe.train.auto_fit:
+            recipe, fitted = auto_fit(recipe)
+        else:
+            check_fits(recipe, detect_gpu_gib())  # a clear verdict before minutes of loading
     run_dir = recipe.run_dir()
     if not resume:
         _check_inputs(recipe)  # before anything in the run directory is touched (--overwrite deletes it)
@@ -86,6 +89,8 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     write_json(run_dir / DATA, {**data.manifest, "model_dir": str(model_dir)})
 
     # 3. The trainer, extended with callbacks only.
+    import torch
+
     trainer = build_trainer(recipe, model, tokenizer, data, run_dir, device, progress)
     checkpoint = last_checkpoint(run_dir) if resume else None
     if resume:
@@ -93,6 +98,13 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
         truncate_metrics(run_dir, int(checkpoint.name.split("-")[-1]) if checkpoint else 0)
     try:
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except torch.cuda.OutOfMemoryError:
+        done = last_checkpoint(run_dir)
+        raise StudioError(
+            f"out of GPU memory at step {trainer.state.global_step}; the run can continue from {done.name if done else 'the start'}",
+            where=f"train.batch_size={recipe.train.batch_size}, data.max_length={recipe.data.max_length}, train.gradient_checkpointing={recipe.train.gradient_checkpointing}",
+            fix=f"lower train.batch_size (raising train.grad_accum keeps the effective batch), turn on train.gradient_checkpointing, or set train.auto_fit: true; then `studio train --resume {run_dir}` or start again",
+        ) from None
     except KeyboardInterrupt:
         done = last_checkpoint(run_dir)
         since = f"from {done.name}" if done else "from the start (no checkpoint was complete yet)"

@@ -24,6 +24,9 @@ CSS = """
 #memory-panel table { font-size: 0.85em; }
 .token-view { font-family: ui-monospace, monospace; white-space: pre-wrap; line-height: 1.7; font-size: 0.9em; }
 .token-view .trained { background: #d1fadf; border-radius: 3px; }
+.field-error input, .field-error textarea, .field-error .wrap { border-color: #d92d20 !important; box-shadow: 0 0 0 1px #d92d20 !important; }
+.field-error .info-text { color: #b42318 !important; font-weight: 600; }
+.picker-help p { font-size: 0.85em; margin: 2px 0 6px 0; }
 .token-view .eos { background: #fedf89; border: 1px solid #b54708; border-radius: 3px; font-weight: 600; }
 """
 
@@ -83,17 +86,19 @@ def check_host(host: str, accounts: list[Account]) -> None:
         )
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, auth_file: str | Path | None = None, home: str | Path | None = None, open_browser: bool = False, block: bool = True, concurrency: int = 1) -> gr.Blocks:
+def launch(host: str = "127.0.0.1", port: int = 7860, auth_file: str | Path | None = None, home: str | Path | None = None, open_browser: bool = False, block: bool = True, concurrency: int = 1, start_queue: bool = True) -> gr.Blocks:
     """Serve the studio on host:port; any host but localhost needs auth_file or $STUDIO_UI_AUTH.
 
     With `block=False` it returns the running app at once (tests call `app.close()` when done).
+    With `start_queue=False` jobs are queued but not run (tests of the API that must not train).
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     accounts = load_accounts(auth_file)
     check_host(host, accounts)
     app = build_app(home, accounts, concurrency=concurrency)
-    app.studio_context.queue.start()
+    if start_queue:
+        app.studio_context.queue.start()
     app.queue(default_concurrency_limit=4)
     try:
         app.launch(

@@ -54,20 +54,29 @@ def compare(run_dir: str, prompt: str, max_new_tokens: int) -> tuple[str, str]:
         session.reset()
         adapter = session.ask(prompt)
         session.reset()
-    return base, adapter
+    return shown_answer(base), shown_answer(adapter)
+
+
+EMPTY_ANSWER = "(empty answer: the model ended its turn at once)"
+
+
+def shown_answer(text: str) -> str:
+    """An answer as the page shows it: an empty one says so instead of leaving a blank box."""
+    return text if text.strip() else EMPTY_ANSWER
 
 
 def build(ctx: Context) -> dict:
     """Lay out the Compare tab; return what the app refreshes on page load."""
     with gr.Row():
-        run = gr.Dropdown(label="Run", choices=[], scale=3, allow_custom_value=False)
-        max_new = gr.Slider(8, 512, value=128, step=8, label="max_new_tokens", scale=2)
+        # allow_custom_value so API clients can name a run; on_compare checks that the user may open it.
+        run = gr.Dropdown(label="Run", choices=[], scale=3, allow_custom_value=True, elem_id="compare-run")
+        max_new = gr.Slider(8, 512, value=128, step=8, label="max_new_tokens", scale=2, elem_id="compare-max-new")
     example = gr.Dropdown(label="Held-out examples (from data.test_path)", choices=[], allow_custom_value=False)
-    prompt = gr.Textbox(label="Prompt", lines=3)
-    go = gr.Button("Compare", variant="primary")
+    prompt = gr.Textbox(label="Prompt", lines=3, elem_id="compare-prompt")
+    go = gr.Button("Compare", variant="primary", elem_id="compare-go")
     with gr.Row():
-        base = gr.Textbox(label="Base model", lines=8, interactive=False)
-        adapter = gr.Textbox(label="With adapter", lines=8, interactive=False)
+        base = gr.Textbox(label="Base model", lines=8, interactive=False, elem_id="compare-base")
+        adapter = gr.Textbox(label="With adapter", lines=8, interactive=False, elem_id="compare-adapter")
 
     def refresh(request: gr.Request):
         runs = adapter_runs(ctx, request)
@@ -79,11 +88,11 @@ def build(ctx: Context) -> dict:
         prompts = heldout_prompts(run_dir)
         return gr.update(choices=prompts, value=prompts[0] if prompts else None), prompts[0] if prompts else ""
 
-    def on_compare(run_dir, text, n, request: gr.Request):
+    def on_compare(run_dir, prompt_text, max_new_tokens, request: gr.Request):
         if not ctx.may_open(request, run_dir):
             raise gr.Error("pick one of your runs")
         try:
-            return compare(run_dir, text, n)
+            return compare(run_dir, prompt_text, max_new_tokens)
         except StudioError as exc:
             raise gr.Error(exc.format()) from None
 

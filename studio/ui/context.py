@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import StudioError
 from ..jobs import JobQueue
 from .workspace import LOCAL_USER, Account, check_user, workspace
 
@@ -73,6 +74,19 @@ class Context:
     def may_open(self, request, run_dir: str) -> bool:
         """Whether the user may read this run directory."""
         return bool(run_dir) and run_dir in self.run_dirs(request)
+
+
+def recipe_data(recipe_yaml: str, where: str = "<yaml>") -> dict:
+    """Validated recipe data (the form's recipe state) from YAML text, or a StudioError."""
+    import yaml
+
+    from ..recipe_io import validate_recipe
+
+    try:
+        raw = yaml.safe_load(recipe_yaml) if recipe_yaml and recipe_yaml.strip() else {}
+    except yaml.YAMLError as exc:
+        raise StudioError(f"recipe is not valid YAML: {exc}", where=where, fix="fix the YAML syntax") from None
+    return validate_recipe(raw if raw is not None else {}, where=where).to_yaml_dict()
 
 
 def downloadable(path: Path, name: str | None = None) -> str:

@@ -16,7 +16,7 @@ from ..data import IGNORE, Renderer, detect_format, normalize, read_rows
 from ..data.formats import FORMATS
 from ..errors import StudioError
 from ..recipe_io import validate_recipe
-from .context import MAX_UPLOAD_BYTES, Context
+from .context import MAX_UPLOAD_BYTES, Context, recipe_data
 from .workspace import check_name, inside, safe_path
 
 MAX_ENCODED = 2000  # rows tokenized for the histogram
@@ -155,16 +155,16 @@ def build(ctx: Context, recipe: dict) -> None:
     widgets = recipe["widgets"]
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label="Upload a dataset", file_types=UPLOAD_TYPES, type="filepath", height=110)
-            path = gr.Textbox(label="data.path", value=widgets["data.path"].value, max_lines=1, info="a file on this machine (an upload lands in your workspace)")
+            upload = gr.File(label="Upload a dataset", file_types=UPLOAD_TYPES, type="filepath", height=110, elem_id="data-upload")
+            path = gr.Textbox(label="data.path", value=widgets["data.path"].value, max_lines=1, elem_id="data-path", info="a file on this machine (an upload lands in your workspace)")
             with gr.Row():
                 fmt = gr.Dropdown(choices=["auto", *FORMATS], value=widgets["data.format"].value, label="data.format")
                 sample = gr.Number(value=0, precision=0, label="Sample row", minimum=0)
             columns = gr.Textbox(label="data.columns", value=widgets["data.columns"].value, max_lines=1, info="map your columns to the format's names, e.g. {instruction: question, output: answer}")
             with gr.Row():
                 show = gr.Button("Inspect", variant="primary", elem_id="inspect-data")
-                apply = gr.Button("Use in recipe")
-            summary = gr.Markdown()
+                apply = gr.Button("Use in recipe", elem_id="data-use")
+            summary = gr.Markdown(elem_id="data-summary")
             warnings = gr.Markdown()
         with gr.Column(scale=2):
             sample_view = gr.HTML(label="Sample as training sees it", elem_id="sample-view")
@@ -190,7 +190,20 @@ def build(ctx: Context, recipe: dict) -> None:
     for key, target in (("data.path", path), ("data.format", fmt), ("data.columns", columns)):
         widgets[key].change(lambda v: v, [widgets[key]], [target], api_visibility="undocumented", show_progress="hidden")
     upload.upload(on_upload, [upload], [path], api_visibility="undocumented")
-    show.click(on_inspect, [path, fmt, columns, recipe["recipe_state"], sample], [summary, warnings, sample_view, histogram], api_name="inspect_data")
+    show.click(on_inspect, [path, fmt, columns, recipe["recipe_state"], sample], [summary, warnings, sample_view, histogram], api_visibility="undocumented")
+
+    def api_inspect_data(path: str, recipe_yaml: str = "", data_format: str = "auto", columns: str = "", sample: int = 0, request: gr.Request = None) -> dict:
+        """Inspect a dataset under a recipe given as YAML text: summary, warnings, the sample's HTML and the histogram SVG."""
+        try:
+            raw = recipe_data(recipe_yaml, where="inspect_data")
+            summary, warns, sample_html, svg = inspect(check_pick(ctx, request, path), data_format, columns, raw, sample)
+        except StudioError as exc:
+            raise gr.Error(exc.format()) from None
+        except yaml.YAMLError as exc:
+            raise gr.Error(f"columns is not a YAML mapping: {exc}") from None
+        return {"summary": summary, "warnings": warns, "sample_html": sample_html, "histogram_svg": svg}
+
+    gr.api(api_inspect_data, api_name="inspect_data")
     apply.click(on_apply, [path, fmt, columns], [widgets["data.path"], widgets["data.format"], widgets["data.columns"]], api_visibility="undocumented")
 
 

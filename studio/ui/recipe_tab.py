@@ -12,8 +12,10 @@ from ..errors import StudioError
 from ..memory import estimate, format_estimate
 from ..recipe import Recipe
 from ..recipe_io import MAX_RECIPE_BYTES, dump_recipe, load_recipe, validate_recipe
+from . import model_picker
 from .context import DEMO_RECIPE, Context, downloadable, recipes_root, shipped_recipes
-from .schema_form import FieldSpec, form_fields, override_args, recipe_to_values, section_of, to_widget, values_to_raw
+from .schema_form import FieldSpec, field_errors, form_fields, override_args, recipe_to_values, section_of, to_widget, values_to_raw
+from .train_tab import check_paths_allowed
 from .workspace import check_name, safe_path
 
 OPEN_SECTIONS = ("model", "method", "lora", "data", "train")
@@ -39,10 +41,24 @@ def make_widget(spec: FieldSpec):
 
 def check_form(raw: dict) -> tuple[Recipe | None, str]:
     """Validate form data: the Recipe and an empty message, or None and the StudioError text."""
+    recipe, error = check_form_error(raw)
+    return recipe, error.format() if error else ""
+
+
+def check_form_error(raw: dict) -> tuple[Recipe | None, StudioError | None]:
+    """Validate form data: the Recipe and None, or None and the StudioError."""
     try:
-        return validate_recipe(raw, where="form"), ""
+        return validate_recipe(raw, where="form"), None
     except StudioError as exc:
-        return None, exc.format()
+        return None, exc
+
+
+def field_updates(specs: list[FieldSpec], errors: dict[str, str]) -> list:
+    """One update per form widget: the error under the field (red) where there is one, else its help text."""
+    return [
+        gr.update(info=f"⚠ {errors[s.key]}", elem_classes=["field-error"]) if s.key in errors else gr.update(info=s.info, elem_classes=[])
+        for s in specs
+    ]
 
 
 @lru_cache(maxsize=32)
@@ -72,12 +88,20 @@ def command_for(base_path: str | None, base: Recipe | None, recipe: Recipe) -> s
 
 def preview(specs: list[FieldSpec], values: list, base_path: str | None, gpu_gib: float | None) -> tuple[str, str, str, str, dict | None]:
     """Status markdown, YAML, command, memory markdown and the valid recipe data (or None) for form values."""
-    recipe, error = check_form(values_to_raw(specs, values))
+    status, text, cmd, mem, raw, _ = preview_with_errors(specs, values, base_path, gpu_gib)
+    return status, text, cmd, mem, raw
+
+
+def preview_with_errors(specs: list[FieldSpec], values: list, base_path: str | None, gpu_gib: float | None) -> tuple[str, str, str, str, dict | None, dict[str, str]]:
+    """`preview`, plus the per-field error messages (dotted key -> message; empty when valid)."""
+    recipe, error = check_form_error(values_to_raw(specs, values))
     if recipe is None:
-        return f"<div class='studio-error'>\n\n```\n{error}\n```\n</div>", "", "", "", None
+        errors = field_errors(error, [s.key for s in specs])
+        fields = f"  \nsee the field{'s' if len(errors) > 1 else ''} marked ⚠: {', '.join(f'`{k}`' for k in errors)}" if errors else ""
+        return f"<div class='studio-error'>\n\n```\n{error.format()}\n```\n</div>{fields}", "", "", "", None, errors
     memory = format_estimate(estimate(recipe, float(gpu_gib or DEFAULT_GPU_GIB)))
     status = f"<span class='studio-ok'>✓ valid</span> — {recipe.method} on `{recipe.model.name}`, rank {recipe.lora.rank}, batch {recipe.train.batch_size} × {recipe.data.max_length} tokens"
-    return status, dump_recipe(recipe), command_for(base_path, load_base(base_path), recipe), memory, recipe.to_yaml_dict()
+    return status, dump_recipe(recipe), command_for(base_path, load_base(base_path), recipe), memory, recipe.to_yaml_dict(), {}
 
 
 def resolve_choice(ctx: Context, request, choice: str) -> Path:
@@ -109,6 +133,8 @@ def build(ctx: Context) -> dict:
                 fields = [s for s in specs if section_of(s.key) == section]
                 title = section if section != "method" else "method"
                 with gr.Accordion(title, open=section in OPEN_SECTIONS):
+                    if section == "model":
+                        picker_parts = build_model_picker(demo.model.name)
                     for i in range(0, len(fields), 2):
                         with gr.Row():
                             for spec in fields[i : i + 2]:
@@ -131,12 +157,14 @@ def build(ctx: Context) -> dict:
 
     def refresh(*args):
         *values, base, gpu_gib = args
-        status, text, cmd, mem, raw = preview(specs, list(values), base, gpu_gib)
+        status, text, cmd, mem, raw, errors = preview_with_errors(specs, list(values), base, gpu_gib)
+        marks = field_updates(specs, errors)
         if raw is None:  # keep the last valid YAML, command and estimate on screen under the error
-            return status, gr.update(), gr.update(), gr.update(), None
-        return status, text, cmd, mem, raw
+            return status, gr.update(), gr.update(), gr.update(), None, *marks
+        return status, text, cmd, mem, raw, *marks
 
-    outputs = [status, yaml_view, command, memory, recipe_state]
+    outputs = [status, yaml_view, command, memory, recipe_state, *inputs]
+    wire_model_picker(ctx, picker_parts, widgets["model.name"])
     gr.on(triggers=[w.change for w in inputs] + [gpu.change], fn=refresh, inputs=inputs + [base_path, gpu], outputs=outputs, trigger_mode="always_last", api_visibility="undocumented", show_progress="hidden")
 
     def load_choice(choice, request: gr.Request):
@@ -183,6 +211,49 @@ def build(ctx: Context) -> dict:
     save_btn.click(on_error(save), [save_name, recipe_state], [saved_file, picker, base_path], api_visibility="undocumented")
     return {"widgets": widgets, "specs": specs, "recipe_state": recipe_state, "status": status, "outputs": outputs,
             "refresh": refresh, "inputs": inputs + [base_path, gpu], "picker": picker, "list_choices": list_choices}
+
+
+def build_model_picker(name: str) -> dict:
+    """The chooser for model.name (placed at the top of the model section): source, text, button, help."""
+    kind = model_picker.kind_of(name)
+    with gr.Group(elem_id="model-picker"):
+        source = gr.Radio(list(model_picker.KINDS), value=kind, label="Base model from", elem_id="model-source",
+                          info="pick where the base model comes from, type it, and press the button to fill model.name")
+        with gr.Row(equal_height=True):
+            text = gr.Textbox(value=name, show_label=False, container=False, max_lines=1, scale=4, interactive=kind != "bundled demo model",
+                              placeholder=model_picker.PLACEHOLDER[kind], elem_id="model-source-text")
+            use = gr.Button("Set model.name", scale=1, min_width=160, size="md", elem_id="model-source-use")
+    help_md = gr.Markdown(model_picker.HELP[kind], elem_id="model-source-help", elem_classes=["picker-help"])
+    return {"source": source, "text": text, "use": use, "help": help_md}
+
+
+def wire_model_picker(ctx: Context, parts: dict, name_widget) -> None:
+    """Connect the chooser: picking a source explains it, the button fills model.name, and a model.name typed
+    or loaded from a recipe moves the chooser to match."""
+    source, text, use, help_md = parts["source"], parts["text"], parts["use"], parts["help"]
+
+    def on_source(kind, current):
+        bundled = kind == "bundled demo model"
+        value = model_picker.BUNDLED_DEMO_MODEL if bundled else ("" if model_picker.kind_of(current) != kind else current)
+        return gr.update(value=value, interactive=not bundled, placeholder=model_picker.PLACEHOLDER[kind]), model_picker.HELP[kind]
+
+    def on_use(kind, typed, request: gr.Request):
+        try:
+            name = model_picker.model_name_for(kind, typed)
+            if ctx.shared and kind in ("local directory", "GGUF file"):
+                check_paths_allowed(ctx.workspace(request), Recipe.model_validate({"model": {"name": name}}))
+        except StudioError as exc:
+            return gr.update(), f"<div class='studio-error picker-help'>\n\n⚠ {exc.what}. {exc.fix or ''}\n</div>"
+        return name, f"✓ model.name set to `{name}`. " + model_picker.HELP[kind]
+
+    def on_name(name):
+        kind = model_picker.kind_of(name)
+        return gr.update(value=kind), gr.update(value=name, interactive=kind != "bundled demo model", placeholder=model_picker.PLACEHOLDER[kind])
+
+    source.input(on_source, [source, text], [text, help_md], api_visibility="undocumented", show_progress="hidden")
+    use.click(on_use, [source, text], [name_widget, help_md], api_visibility="undocumented", show_progress="hidden")
+    text.submit(on_use, [source, text], [name_widget, help_md], api_visibility="undocumented", show_progress="hidden")
+    name_widget.change(on_name, [name_widget], [source, text], api_visibility="undocumented", show_progress="hidden")
 
 
 # --- plain endpoints (also exposed through gr.api) ------------------------------------------------------

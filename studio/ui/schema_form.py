@@ -6,6 +6,7 @@ conversion both ways (widget values <-> plain recipe data) lives here too, apart
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel
 
+from ..errors import StudioError
 from ..recipe import Recipe
 
 
@@ -179,3 +181,36 @@ def _quote(text: str) -> str:
     import shlex
 
     return shlex.quote(text)
+
+
+_KEYED = re.compile(r"^'([A-Za-z_][\w.]*)': (.*)$", re.S)
+_WHERE_KEY = re.compile(r"\(key ([\w.]+)\)")
+_MENTION = re.compile(r"\b([a-z_]+\.[a-z_]+)\b")
+
+
+def field_errors(error: StudioError, keys: list[str]) -> dict[str, str]:
+    """Which form fields a validation error is about: dotted key -> message, for showing it under the field.
+
+    Schema errors read `'lora.rank': Input should be ... (got 0); 'lora.alpha': ...`; cross-field errors name
+    the keys in their text (`train.eval_steps needs validation data ...`) and the first key named is blamed;
+    the error's `where` (`form (key lora.rank)`) names the first offending key.
+    """
+    known = set(keys)
+    out: dict[str, str] = {}
+    last: str | None = None
+    for segment in error.what.split("; "):
+        match = _KEYED.match(segment)
+        if match and match.group(1) in known:
+            last = match.group(1)
+            out[last] = match.group(2) if last not in out else f"{out[last]}; {match.group(2)}"
+            continue
+        mentioned = [k for k in _MENTION.findall(segment) if k in known]
+        if mentioned:
+            last = mentioned[0]
+            out[last] = segment if last not in out else f"{out[last]}; {segment}"
+        elif last is not None:  # a message that itself contained "; "
+            out[last] += "; " + segment
+    where = _WHERE_KEY.search(error.where or "")
+    if where and where.group(1) in known and where.group(1) not in out:
+        out[where.group(1)] = error.what
+    return out

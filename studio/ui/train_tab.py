@@ -14,7 +14,7 @@ import pandas as pd
 from ..errors import StudioError
 from ..recipe_io import dump_recipe, load_recipe, validate_recipe
 from ..rundir import read_metrics
-from .context import Context
+from .context import Context, recipe_data
 from .workspace import check_name, inside, safe_path
 
 POLL_S = 2.0
@@ -122,7 +122,7 @@ def start_job(ctx: Context, request, run_name: str, raw: dict | None) -> int:
     name = check_name((run_name or "").strip() or recipe.output.name or "run")
     space = ctx.workspace(request)
     if ctx.shared:
-        _check_paths_allowed(space, recipe)
+        check_paths_allowed(space, recipe)
     run_dir = safe_path(space / "runs", name)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise StudioError(f"run '{name}' already exists", where=str(run_dir), fix="pick another run name, or resume that run")
@@ -133,7 +133,7 @@ def start_job(ctx: Context, request, run_name: str, raw: dict | None) -> int:
     return ctx.queue.enqueue(ctx.user(request), recipe_path, run_dir).id
 
 
-def _check_paths_allowed(space: Path, recipe) -> None:
+def check_paths_allowed(space: Path, recipe) -> None:
     """On a shared server, data files must come from the user's workspace or the project's examples."""
     examples = Path(__file__).resolve().parents[2] / "examples"
     for key in ("path", "val_path", "test_path"):
@@ -148,21 +148,21 @@ def _check_paths_allowed(space: Path, recipe) -> None:
 def build(ctx: Context, recipe: dict) -> dict:
     """Lay out the Train tab; return its components."""
     with gr.Row():
-        run_name = gr.Textbox(label="Run name", placeholder="defaults to output.name", max_lines=1, scale=2)
+        run_name = gr.Textbox(label="Run name", placeholder="defaults to output.name", max_lines=1, scale=2, elem_id="run-name")
         start = gr.Button("Start training", variant="primary", scale=1, elem_id="start-training")
-    message = gr.Markdown()
+    message = gr.Markdown(elem_id="train-message")
     with gr.Row():
         with gr.Column(scale=2):
             jobs = gr.Dataframe(headers=JOB_COLUMNS, label="Jobs (newest first)", interactive=False, wrap=True, max_height=260)
         with gr.Column(scale=1):
-            selected = gr.Dropdown(label="Job", choices=[], value=None, allow_custom_value=True)
+            selected = gr.Dropdown(label="Job", choices=[], value=None, allow_custom_value=True, elem_id="job-select")
             with gr.Row():
                 stop = gr.Button("Stop", variant="stop")
                 resume = gr.Button("Resume")
     stats = gr.Markdown(elem_id="train-stats")
     with gr.Row():
-        loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=320, label="Loss")
-        lr_plot = gr.LinePlot(x="step", y="lr", title="Learning rate", height=320, label="Learning rate")
+        loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=320, label="Loss", elem_id="loss-plot", y_axis_format=".4~g")
+        lr_plot = gr.LinePlot(x="step", y="lr", title="Learning rate", height=320, label="Learning rate", y_axis_format=".1e")
     log = gr.Code(label="Log (tail)", language=None, interactive=False, lines=10, max_lines=14)
     timer = gr.Timer(POLL_S)
 
@@ -198,11 +198,33 @@ def build(ctx: Context, recipe: dict) -> dict:
         return f"Queued job #{new.id} to resume {Path(job.run_dir).name}.", new.id
 
     views = [jobs, selected, stats, loss_plot, lr_plot, log]
-    start.click(on_start, [run_name, recipe["recipe_state"]], [message, selected], api_name="start_training").then(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
+    start.click(on_start, [run_name, recipe["recipe_state"]], [message, selected], api_visibility="undocumented").then(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
     stop.click(on_stop, [selected], [message], api_visibility="undocumented").then(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
     resume.click(on_resume, [selected], [message, selected], api_visibility="undocumented").then(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
     selected.input(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
-    timer.tick(refresh, [selected], views, api_name="job_status", show_progress="hidden")
+    timer.tick(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
+
+    def api_start_training(recipe_yaml: str, run_name: str = "", request: gr.Request = None) -> int:
+        """Queue a training job for a recipe given as YAML text; returns the job id (run lands in your workspace)."""
+        try:
+            return start_job(ctx, request, run_name, recipe_data(recipe_yaml, where="start_training"))
+        except StudioError as exc:
+            raise gr.Error(exc.format()) from None
+
+    def api_job_status(job_id: int, request: gr.Request = None) -> dict:
+        """A job's status, queue position, run directory, metrics records so far and log tail."""
+        try:
+            job = ctx.queue.get(int(job_id))
+        except StudioError as exc:
+            raise gr.Error(exc.format()) from None
+        user = ctx.user(request)
+        if job.user != user and not ctx.is_teacher(user):
+            raise gr.Error("not your job")
+        return {"id": job.id, "status": job.status, "position": ctx.queue.position(job.id), "exit_code": job.exit_code,
+                "run_dir": job.run_dir, "metrics": read_metrics(Path(job.run_dir)), "log_tail": log_tail(job.log_path)}
+
+    gr.api(api_start_training, api_name="start_training")
+    gr.api(api_job_status, api_name="job_status")
     return {"refresh": refresh, "views": views, "selected": selected}
 
 

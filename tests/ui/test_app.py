@@ -103,3 +103,56 @@ def test_users_see_only_their_own_jobs_and_runs(tmp_path):
     assert [j.id for j in ctx.visible_jobs(teach)] == [job.id]
     assert ctx.may_open(ann, job.run_dir) and not ctx.may_open(bob, job.run_dir)
     assert ctx.user(None) == "local" and ctx.shared
+
+
+def test_every_named_api_endpoint_answers(finished_job, tiny_raw, tiny_data, tmp_path):
+    """gradio_client against a launched app: every api_name at least once (the queue is not started, so a
+    queued job waits instead of training; the trained tiny run is copied into the user's workspace)."""
+    import shutil
+    import zipfile
+
+    import yaml
+    from gradio_client import Client
+
+    from studio.recipe_io import dump_recipe, validate_recipe
+
+    run_dir = tmp_path / "home" / "workspaces" / "local" / "runs" / "api-run"
+    shutil.copytree(finished_job.run_dir, run_dir, ignore=shutil.ignore_patterns("merged", "merge.json"))
+    recipe_yaml = dump_recipe(validate_recipe(tiny_raw))
+    port = free_port()
+    app = launch(port=port, home=tmp_path / "home", block=False, start_queue=False)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        named = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+        expected = {"/list_recipes", "/validate_recipe", "/estimate_memory", "/inspect_data", "/start_training", "/job_status", "/compare", "/merge", "/adapter_zip", "/merged_zip"}
+        assert named == expected
+        assert DEMO_RECIPE in client.predict(api_name="/list_recipes")
+        assert client.predict(recipe_yaml, api_name="/validate_recipe") == "valid"
+        assert client.predict(recipe_yaml, 8.0, api_name="/estimate_memory")["fits"] is True
+
+        report = client.predict(str(tiny_data), recipe_yaml, "auto", "", 0, api_name="/inspect_data")
+        assert "24 rows" in report["summary"] and "class='eos'" in report["sample_html"] and "<svg" in report["histogram_svg"]
+
+        job_id = client.predict(recipe_yaml, "queued-run", api_name="/start_training")
+        status = client.predict(job_id, api_name="/job_status")
+        assert status["status"] == "queued" and status["position"] == 1 and status["run_dir"].endswith("/runs/queued-run") and status["metrics"] == []
+        with pytest.raises(Exception, match="lora.rank"):
+            client.predict(yaml.safe_dump({**tiny_raw, "lora": {**tiny_raw["lora"], "rank": 0}}), "bad", api_name="/start_training")
+
+        base, adapter = client.predict(str(run_dir), "add 1 and 1", 8, api_name="/compare")
+        assert base.strip() and adapter.strip()
+        parity, merged, size = client.predict(str(run_dir), api_name="/merge")
+        assert "✓ passed" in parity and merged == str(run_dir / "merged") and "Merged model size" in size
+        def downloaded(result) -> str:  # a file output sent as gr.update(value=..., visible=True) arrives as a dict
+            return result["value"] if isinstance(result, dict) else result
+
+        with zipfile.ZipFile(downloaded(client.predict(str(run_dir), api_name="/adapter_zip"))) as archive:
+            assert "adapter_config.json" in archive.namelist()
+        with zipfile.ZipFile(downloaded(client.predict(str(run_dir), api_name="/merged_zip"))) as archive:
+            assert "merged/model.safetensors" in archive.namelist()
+        assert (tmp_path / "home" / "workspaces" / "local" / "exports" / "api-run-merged.zip").exists()
+        with pytest.raises(Exception, match="pick one of your runs"):  # a run outside the user's workspace
+            client.predict(finished_job.run_dir, api_name="/merge")
+    finally:
+        app.close()
+        app.studio_context.queue.close()

@@ -6,6 +6,7 @@ when that browser is absent.
 """
 
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -75,10 +76,17 @@ def test_invalid_rank_shows_the_error(page, shots):
     status = page.locator("#recipe-status")
     expect(status).to_contain_text("lora.rank", timeout=30_000)
     expect(status).to_contain_text("greater than or equal to 1")
+    field = page.locator("#field-lora-rank")  # the message also sits under the field itself, in red
+    expect(field).to_have_class(re.compile(r"\bfield-error\b"), timeout=30_000)
+    expect(field.locator(".info-text")).to_contain_text("⚠ Input should be greater than or equal to 1 (got 0)")
+    expect(page.locator("#field-lora-alpha")).not_to_have_class(re.compile(r"\bfield-error\b"))
+    field.scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "recipe-error.png"), full_page=False)
     rank.fill("8")
     rank.press("Tab")
     expect(status).to_contain_text("rank 8", timeout=30_000)
+    expect(field).not_to_have_class(re.compile(r"\bfield-error\b"))
+    expect(field.locator(".info-text")).to_contain_text("LoRA rank r")
 
 
 def test_data_tab_renders_the_sample_as_training_sees_it(page, shots):

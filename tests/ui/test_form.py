@@ -90,3 +90,66 @@ def test_preview_shows_errors_and_yaml():
     values["lora.rank"] = 0
     status, text, command, memory, raw = preview(specs, list(values.values()), None, 8)
     assert raw is None and "lora.rank" in status and "greater than or equal to 1" in status
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"lora": {"rank": 0}}, {"lora.rank": "greater than or equal to 1"}),
+        ({"lora": {"rank": 0, "alpha": -1}}, {"lora.rank": "greater than or equal to 1", "lora.alpha": "greater than 0"}),
+        ({"train": {"max_steps": "x"}}, {"train.max_steps": "valid integer"}),
+        ({"train": {"eval_steps": 2}}, {"train.eval_steps": "needs validation data"}),  # cross-field check
+        ({"train": {"learning_rate": "nan"}}, {"train.learning_rate": "finite number"}),  # found by `where`
+    ],
+)
+def test_errors_are_placed_under_their_fields(raw, expected):
+    from studio.errors import StudioError
+    from studio.ui.recipe_tab import check_form_error, field_updates
+    from studio.ui.schema_form import field_errors
+
+    specs = form_fields()
+    recipe, error = check_form_error(raw)
+    assert recipe is None and isinstance(error, StudioError)
+    errors = field_errors(error, [s.key for s in specs])
+    assert set(errors) == set(expected)
+    for key, text in expected.items():
+        assert text in errors[key]
+    updates = dict(zip([s.key for s in specs], field_updates(specs, errors)))
+    for key in expected:
+        assert updates[key]["elem_classes"] == ["field-error"] and updates[key]["info"].startswith("⚠")
+    assert updates["model.name"]["elem_classes"] == [] and updates["model.name"]["info"] == next(s.info for s in specs if s.key == "model.name")
+
+
+def test_preview_names_the_fields_in_error():
+    from studio.ui.recipe_tab import preview_with_errors
+
+    specs = form_fields()
+    values = recipe_to_values(specs, Recipe())
+    values[[s.key for s in specs].index("lora.rank")] = 0
+    status, text, _, _, raw, errors = preview_with_errors(specs, values, None, 8.0)
+    assert raw is None and text == "" and list(errors) == ["lora.rank"] and "`lora.rank`" in status
+
+
+def test_model_picker_fills_model_name(tmp_path, tiny_llama_dir):
+    from studio.errors import StudioError
+    from studio.recipe import BUNDLED_DEMO_MODEL
+    from studio.ui.model_picker import HELP, KINDS, kind_of, model_name_for
+
+    assert set(HELP) == set(KINDS)
+    assert model_name_for("bundled demo model", "anything") == BUNDLED_DEMO_MODEL
+    assert model_name_for("local directory", str(tiny_llama_dir)) == str(tiny_llama_dir.resolve())
+    assert model_name_for("hub id", " Qwen/Qwen2.5-0.5B-Instruct ") == "Qwen/Qwen2.5-0.5B-Instruct"
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert model_name_for("GGUF file", str(gguf)) == str(gguf.resolve())
+    for kind, text, message in [
+        ("local directory", str(tmp_path / "missing"), "no such folder"),
+        ("local directory", str(tmp_path), "no config.json"),
+        ("GGUF file", str(tiny_llama_dir), "does not end in .gguf"),
+        ("GGUF file", str(tmp_path / "gone.gguf"), "no such file"),
+        ("hub id", "not a/hub id", "not a hub id"),
+        ("hub id", "", "type a hub id"),
+    ]:
+        with pytest.raises(StudioError, match=message):
+            model_name_for(kind, text)
+    assert [kind_of(n) for n in (BUNDLED_DEMO_MODEL, str(tiny_llama_dir), str(gguf), "Qwen/Qwen2.5-0.5B-Instruct")] == list(KINDS)

@@ -9,37 +9,8 @@ import pytest
 
 import helpers
 from studio.errors import StudioError
-from studio.jobs import JobQueue
 from studio.recipe_io import load_recipe
 from studio.ui import compare_tab, data_tab, export_tab, train_tab
-from studio.ui.context import Context
-
-
-@pytest.fixture(scope="module")
-def ui_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("ui-home")
-
-
-@pytest.fixture(scope="module")
-def ctx(ui_home):
-    return Context(home=ui_home, queue=JobQueue(ui_home, poll_s=0.2))
-
-
-@pytest.fixture(scope="module")
-def tiny_raw(tiny_llama_dir, tiny_data, tiny_test_data, tmp_path_factory):
-    """The form's recipe data for a 2-step LoRA run on the tiny Llama, with validation and test data."""
-    raw = helpers.recipe_dict(tiny_llama_dir, tiny_data, tmp_path_factory.mktemp("unused"), train={"max_steps": 2, "save_steps": 1, "eval_steps": 1})
-    raw["data"].update({"val_split": 0.25, "test_path": str(tiny_test_data)})
-    return load_recipe(raw).to_yaml_dict()
-
-
-@pytest.fixture(scope="module")
-def finished_job(ctx, tiny_raw):
-    """A real `python -m studio.cli train` subprocess started the way the Train tab starts it."""
-    job_id = train_tab.start_job(ctx, None, "tiny-run", tiny_raw)
-    job = ctx.queue.wait(job_id, timeout=240)
-    assert job.status == "done", Path(job.log_path).read_text()[-3000:]
-    return job
 
 
 def test_start_writes_the_recipe_into_the_workspace(ctx, finished_job, tiny_raw):
@@ -94,6 +65,39 @@ def test_export_zip_merge_and_card(finished_job):
     assert "passed" in parity and Path(merged, "config.json").exists()
     parity2, merged2, card = export_tab.run_info(run_dir)
     assert merged2 == merged and "passed" in parity2 and card.strip()
+
+
+def test_merged_model_zip_is_built_in_the_workspace_and_reused(ctx, finished_job):
+    run_dir = finished_job.run_dir
+    space = ctx.workspace(None)
+    export_tab.do_merge(run_dir)
+    target = export_tab.merged_zip(space, run_dir)
+    assert target == (space / "exports" / "tiny-run-merged.zip").resolve()
+    with zipfile.ZipFile(target) as archive:
+        names = archive.namelist()
+        assert {"merged/config.json", "merged/model.safetensors", "merged/tokenizer.json"} <= set(names)
+        assert archive.getinfo("merged/model.safetensors").compress_type == zipfile.ZIP_STORED
+    built = target.stat().st_mtime_ns
+    assert export_tab.merged_zip(space, run_dir).stat().st_mtime_ns == built  # unchanged folder: not rebuilt
+    served = Path(export_tab.served(target))
+    assert served.read_bytes() == target.read_bytes() and not served.is_relative_to(space)
+    info = export_tab.merged_info(run_dir)
+    assert "Merged model size" in info and "large model" not in info
+    with pytest.raises(StudioError, match="no merged model"):
+        export_tab.merged_dir_of(str(Path(run_dir).parent / "nope"))
+
+
+def test_large_merged_model_shows_path_and_size(finished_job, monkeypatch):
+    monkeypatch.setattr(export_tab, "LARGE_BYTES", 10)
+    info = export_tab.merged_info(finished_job.run_dir)
+    assert "large model" in info and str(Path(finished_job.run_dir) / "merged") in info
+    assert export_tab.human_size(3 * 2**30) == "3.0 GiB" and export_tab.human_size(512) == "512 B"
+
+
+def test_model_card_front_matter_is_shown_as_yaml():
+    shown = export_tab.card_markdown("---\nbase_model: x\ntags:\n- lora\n---\n# Card\ntext")
+    assert shown.startswith("```yaml\nbase_model: x") and "\n# Card\ntext" in shown
+    assert export_tab.card_markdown("# plain") == "# plain"
 
 
 def test_data_inspector_renders_what_training_sees(tiny_raw, tiny_data, tmp_path):

@@ -1,0 +1,38 @@
+"""Fixtures the UI tests share: one real tiny training job through the queue, trained once per session."""
+
+from pathlib import Path
+
+import pytest
+
+import helpers
+from studio.jobs import JobQueue
+from studio.recipe_io import load_recipe
+from studio.ui import train_tab
+from studio.ui.context import Context
+
+
+@pytest.fixture(scope="session")
+def ui_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("ui-home")
+
+
+@pytest.fixture(scope="session")
+def ctx(ui_home):
+    return Context(home=ui_home, queue=JobQueue(ui_home, poll_s=0.2))
+
+
+@pytest.fixture(scope="session")
+def tiny_raw(tiny_llama_dir, tiny_data, tiny_test_data, tmp_path_factory):
+    """The form's recipe data for a 2-step LoRA run on the tiny Llama, with validation and test data."""
+    raw = helpers.recipe_dict(tiny_llama_dir, tiny_data, tmp_path_factory.mktemp("unused"), train={"max_steps": 2, "save_steps": 1, "eval_steps": 1})
+    raw["data"].update({"val_split": 0.25, "test_path": str(tiny_test_data)})
+    return load_recipe(raw).to_yaml_dict()
+
+
+@pytest.fixture(scope="session")
+def finished_job(ctx, tiny_raw):
+    """A real `python -m studio.cli train` subprocess started the way the Train tab starts it."""
+    job_id = train_tab.start_job(ctx, None, "tiny-run", tiny_raw)
+    job = ctx.queue.wait(job_id, timeout=240)
+    assert job.status == "done", Path(job.log_path).read_text()[-3000:]
+    return job

@@ -1,0 +1,184 @@
+"""End to end in headless Chromium, on a tiny model: pick the model, fill the recipe, upload a dataset and see
+the sample, start training and watch the loss plot gain points, reload and find the same job, compare base and
+adapter, merge (parity check passed) and download the adapter and the merged model as zips.
+
+One screenshot per tab (1280x800) goes to $STUDIO_TEST_ARTIFACTS/ui-e2e (else the test's tmp folder) for a
+person to look at. Uses Debian's /usr/bin/chromium with Playwright's Python package (never `playwright install`).
+"""
+
+import os
+import socket
+import zipfile
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SLOW = 150_000  # ms: a training subprocess on two shared CPU cores
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (apt-get install chromium)")
+
+# Points the loss plot draws: Gradio's native (Vega) plot puts one hover symbol on every data point.
+POINTS_JS = "() => document.querySelectorAll('#loss-plot g.mark-symbol path').length"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from studio.ui.app import launch
+
+    port = free_port()
+    app = launch(port=port, home=tmp_path_factory.mktemp("e2e-home"), block=False)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+    app.studio_context.queue.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-e2e")), executable_path=str(CHROMIUM), args=FLAGS, headless=True,
+            viewport={"width": 1280, "height": 800}, accept_downloads=True,
+        )
+        yield context
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("STUDIO_TEST_ARTIFACTS") or tmp_path_factory.mktemp("screenshots")) / "ui-e2e"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def field(page, key: str):
+    """The input of a recipe form field (ids are `field-<key with dashes>`)."""
+    return page.locator(f"#field-{key.replace('.', '-')}").locator("input, textarea").first
+
+
+def set_field(page, key: str, value) -> None:
+    box = field(page, key)
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def pick(page, key: str, option: str) -> None:
+    """Choose an option of a dropdown field."""
+    field(page, key).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def open_tab(page, name: str) -> None:
+    from playwright.sync_api import expect
+
+    tab = page.get_by_role("tab", name=name, exact=True)
+    tab.click()
+    expect(tab).to_have_attribute("aria-selected", "true")
+
+
+def download(page, link_selector: str, target: Path) -> Path:
+    """Click a file link and save what the browser downloads."""
+    with page.expect_download(timeout=60_000) as info:
+        page.locator(link_selector).first.click()
+    info.value.save_as(target)
+    return target
+
+
+def test_tiny_model_from_recipe_to_merged_download(served, browser, shots, tiny_llama_dir, tiny_data, tiny_test_data, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(served, wait_until="domcontentloaded")
+    expect(field(page, "model.name")).to_have_value("bundled:smollm2-135m-instruct")
+
+    # Recipe: the model picker fills model.name with the tiny local model; then a short CPU LoRA run.
+    page.locator("#model-source").get_by_text("local directory", exact=True).click()
+    page.locator("#model-source-text input, #model-source-text textarea").first.fill(str(tiny_llama_dir))
+    page.locator("#model-source-use").click()
+    expect(field(page, "model.name")).to_have_value(str(Path(tiny_llama_dir).resolve()))
+    expect(page.locator("#model-source-help")).to_contain_text("model.name set to")
+    pick(page, "method", "lora")
+    for key, value in {"lora.rank": 8, "data.max_length": 64, "data.test_path": tiny_test_data, "train.max_steps": 6, "train.save_steps": 2, "train.batch_size": 4}.items():
+        set_field(page, key, value)
+    status = page.locator("#recipe-status")
+    expect(status).to_contain_text("✓ valid — lora on", timeout=SLOW)
+    expect(status).to_contain_text("rank 8, batch 4 × 64 tokens")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(shots / "1-recipe.png"))
+
+    # Data: upload through the page, use it in the recipe, see the sample exactly as training sees it.
+    open_tab(page, "Data")
+    page.locator("#data-upload input[type=file]").set_input_files(str(tiny_data))
+    path_box = page.locator("#data-path input, #data-path textarea").first
+    page.wait_for_function("() => (document.querySelector('#data-path textarea, #data-path input') || {}).value.includes('/uploads/')", timeout=SLOW)
+    page.locator("#data-use").click()
+    expect(field(page, "data.path")).to_have_value(path_box.input_value())
+    page.locator("#inspect-data").click()
+    sample = page.locator("#sample-view")
+    expect(sample).to_contain_text("<|im_end|>", timeout=SLOW)
+    expect(sample.locator(".trained").first).to_be_visible()
+    expect(page.locator("#data-summary")).to_contain_text("24 rows")
+    page.screenshot(path=str(shots / "2-data.png"))
+
+    # Train: start, and watch the loss plot gain points between two polls.
+    open_tab(page, "Train")
+    page.locator("#run-name input, #run-name textarea").first.fill("e2e")
+    page.locator("#start-training").click()
+    expect(page.locator("#train-message")).to_contain_text("Queued job #")
+    stats = page.locator("#train-stats")
+    expect(stats).to_contain_text("running", timeout=SLOW)
+    before = page.evaluate(POINTS_JS)
+    assert before < 6
+    page.wait_for_function(f"() => ({POINTS_JS})() > {before}", timeout=SLOW, polling=500)
+    assert page.evaluate(POINTS_JS) > before
+    expect(stats).to_contain_text("done", timeout=SLOW)
+
+    # Reload: the same job is selected, its status and its whole curve are redrawn from the run directory.
+    page.reload(wait_until="domcontentloaded")
+    open_tab(page, "Train")
+    expect(stats).to_contain_text("done · step 6/6 (100%)", timeout=SLOW)
+    expect(stats).to_contain_text("/runs/e2e")
+    page.wait_for_function(f"() => ({POINTS_JS})() >= 6", timeout=SLOW, polling=500)
+    page.wait_for_timeout(500)  # let the plot finish drawing before the screenshot (a mid-run one catches it redrawing)
+    page.screenshot(path=str(shots / "3-train.png"))
+
+    # Compare: the held-out prompt is pre-filled; both answers appear.
+    open_tab(page, "Compare")
+    page.wait_for_function("() => (document.querySelector('#compare-run input') || {}).value.endsWith('/runs/e2e')", timeout=SLOW)
+    prompt = page.locator("#compare-prompt textarea")
+    expect(prompt).to_have_value("add 1 and 1", timeout=SLOW)
+    number = page.locator("#compare-max-new input[type=number]")
+    number.fill("8")
+    number.press("Enter")
+    page.locator("#compare-go").click()
+    for side in ("#compare-base textarea", "#compare-adapter textarea"):
+        expect(page.locator(side)).not_to_have_value("", timeout=SLOW)
+    page.screenshot(path=str(shots / "4-compare.png"))
+
+    # Export: merge with the parity check, then download the adapter and the merged model.
+    open_tab(page, "Export")
+    page.wait_for_function("() => (document.querySelector('#export-run input') || {}).value.endsWith('/runs/e2e')", timeout=SLOW)
+    page.locator("#merge").click()
+    expect(page.locator("#parity")).to_contain_text("Parity check ✓ passed", timeout=SLOW)
+    expect(page.locator("#merged-size")).to_contain_text("Merged model size")
+    page.locator("#adapter-zip").click()
+    with zipfile.ZipFile(download(page, "#adapter-file a", tmp_path / "adapter.zip")) as archive:
+        assert "adapter_config.json" in archive.namelist() and "adapter_model.safetensors" in archive.namelist()
+    page.locator("#merged-zip").click()
+    with zipfile.ZipFile(download(page, "#merged-file a", tmp_path / "merged.zip")) as archive:
+        names = archive.namelist()
+        assert "merged/config.json" in names and "merged/model.safetensors" in names and archive.testzip() is None
+    page.screenshot(path=str(shots / "5-export.png"))
+    for name in ("1-recipe", "2-data", "3-train", "4-compare", "5-export"):
+        assert (shots / f"{name}.png").stat().st_size > 10_000
+    page.close()
