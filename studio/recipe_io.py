@@ -141,6 +141,14 @@ def parse_recipe_text(text: str, where: str = "<recipe>") -> tuple[dict, dict[st
     return raw, _line_index(node, path=where)
 
 
+def recipe_from_text(text: str, where: str = "<yaml>") -> Recipe:
+    """Validate a recipe given as YAML text (the UI's editor, API callers); empty text is the default recipe."""
+    if not text or not text.strip():
+        return validate_recipe({}, where=where)
+    raw, lines = parse_recipe_text(text, where)
+    return validate_recipe(raw, where=where, lines=lines)
+
+
 def _check_structure(text: str, path: str) -> None:
     """Refuse aliases (`*name`: they can expand exponentially or loop) and absurd nesting before building anything."""
     depth = 0

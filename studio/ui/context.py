@@ -78,15 +78,9 @@ class Context:
 
 def recipe_data(recipe_yaml: str, where: str = "<yaml>") -> dict:
     """Validated recipe data (the form's recipe state) from YAML text, or a StudioError."""
-    import yaml
+    from ..recipe_io import recipe_from_text
 
-    from ..recipe_io import validate_recipe
-
-    try:
-        raw = yaml.safe_load(recipe_yaml) if recipe_yaml and recipe_yaml.strip() else {}
-    except yaml.YAMLError as exc:
-        raise StudioError(f"recipe is not valid YAML: {exc}", where=where, fix="fix the YAML syntax") from None
-    return validate_recipe(raw if raw is not None else {}, where=where).to_yaml_dict()
+    return recipe_from_text(recipe_yaml, where=where).to_yaml_dict()
 
 
 def downloadable(path: Path, name: str | None = None) -> str:

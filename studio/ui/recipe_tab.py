@@ -6,12 +6,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import gradio as gr
-import yaml
 
 from ..errors import StudioError
 from ..memory import estimate, format_estimate
 from ..recipe import Recipe
-from ..recipe_io import MAX_RECIPE_BYTES, dump_recipe, load_recipe, validate_recipe
+from ..recipe_io import MAX_RECIPE_BYTES, dump_recipe, load_recipe, recipe_from_text, validate_recipe
 from . import model_picker
 from .context import DEMO_RECIPE, Context, downloadable, recipes_root, shipped_recipes
 from .schema_form import FieldSpec, field_errors, form_fields, override_args, recipe_to_values, section_of, to_widget, values_to_raw
@@ -267,10 +266,7 @@ def api_list_recipes() -> list[str]:
 def api_validate(recipe_yaml: str) -> str:
     """'valid' or the StudioError text for a recipe given as YAML text."""
     try:
-        raw = yaml.safe_load(recipe_yaml) if recipe_yaml.strip() else {}
-        validate_recipe(raw if raw is not None else {}, where="<yaml>")
-    except yaml.YAMLError as exc:
-        return f"error: recipe is not valid YAML: {exc}"
+        recipe_from_text(recipe_yaml, where="<yaml>")
     except StudioError as exc:
         return exc.format()
     return "valid"
@@ -279,8 +275,8 @@ def api_validate(recipe_yaml: str) -> str:
 def api_estimate_memory(recipe_yaml: str, gpu_gib: float = DEFAULT_GPU_GIB) -> dict:
     """The memory estimate (breakdown in GiB, peak_gib, fits) for a recipe given as YAML text."""
     try:
-        recipe = validate_recipe(yaml.safe_load(recipe_yaml) or {}, where="<yaml>")
-    except (StudioError, yaml.YAMLError) as exc:
+        recipe = recipe_from_text(recipe_yaml, where="<yaml>")
+    except StudioError as exc:
         return {"error": str(exc)}
     return estimate(recipe, gpu_gib)
 

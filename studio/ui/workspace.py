@@ -34,14 +34,14 @@ class Account:
 
 def check_user(user: str) -> str:
     """Return a valid user name or raise StudioError (letters, digits, `_.-`, no path characters)."""
-    if not isinstance(user, str) or not _USER_RE.match(user) or user in (".", ".."):
+    if not isinstance(user, str) or not _USER_RE.fullmatch(user) or user in (".", ".."):
         raise StudioError(f"invalid user name {user!r}", where="auth", fix="use letters, digits, '_', '.', '-' (at most 64 characters)")
     return user
 
 
 def check_name(name: str) -> str:
     """Return a plain file name (no folders, no `..`, no leading dot) or raise StudioError."""
-    if not isinstance(name, str) or "/" in name or "\\" in name or ".." in name or not _NAME_RE.match(name):
+    if not isinstance(name, str) or "/" in name or "\\" in name or ".." in name or not _NAME_RE.fullmatch(name):
         raise StudioError(f"invalid file name {name!r}", where="file name", fix="use a plain name of letters, digits, spaces and '_.+-', without folders or '..'")
     return name
 
@@ -56,11 +56,13 @@ def workspace(home: str | Path, user: str) -> Path:
 
 def safe_path(root: str | Path, name: str) -> Path:
     """root/name, refusing absolute names, `..` and symlinks that lead outside root."""
-    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+    if not isinstance(name, str) or not name or "\0" in name or Path(name).is_absolute() or ".." in Path(name).parts:
         raise StudioError(f"path {name!r} is not allowed", where="file name", fix="use a name inside your workspace")
     root = Path(root).resolve()
     target = (root / name).resolve()
-    if target != root and root not in target.parents:
+    if target == root:  # `.` or `a/..`-free spellings of the root: never hand out the whole workspace
+        raise StudioError(f"path {name!r} names the workspace itself", where="file name", fix="name a file inside your workspace")
+    if root not in target.parents:
         raise StudioError(f"path {name!r} leads outside the workspace", where="file name", fix="use a name inside your workspace")
     return target
 
