@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the recipe's eval.max_new_tokens)")
     p.add_argument("--json", action="store_true", help="with --prompt: print {prompt, answer} as JSON")
 
+    p = sub.add_parser("reproduce", help="re-train a run from its directory and compare losses and adapters")
+    p.add_argument("run_dir", help="a run directory written by `studio train`")
+    p.add_argument("--out", help="where the reproduction goes (default RUN_DIR-reproduced)")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
     p = sub.add_parser("ui", help="open the studio in the browser (http://127.0.0.1:7860)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but localhost requires --auth")
     p.add_argument("--port", type=int, default=7860, help="port to listen on")
@@ -213,6 +218,16 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    """`studio reproduce`: dataset hash check, re-training, and the largest differences."""
+    from .reproduce import reproduce
+
+    r = reproduce(args.run_dir, args.out, progress=not args.json)
+    verdict = "identical" if r.identical else "differs"
+    _emit(args, r.to_dict(), f"reproduction {verdict}: {r.steps} steps; max loss difference {r.max_loss_diff:.3g}, max adapter difference {r.max_adapter_diff:.3g}\nreproduced run: {r.new_run_dir}")
+    return 0
+
+
 def cmd_ui(args) -> int:
     """`studio ui`: serve the Gradio studio."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -229,7 +244,7 @@ def cmd_estimate(args) -> int:
     return run(args)
 
 
-COMMANDS = {"train": cmd_train, "validate": cmd_validate, "merge": cmd_merge, "eval": cmd_eval, "chat": cmd_chat, "demo": cmd_demo, "ui": cmd_ui, "estimate": cmd_estimate}
+COMMANDS = {"train": cmd_train, "validate": cmd_validate, "merge": cmd_merge, "eval": cmd_eval, "chat": cmd_chat, "demo": cmd_demo, "ui": cmd_ui, "estimate": cmd_estimate, "reproduce": cmd_reproduce}
 
 
 if __name__ == "__main__":
