@@ -21,7 +21,7 @@ class ChatSession:
         recipe = load_recipe(run_dir / RECIPE)
         device = pick_device(recipe.train.device)
         self.tokenizer = load_tokenizer(run_dir / ADAPTER, recipe)
-        self.model = load_base(resolve_model(recipe.model.name, recipe.model.revision), pick_dtype(recipe.model.dtype, device), device, recipe.model.trust_remote_code)
+        self.model = load_base(resolve_model(recipe.model.name, recipe.model.revision), pick_dtype(recipe.model.dtype, device), device, recipe.model.trust_remote_code, allow_pickle=recipe.model.allow_pickle)
         if use_adapter:
             self.model = PeftModel.from_pretrained(self.model, run_dir / ADAPTER).eval()
         self.renderer = Renderer(self.tokenizer, recipe.data.max_length)

@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where the reproduction goes (default RUN_DIR-reproduced)")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
+    p = sub.add_parser("delete", help="remove a run directory (adapter, checkpoints, merged model, exports)")
+    p.add_argument("run_dir", help="a run directory written by `studio train`")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
     p = sub.add_parser("ui", help="open the studio in the browser (http://127.0.0.1:7860)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but localhost requires --auth")
     p.add_argument("--port", type=int, default=7860, help="port to listen on")
@@ -228,6 +232,21 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def cmd_delete(args) -> int:
+    """`studio delete`: remove a run directory and everything the studio derived from its data."""
+    from .rundir import delete_run
+
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise StudioError("refusing to delete without confirmation", where=args.run_dir, fix="pass --yes")
+        if input(f"delete {args.run_dir} and everything in it? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing deleted", file=sys.stderr)
+            return 1
+    removed = delete_run(args.run_dir)
+    print(f"deleted {removed}")
+    return 0
+
+
 def cmd_ui(args) -> int:
     """`studio ui`: serve the Gradio studio."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -244,7 +263,7 @@ def cmd_estimate(args) -> int:
     return run(args)
 
 
-COMMANDS = {"train": cmd_train, "validate": cmd_validate, "merge": cmd_merge, "eval": cmd_eval, "chat": cmd_chat, "demo": cmd_demo, "ui": cmd_ui, "estimate": cmd_estimate, "reproduce": cmd_reproduce}
+COMMANDS = {"train": cmd_train, "validate": cmd_validate, "merge": cmd_merge, "eval": cmd_eval, "chat": cmd_chat, "demo": cmd_demo, "ui": cmd_ui, "estimate": cmd_estimate, "reproduce": cmd_reproduce, "delete": cmd_delete}
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def evaluate(run_dir: str | Path, data: str | None = None, limit: int | None = N
     prompts = [renderer.prompt_text(e.messages[:-1]) for e in examples]
     references = [e.messages[-1]["content"] for e in examples]
     encoded = [renderer.encode(e) for e in examples]
-    model = load_base(model_dir, pick_dtype(recipe.model.dtype, device), device, recipe.model.trust_remote_code)
+    model = load_base(model_dir, pick_dtype(recipe.model.dtype, device), device, recipe.model.trust_remote_code, allow_pickle=recipe.model.allow_pickle)
 
     base_answers, base_score, base_loss = None, None, None
     if with_base:

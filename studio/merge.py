@@ -58,7 +58,7 @@ def merge(run_dir: str | Path, out: str | Path | None = None, check: bool = True
     dtype = pick_dtype(recipe.model.dtype, device)
     model_dir = resolve_model(recipe.model.name, recipe.model.revision)
     tokenizer = load_tokenizer(run_dir / ADAPTER, recipe)
-    base = load_base(model_dir, dtype, device, recipe.model.trust_remote_code)
+    base = load_base(model_dir, dtype, device, recipe.model.trust_remote_code, allow_pickle=recipe.model.allow_pickle)
     model = PeftModel.from_pretrained(base, run_dir / ADAPTER).eval()
     batch = _probe_batch(recipe, tokenizer, device)
     with torch.no_grad():

@@ -63,19 +63,25 @@ def load_tokenizer(model_dir: Path, recipe: Recipe | None = None):
     return prepare_tokenizer(tokenizer, recipe.data.chat_template if recipe else None)
 
 
-def load_base(model_dir: Path, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False, quantization_config=None):
-    """The base model from safetensors (pickle checkpoints are refused), in eval mode."""
+def load_base(model_dir: Path, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False, quantization_config=None, allow_pickle: bool = False):
+    """The base model from safetensors, in eval mode. Pickle (.bin) checkpoints are refused unless
+    `allow_pickle`, and then transformers reads them with torch.load(weights_only=True)."""
     from transformers import AutoModelForCausalLM
 
     quiet_libraries()
-    if not list(Path(model_dir).glob("*.safetensors")):
-        raise StudioError(f"no .safetensors weights in {model_dir}", where=str(model_dir), fix="convert pickle (.bin) checkpoints to safetensors first: they can run arbitrary code when loaded")
-    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code, "use_safetensors": True}
+    safetensors = bool(list(Path(model_dir).glob("*.safetensors")))
+    if not safetensors and not (allow_pickle and list(Path(model_dir).glob("*.bin"))):
+        raise StudioError(f"no .safetensors weights in {model_dir}", where=str(model_dir), fix="convert pickle (.bin) checkpoints to safetensors first (they can run code when loaded), or set model.allow_pickle: true to load them with torch.load(weights_only=True)")
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code, "use_safetensors": safetensors}
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
         kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
+    import pickle
+
     try:
         model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    except pickle.UnpicklingError as exc:
+        raise StudioError(f"refused to load pickle weights that need more than tensors ({str(exc).splitlines()[0][:120]})", where=str(model_dir), fix="this file may run code when loaded; get safetensors weights from a trusted source") from None
     except (OSError, ValueError) as exc:
         raise StudioError(f"cannot load the model: {str(exc).splitlines()[0]}", where=str(model_dir), fix="check the model folder; architectures need a causal-LM head") from None
     if quantization_config is None:
@@ -113,16 +119,16 @@ def load_for_training(recipe: Recipe, device: torch.device):
             bnb_4bit_compute_dtype=compute,
             bnb_4bit_quant_storage=torch.uint8,
         )
-        model = load_base(model_dir, dtype, device, recipe.model.trust_remote_code, quantization_config=bnb)
+        model = load_base(model_dir, dtype, device, recipe.model.trust_remote_code, quantization_config=bnb, allow_pickle=recipe.model.allow_pickle)
     elif backend == "studio":
         # Loaded on the CPU, then moved to the device one block at a time as it is quantized, so the
         # GPU never holds more than one full-precision block: an 8B model fits where its bf16 copy would not.
-        model = load_base(model_dir, dtype, torch.device("cpu"), recipe.model.trust_remote_code)
+        model = load_base(model_dir, dtype, torch.device("cpu"), recipe.model.trust_remote_code, allow_pickle=recipe.model.allow_pickle)
         # Architectures whose projections are not nn.Linear (GPT-2's Conv1D) keep them in full
         # precision, as bitsandbytes does; LoRA then attaches to them as usual.
         quantized = quantize_onto(model, device, pick_dtype(recipe.quant.compute_dtype, device))
     else:
-        model = load_base(model_dir, dtype, device, recipe.model.trust_remote_code)
+        model = load_base(model_dir, dtype, device, recipe.model.trust_remote_code, allow_pickle=recipe.model.allow_pickle)
     if recipe.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

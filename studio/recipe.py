@@ -46,6 +46,9 @@ class ModelSpec(_Section):
     else float32. Lower precision halves weight memory; float32 is the safe choice on CPU."""
     trust_remote_code: bool = False
     """Run model code shipped with a hub repository. Off by default: it executes code from the internet."""
+    allow_pickle: bool = False
+    """Accept pickle (.bin) weights, loaded with torch.load(weights_only=True). Off by default: safetensors
+    and GGUF cannot carry code, pickle files can."""
 
 
 class LoraSpec(_Section):

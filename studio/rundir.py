@@ -138,3 +138,15 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def delete_run(run_dir: str | Path) -> Path:
+    """Remove a run directory: adapter, checkpoints, merged model and exports all live inside it, and the
+    studio keeps no other copy of the training data (uploads stay where the user put them)."""
+    import shutil
+
+    run_dir = check_run_dir(run_dir, need_adapter=False).resolve()
+    if run_dir == Path.cwd().resolve() or run_dir == Path.home().resolve() or len(run_dir.parts) < 3:
+        raise StudioError(f"refusing to delete {run_dir}", where=str(run_dir), fix="pass the run directory itself")
+    shutil.rmtree(run_dir)
+    return run_dir

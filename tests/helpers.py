@@ -157,3 +157,53 @@ def recipe_dict(model_dir: Path, data_path: Path, out_dir: Path, **sections) -> 
         else:
             raw[section] = values
     return raw
+
+
+# --- network audit ----------------------------------------------------------------------------------
+# One process-wide audit hook (hooks cannot be removed) that records socket activity only while a
+# `network_audit()` block is open; tests assert nothing left the machine.
+import contextlib
+import ipaddress
+import sys
+
+_AUDIT = {"active": 0, "events": []}
+
+
+def _audit(event, args):
+    if _AUDIT["active"] and event in ("socket.connect", "socket.getaddrinfo", "socket.sendto", "urllib.Request"):
+        _AUDIT["events"].append((event, args))
+
+
+sys.addaudithook(_audit)
+
+
+def is_loopback(address) -> bool:
+    """Whether a socket address stays on this machine (loopback or a Unix socket)."""
+    if isinstance(address, (str, bytes)):
+        return True
+    host = address[0]
+    if host in ("localhost", "", None):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def network_audit():
+    """Yield a list that, after the block, holds every attempt to reach a non-loopback address."""
+    outward: list = []
+    start = len(_AUDIT["events"])
+    _AUDIT["active"] += 1
+    try:
+        yield outward
+    finally:
+        _AUDIT["active"] -= 1
+        for event, args in _AUDIT["events"][start:]:
+            if event == "socket.connect" and not is_loopback(args[1]):
+                outward.append((event, args[1]))
+            elif event == "socket.getaddrinfo" and not is_loopback((args[0],)):
+                outward.append((event, args[0]))
+            elif event in ("urllib.Request", "socket.sendto"):
+                outward.append((event, args[:2]))

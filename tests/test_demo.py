@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 import studio.demo
+from helpers import network_audit
 from studio.cli import main
 
 SUMMARY_KEYS = {"metric", "base_score", "adapter_score", "run_dir", "merged_dir", "merge_passed"}
@@ -14,7 +15,10 @@ SUMMARY_KEYS = {"metric", "base_score", "adapter_score", "run_dir", "merged_dir"
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path):
     lines = []
-    summary = studio.demo.run_demo(out_dir=str(tmp_path / "{name}"), quick=True, log=lines.append)
+    # The demo is offline: nothing may reach beyond loopback while it trains, evaluates and merges.
+    with network_audit() as outward:
+        summary = studio.demo.run_demo(out_dir=str(tmp_path / "{name}"), quick=True, log=lines.append)
+    assert outward == []
     assert SUMMARY_KEYS <= set(summary)
     assert summary["metric"] == "field_accuracy"
     assert 0.0 <= summary["base_score"] <= 100.0 and 0.0 <= summary["adapter_score"] <= 100.0

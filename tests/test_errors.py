@@ -190,3 +190,17 @@ def test_trust_remote_code_follows_the_recipe(trust, tiny_llama_dir, tiny_data, 
     assert {name for name, _, _ in calls} == {"AutoModelForCausalLM", "AutoTokenizer"}
     assert all(flag is trust for _, flag, _ in calls), calls
     assert all(safe is True for name, _, safe in calls if name == "AutoModelForCausalLM"), calls
+
+
+def test_allow_pickle_loads_plain_weights_but_still_runs_no_code(tmp_path, tiny_llama_dir):
+    # With allow_pickle, a malicious pickle is still refused (weights_only loading runs no code) ...
+    model_dir, marker = _pickle_model_dir(tmp_path, tiny_llama_dir)
+    with pytest.raises(StudioError):
+        load_base(model_dir, torch.float32, torch.device("cpu"), allow_pickle=True)
+    assert not marker.exists()
+    # ... and a plain state dict saved with torch.save loads to the same weights as the safetensors copy.
+    reference = load_base(tiny_llama_dir, torch.float32, torch.device("cpu"))
+    torch.save(reference.state_dict(), model_dir / "pytorch_model.bin")
+    loaded = load_base(model_dir, torch.float32, torch.device("cpu"), allow_pickle=True)
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name

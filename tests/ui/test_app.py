@@ -9,6 +9,7 @@ import gradio as gr
 import httpx
 import pytest
 
+from helpers import network_audit
 from studio.errors import StudioError
 from studio.ui.app import build_app, check_host, launch
 from studio.ui.context import DEMO_RECIPE
@@ -34,22 +35,25 @@ def test_launch_serves_and_the_api_answers(tmp_path):
     from gradio_client import Client
 
     port = free_port()
-    app = launch(port=port, home=tmp_path, block=False)
-    try:
-        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=30)
-        assert page.status_code == 200 and "Adapter Studio" in page.text
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        assert DEMO_RECIPE in client.predict(api_name="/list_recipes")
-        assert client.predict("lora: {rank: 16}", api_name="/validate_recipe") == "valid"
-        error = client.predict("lora: {rank: 0}", api_name="/validate_recipe")
-        assert "lora.rank" in error and "greater than or equal to 1" in error
-        memory = client.predict("model: {name: Qwen/Qwen2.5-0.5B-Instruct}", 4.0, api_name="/estimate_memory")
-        assert memory["peak_gib"] == pytest.approx(sum(memory["breakdown"].values())) and memory["fits"] in (True, False)
-        with pytest.raises(StudioError, match="cannot serve"):  # the same port twice is a StudioError
-            launch(port=port, home=tmp_path / "other", block=False)
-    finally:
-        app.close()
-        app.studio_context.queue.close()
+    # A whole UI session (launch, page load, API calls) stays on loopback: nothing leaves the machine.
+    with network_audit() as outward:
+        app = launch(port=port, home=tmp_path, block=False)
+        try:
+            page = httpx.get(f"http://127.0.0.1:{port}/", timeout=30)
+            assert page.status_code == 200 and "Adapter Studio" in page.text
+            client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            assert DEMO_RECIPE in client.predict(api_name="/list_recipes")
+            assert client.predict("lora: {rank: 16}", api_name="/validate_recipe") == "valid"
+            error = client.predict("lora: {rank: 0}", api_name="/validate_recipe")
+            assert "lora.rank" in error and "greater than or equal to 1" in error
+            memory = client.predict("model: {name: Qwen/Qwen2.5-0.5B-Instruct}", 4.0, api_name="/estimate_memory")
+            assert memory["peak_gib"] == pytest.approx(sum(memory["breakdown"].values())) and memory["fits"] in (True, False)
+            with pytest.raises(StudioError, match="cannot serve"):  # the same port twice is a StudioError
+                launch(port=port, home=tmp_path / "other", block=False)
+        finally:
+            app.close()
+            app.studio_context.queue.close()
+    assert outward == []
 
 
 def test_non_local_host_needs_auth(tmp_path, monkeypatch):
