@@ -158,7 +158,7 @@ def _add_tensor(writer, name: str, value: np.ndarray, quant: str) -> None:
         writer.add_tensor(name, value)
     elif quant == "q8_0" and value.shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0] == 0:
         packed = gguf.quants.quantize(value, gguf.GGMLQuantizationType.Q8_0)
-        writer.add_tensor(name, packed, raw_shape=value.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        writer.add_tensor(name, packed, raw_dtype=gguf.GGMLQuantizationType.Q8_0)  # shape is read from the packed bytes
     else:
         writer.add_tensor(name, value.astype(np.float16))
 

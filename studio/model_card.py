@@ -28,7 +28,7 @@ def write_model_card(run_dir: Path) -> Path:
         "base_model": base,
         "library_name": "peft",
         "license": "apache-2.0",
-        "tags": ["adapter-studio", recipe["method"], "lora"],
+        "tags": list(dict.fromkeys(["adapter-studio", recipe["method"], "lora"])),
         "datasets_sha256": data.get("sha256"),
     }
     metrics_rows = []
@@ -78,7 +78,8 @@ def write_model_card(run_dir: Path) -> Path:
         "## Reproduce",
         "",
         "```bash",
-        "studio train recipe.yaml",
+        "studio train recipe.yaml          # the same run from its resolved recipe",
+        "studio reproduce .                # re-train from this folder and compare losses and adapters",
         "```",
         "",
     ]
