@@ -148,14 +148,14 @@ def cmd_train(args) -> int:
 
 def cmd_validate(args) -> int:
     """`studio validate`: schema, data file and format checks, without loading a model."""
-    from .data import load_examples
+    from .data import load_examples, load_heldout
     from .recipe_io import dump_recipe, load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     fmt, examples = load_examples(recipe.data.path, recipe.data)
     info = {"recipe": recipe.to_yaml_dict(), "data_format": fmt, "data_rows": len(examples), "valid": True}
     if recipe.data.test_path:
-        info["test_rows"] = len(load_examples(recipe.data.test_path, recipe.data)[1])
+        info["test_rows"] = len(load_heldout(recipe.data.test_path, recipe.data)[1])
     text = f"{args.recipe}: valid ({recipe.method}, {recipe.model.name}); data: {len(examples)} {fmt} rows\n\n{dump_recipe(recipe)}"
     _emit(args, info, text)
     return 0

@@ -34,12 +34,12 @@ class EvalResult:
 
 def heldout_examples(recipe, path: str | None = None):
     """Held-out chat examples: `path`, else data.test_path, else data.val_path."""
-    from .data import load_examples
+    from .data import load_heldout
 
     source = path or recipe.data.test_path or recipe.data.val_path
     if not source:
         raise StudioError("no held-out examples to evaluate on", where="data.test_path", fix="set data.test_path (or data.val_path) in the recipe, or pass --data FILE")
-    _fmt, examples = load_examples(source, recipe.data)
+    _fmt, examples = load_heldout(source, recipe.data)
     usable = [e for e in examples if e.messages and e.messages[-1]["role"] == "assistant"]
     if not usable:
         raise StudioError("held-out data has no examples ending in an assistant answer", where=source, fix="use chat, alpaca or prompt/completion rows")

@@ -82,9 +82,10 @@ def llama_rotary_reorder(weight: np.ndarray, n_heads: int) -> np.ndarray:
     return weight.reshape(n_heads, 2, head_dim // 2, *tail).swapaxes(1, 2).reshape(weight.shape)
 
 
-def write_gguf(model_dir: Path, path: Path, quant: str = "f16", name: str | None = None, reorder_rotary: bool = True) -> GGUFInfo:
+def write_gguf(model_dir: Path, path: Path, quant: str = "f16", name: str | None = None, reorder_rotary: bool = True, model=None, tokenizer=None) -> GGUFInfo:
     """Write the model in model_dir (safetensors + tokenizer) to path as GGUF; return what was written.
 
+    `model` and `tokenizer`, when given, are that folder already loaded (float32), to avoid a second load.
     `reorder_rotary=False` skips the llama Q/K reorder; it exists only so tests can show the round trip
     catches an export that is wrong.
     """
@@ -104,11 +105,10 @@ def write_gguf(model_dir: Path, path: Path, quant: str = "f16", name: str | None
             fix=f"supported: {', '.join(sorted({k for k in ARCHITECTURES if k != 'gemma3'}))}; use the merged safetensors folder instead",
         )
     arch_name, reorder, norm_plus_one = spec
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    state = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-    tied = bool(getattr(model.config, "tie_word_embeddings", False)) or getattr(config, "tie_word_embeddings", False)
-    del model
+    tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(model_dir)
+    model = model if model is not None else AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    state = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    tied = bool(getattr(model.config, "tie_word_embeddings", False)) or bool(getattr(config, "tie_word_embeddings", False))
 
     writer = gguf.GGUFWriter(str(path), arch_name, use_temp_file=False)
     writer.add_type(gguf.GGUFType.MODEL)

@@ -336,7 +336,7 @@ class _Terms:
 def _terms(recipe: Recipe, shape: Shape, batch: int, length: int, loss: str) -> _Terms:
     h, V = shape.hidden, shape.vocab
     model_b = _DTYPE_BYTES[recipe.model.dtype]
-    compute_b = _DTYPE_BYTES[recipe.quant.compute_dtype if recipe.method == "qlora" else recipe.model.dtype]
+    compute_b = _DTYPE_BYTES[recipe.quant.compute_dtype if recipe.adapter_method == "qlora" else recipe.model.dtype]
     targets = _targets(recipe)
     r = recipe.lora.rank
 
@@ -354,11 +354,11 @@ def _terms(recipe: Recipe, shape: Shape, batch: int, length: int, loss: str) -> 
             block_params += count * i * o
             block_quant += count * nf4_bytes(i * o, recipe.quant.double_quant)
             if targets is None or name in targets:
-                block_lora += count * (r * (i + o) + (o if recipe.method == "dora" else 0))
+                block_lora += count * (r * (i + o) + (o if recipe.adapter_method == "dora" else 0))
         linear_params += n_layers * block_params
         quant_bytes += n_layers * block_quant
         lora_params += n_layers * block_lora
-        unit = block_quant if recipe.method == "qlora" else block_params * model_b
+        unit = block_quant if recipe.adapter_method == "qlora" else block_params * model_b
         largest_block = max(largest_block, unit)
 
     # Embeddings, head, norms, biases, routers: never quantized. The known table's exact count covers
@@ -371,7 +371,7 @@ def _terms(recipe: Recipe, shape: Shape, batch: int, length: int, loss: str) -> 
         other += (shape.layers - shape.dense_layers) * shape.experts * h
     if shape.params:
         other = shape.params - linear_params
-    if recipe.method == "qlora":
+    if recipe.adapter_method == "qlora":
         weights = quant_bytes + other * model_b
     else:
         weights = (linear_params + other) * model_b
@@ -663,14 +663,14 @@ def auto_fit(recipe: Recipe, gpu: float | str | None = None, model_config: dict 
     fix = []
     if result["max_length"] >= 8:
         fix.append(f"lower data.max_length to {result['max_length']} or less")
-    if recipe.method != "qlora":
+    if recipe.adapter_method != "qlora":
         fix.append("use method: qlora (4-bit base weights)")
     if not recipe.train.fused_loss:
         fix.append("set train.fused_loss: true")
     fix.append(f"use a GPU with at least {math.ceil(result['peak_gib'])} GiB")
     raise StudioError(
         f"{recipe.model.name} does not fit in {gpu_gib:g} GiB even at batch 1 with checkpointing and offload (needs ≈{result['peak_gib']:.1f} GiB)",
-        where="data.max_length" if result["max_length"] >= 8 else "method" if recipe.method != "qlora" else "model.name",
+        where="data.max_length" if result["max_length"] >= 8 else "method" if recipe.adapter_method != "qlora" else "model.name",
         fix="; ".join(fix),
     )
 

@@ -108,7 +108,7 @@ def load_for_training(recipe: Recipe, device: torch.device):
     model_dir = resolve_model(recipe.model.name, recipe.model.revision)
     tokenizer = load_tokenizer(model_dir, recipe)
     dtype = pick_dtype(recipe.model.dtype, device)
-    backend = quant_backend(recipe) if recipe.method == "qlora" else None
+    backend = quant_backend(recipe) if recipe.adapter_method == "qlora" else None
     quantized = 0
     if backend == "bitsandbytes":
         compute = pick_dtype(recipe.quant.compute_dtype, device)
@@ -139,7 +139,7 @@ def load_for_training(recipe: Recipe, device: torch.device):
         lora_alpha=recipe.lora.alpha,
         lora_dropout=recipe.lora.dropout,
         target_modules=recipe.lora.targets,
-        use_dora=recipe.method == "dora",
+        use_dora=recipe.adapter_method == "dora",
         bias="none",
         task_type="CAUSAL_LM",
     )

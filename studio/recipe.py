@@ -13,9 +13,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Method = Literal["lora", "qlora", "dora"]
+Method = Literal["lora", "qlora", "dora", "dpo", "orpo"]
+AdapterMethod = Literal["lora", "qlora", "dora"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
-DataFormat = Literal["auto", "chat", "alpaca", "prompt_completion", "text"]
+DataFormat = Literal["auto", "chat", "alpaca", "prompt_completion", "text", "preference"]
 Metric = Literal["field_accuracy", "exact_match", "contains", "none"]
 
 BUNDLED_DEMO_MODEL = "bundled:smollm2-135m-instruct"
@@ -117,6 +118,13 @@ class DataSpec(_Section):
     """Held-out examples for `studio eval` (task metric and side-by-side generations)."""
 
 
+class PreferenceSpec(_Section):
+    adapter: AdapterMethod = "qlora"
+    """For method dpo or orpo: the adapter the preference run trains (same LoRA/QLoRA settings as SFT)."""
+    beta: float = Field(0.1, gt=0, le=10)
+    """DPO: strength of the pull towards the reference (the base model); ORPO: weight of the odds-ratio term."""
+
+
 class TrainSpec(_Section):
     epochs: float = Field(1.0, gt=0, le=1000)
     """Passes over the training data. Ignored when max_steps is set."""
@@ -192,11 +200,14 @@ class Recipe(_Section):
     """The base model."""
     method: Method = "qlora"
     """lora: 16-bit base + adapter. qlora: 4-bit NF4 base + adapter (about 4x less weight memory).
-    dora: weight-decomposed LoRA (slower, sometimes better at low rank)."""
+    dora: weight-decomposed LoRA (slower, sometimes better at low rank). dpo / orpo: preference training
+    on prompt/chosen/rejected data, with the adapter named in preference.adapter."""
     lora: LoraSpec = Field(default_factory=LoraSpec)
     """Adapter shape."""
     quant: QuantSpec = Field(default_factory=QuantSpec)
     """4-bit settings, used when method is qlora."""
+    preference: PreferenceSpec = Field(default_factory=PreferenceSpec)
+    """Preference training (method dpo or orpo)."""
     data: DataSpec = Field(default_factory=DataSpec)
     """Training data and how it becomes tokens."""
     train: TrainSpec = Field(default_factory=TrainSpec)
@@ -215,6 +226,11 @@ class Recipe(_Section):
         if self.lora.alpha / self.lora.rank > 64:
             raise ValueError("lora.alpha / lora.rank is above 64: updates would be scaled absurdly; lower lora.alpha")
         return self
+
+    @property
+    def adapter_method(self) -> str:
+        """The adapter kind trained: the method itself, or preference.adapter for dpo and orpo."""
+        return self.preference.adapter if self.method in ("dpo", "orpo") else self.method
 
     @property
     def run_name(self) -> str:

@@ -85,13 +85,23 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
 
     set_seed(recipe.train.seed)
     model, tokenizer, model_dir = load_for_training(recipe, device)
-    data = build_data(recipe, tokenizer)
-    write_json(run_dir / DATA, {**data.manifest, "model_dir": str(model_dir)})
+    if recipe.method in ("dpo", "orpo"):
+        from .preference import build_preference_data, build_preference_trainer
+
+        pairs, val_pairs, manifest = build_preference_data(recipe, tokenizer)
+        has_val = bool(val_pairs)
+    else:
+        data = build_data(recipe, tokenizer)
+        manifest, has_val = data.manifest, bool(data.val)
+    write_json(run_dir / DATA, {**manifest, "model_dir": str(model_dir)})
 
     # 3. The trainer, extended with callbacks only.
     import torch
 
-    trainer = build_trainer(recipe, model, tokenizer, data, run_dir, device, progress)
+    if recipe.method in ("dpo", "orpo"):
+        trainer = build_preference_trainer(recipe, model, tokenizer, pairs, val_pairs, run_dir, device, training_callbacks(run_dir, progress))
+    else:
+        trainer = build_trainer(recipe, model, tokenizer, data, run_dir, device, progress)
     checkpoint = last_checkpoint(run_dir) if resume else None
     if resume:
         # Steps logged after the checkpoint (or any, when there is none) will be run and logged again.
@@ -115,7 +125,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
 
     # 4. Final validation loss, the adapter (a standard peft adapter), summary and model card.
     eval_loss = None
-    if data.val:
+    if has_val:
         eval_loss = float(trainer.evaluate()["eval_loss"])
     adapter_dir = run_dir / ADAPTER
     _save_adapter(model, tokenizer, adapter_dir)
@@ -197,7 +207,6 @@ def build_trainer(recipe: Recipe, model, tokenizer, data, run_dir: Path, device,
     import torch
     from trl import SFTConfig
 
-    from .callbacks import CheckpointManifestCallback, GracefulStopCallback, MetricsCallback, ProgressCallback
 
     t = recipe.train
     half = model.dtype if hasattr(model, "dtype") else torch.float32
@@ -241,9 +250,7 @@ def build_trainer(recipe: Recipe, model, tokenizer, data, run_dir: Path, device,
     val_set = None
     if has_val:
         val_set = datasets.Dataset.from_dict({"input_ids": [e.input_ids for e in data.val], "labels": [e.labels for e in data.val]})
-    callbacks = [MetricsCallback(run_dir), CheckpointManifestCallback(), GracefulStopCallback()]
-    if progress:
-        callbacks.append(ProgressCallback())
+    callbacks = training_callbacks(run_dir, progress)
     datasets.disable_progress_bars()
     if t.fused_loss:
         from .fused_loss import check_fused_loss_supported
@@ -255,6 +262,16 @@ def build_trainer(recipe: Recipe, model, tokenizer, data, run_dir: Path, device,
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(HFProgress)
     return trainer
+
+
+def training_callbacks(run_dir: Path, progress: bool) -> list:
+    """The studio's callbacks for any trl trainer: metrics, checkpoint manifests, Ctrl-C, progress bar."""
+    from .callbacks import CheckpointManifestCallback, GracefulStopCallback, MetricsCallback, ProgressCallback
+
+    callbacks = [MetricsCallback(run_dir), CheckpointManifestCallback(), GracefulStopCallback()]
+    if progress:
+        callbacks.append(ProgressCallback())
+    return callbacks
 
 
 def _stop_requested(trainer) -> bool:

@@ -132,7 +132,7 @@ BAD = {
     "key-outside-its-section": ("rank: 8\n", ["'rank'", "did you mean 'lora.rank'", ":1"]),
     "other-tools-name": ("train:\n  lr: 1e-4\n", ["train.lr", "did you mean 'train.learning_rate'", ":2"]),
     "unknown-section": ("trainer: {}\n", ["'trainer'", "did you mean 'train'"]),
-    "wrong-literal": ("method: qlora4\n", ["method", "'lora', 'qlora' or 'dora'", "qlora4", ":1"]),
+    "wrong-literal": ("method: qlora4\n", ["method", "'lora', 'qlora', 'dora', 'dpo' or 'orpo'", "qlora4", ":1"]),
     "nan-learning-rate": ("train:\n  learning_rate: .nan\n", ["train.learning_rate", "finite", ":2"]),
     "inf-epochs": ("train:\n  epochs: .inf\n", ["train.epochs", "finite", ":2"]),
     "negative-learning-rate": ("train:\n  learning_rate: -1.0e-4\n", ["train.learning_rate", "greater than 0", "-0.0001", ":2"]),

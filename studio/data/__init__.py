@@ -17,7 +17,7 @@ from .readers import read_rows
 from .render import IGNORE, Encoded, Renderer, prepare_tokenizer
 
 __all__ = [
-    "BuiltData", "Encoded", "Example", "IGNORE", "Renderer", "build_data", "detect_format", "load_examples",
+    "BuiltData", "Encoded", "Example", "IGNORE", "Renderer", "build_data", "detect_format", "load_examples", "load_heldout",
     "normalize", "prepare_tokenizer", "read_rows",
 ]
 
@@ -37,11 +37,21 @@ def load_examples(path: str, spec: DataSpec) -> tuple[str, list[Example]]:
     return normalize(read_rows(path), spec.format, spec.columns, spec.system_prompt)
 
 
+def load_heldout(path: str, spec: DataSpec) -> tuple[str, list[Example]]:
+    """Held-out examples for evaluation: read like the training data, except that preference runs are
+    scored on ordinary prompt/answer rows (their format is detected, not taken from data.format)."""
+    if spec.format == "preference":
+        spec = spec.model_copy(update={"format": "auto"})
+    return load_examples(path, spec)
+
+
 def build_data(recipe: Recipe, tokenizer) -> BuiltData:
     """Encode the recipe's training (and validation) data and describe it in a manifest."""
     spec = recipe.data
     renderer = Renderer(tokenizer, spec.max_length, spec.train_on)
     fmt, examples = load_examples(spec.path, spec)
+    if fmt == "preference":
+        raise StudioError("this is preference data (prompt/chosen/rejected), which trains with method dpo or orpo", where=spec.path, fix="set method: dpo (or orpo), or use chat / alpaca / text data for supervised fine-tuning")
     n_rows = len(examples)
     if spec.val_path:
         _, val_examples = load_examples(spec.val_path, spec)

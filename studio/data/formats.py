@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ..errors import StudioError
 from .readers import Row
 
-FORMATS = ("chat", "alpaca", "prompt_completion", "text")
+FORMATS = ("chat", "alpaca", "prompt_completion", "text", "preference")
 _ROLE_NAMES = {
     "system": "system",
     "user": "user",
@@ -31,10 +31,14 @@ class Example:
     where: str
     messages: tuple[dict, ...] | None = None
     text: str | None = None
+    chosen: str | None = None
+    rejected: str | None = None
 
 
 def detect_format(row: dict) -> str | None:
     """Name the format a row's columns indicate, or None when none fits."""
+    if "chosen" in row and "rejected" in row:
+        return "preference"
     if "messages" in row or "conversations" in row:
         return "chat"
     if "instruction" in row and "output" in row:
@@ -60,7 +64,7 @@ def normalize(rows: list[Row], fmt: str = "auto", columns: dict[str, str] | None
                 where=renamed[0].where,
                 fix="use `messages`, `instruction`/`output`, `prompt`/`completion` or `text` columns, or map yours with data.columns (e.g. {instruction: question, output: answer})",
             )
-    convert = {"chat": _chat, "alpaca": _alpaca, "prompt_completion": _prompt_completion, "text": _text}[fmt]
+    convert = {"chat": _chat, "alpaca": _alpaca, "prompt_completion": _prompt_completion, "text": _text, "preference": _preference}[fmt]
     examples = [convert(row) for row in renamed]
     if system_prompt:
         examples = [_with_system(ex, system_prompt) for ex in examples]
@@ -136,6 +140,40 @@ def _prompt_completion(row: Row) -> Example:
         row.where,
         messages=({"role": "user", "content": _string(row, "prompt", prompt)}, {"role": "assistant", "content": _string(row, "completion", completion)}),
     )
+
+
+def _preference(row: Row) -> Example:
+    """A preference pair: `messages` holds the prompt turns, `chosen` and `rejected` the two answers.
+
+    Spellings: prompt/chosen/rejected as strings; prompt as messages with chosen/rejected as strings or
+    one-message lists; or no prompt, with chosen and rejected as whole conversations sharing a prefix.
+    """
+    chosen, rejected = _require(row, "chosen", "preference"), _require(row, "rejected", "preference")
+    prompt = row.data.get("prompt")
+    if prompt is None:
+        if not (isinstance(chosen, list) and isinstance(rejected, list)):
+            raise StudioError("a preference row without 'prompt' needs chosen and rejected as conversations", where=row.where, fix="add a 'prompt' column, or give chosen/rejected as message lists")
+        good, bad = _messages(row, "chosen", chosen), _messages(row, "rejected", rejected)
+        if good[:-1] != bad[:-1] or good[-1]["role"] != "assistant" or bad[-1]["role"] != "assistant":
+            raise StudioError("chosen and rejected must be the same conversation up to a different last assistant answer", where=row.where, fix="make both conversations share every turn but the final assistant answer")
+        head, good_text, bad_text = good[:-1], good[-1]["content"], bad[-1]["content"]
+    else:
+        head = _messages(row, "prompt", prompt + [{"role": "assistant", "content": "x"}])[:-1] if isinstance(prompt, list) else [{"role": "user", "content": _string(row, "prompt", prompt)}]
+        good_text, bad_text = (_answer(row, key, value) for key, value in (("chosen", chosen), ("rejected", rejected)))
+    if not head:
+        raise StudioError("preference row has an empty prompt", where=row.where, fix="give the prompt the answers respond to")
+    if good_text == bad_text:
+        raise StudioError("chosen and rejected answers are identical, so there is no preference to learn", where=row.where, fix="remove the row or fix one answer")
+    return Example(row.where, messages=tuple(head), chosen=good_text, rejected=bad_text)
+
+
+def _answer(row: Row, key: str, value: object) -> str:
+    if isinstance(value, list):
+        messages = _messages(row, key, value)
+        if len(messages) != 1 or messages[0]["role"] != "assistant":
+            raise StudioError(f"'{key}' must be one assistant message when 'prompt' is given", where=row.where, fix=f'write "{key}": [{{"role": "assistant", "content": "..."}}] or a plain string')
+        return messages[0]["content"]
+    return _string(row, key, value)
 
 
 def _text(row: Row) -> Example:

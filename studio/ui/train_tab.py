@@ -186,16 +186,8 @@ def build(ctx: Context, recipe: dict) -> dict:
         return f"Stop requested for job #{job.id}; it saves a checkpoint and exits."
 
     def on_resume(job_id, request: gr.Request):
-        job = _own_job(ctx, request, job_id)
-        if job.status in ("queued", "running"):
-            raise gr.Error(f"job #{job.id} is still {job.status}")
-        if not (Path(job.run_dir) / "recipe.yaml").exists():
-            raise gr.Error("this run never started, so there is nothing to resume; start it again")
-        try:
-            new = ctx.queue.enqueue(job.user, None, job.run_dir, kind="resume")
-        except StudioError as exc:
-            raise gr.Error(exc.format()) from None
-        return f"Queued job #{new.id} to resume {Path(job.run_dir).name}.", new.id
+        new = resume_job(ctx, request, job_id)
+        return f"Queued job #{new.id} to resume {Path(new.run_dir).name}.", new.id
 
     views = [jobs, selected, stats, loss_plot, lr_plot, log]
     start.click(on_start, [run_name, recipe["recipe_state"]], [message, selected], api_visibility="undocumented").then(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
@@ -223,15 +215,42 @@ def build(ctx: Context, recipe: dict) -> dict:
         return {"id": job.id, "status": job.status, "position": ctx.queue.position(job.id), "exit_code": job.exit_code,
                 "run_dir": job.run_dir, "metrics": read_metrics(Path(job.run_dir)), "log_tail": log_tail(job.log_path)}
 
+    def api_resume_job(job_id: int, request: gr.Request = None) -> int:
+        """Queue a job that resumes a finished, failed, stopped or interrupted job's run from its last checkpoint; returns the new job id."""
+        return resume_job(ctx, request, job_id).id
+
+    def api_list_jobs(request: gr.Request = None) -> list[dict]:
+        """The jobs you may see (your own; every user's for a teacher), newest first."""
+        return [{"id": j.id, "user": j.user, "run": Path(j.run_dir).name, "kind": j.kind, "status": j.status, "position": ctx.queue.position(j.id) if j.status == "queued" else 0,
+                 "exit_code": j.exit_code, "created": j.created, "started": j.started, "finished": j.finished} for j in ctx.visible_jobs(request)]
+
     gr.api(api_start_training, api_name="start_training")
     gr.api(api_job_status, api_name="job_status")
+    gr.api(api_resume_job, api_name="resume_job")
+    gr.api(api_list_jobs, api_name="list_jobs")
     return {"refresh": refresh, "views": views, "selected": selected}
+
+
+def resume_job(ctx: Context, request, job_id):
+    """Enqueue `studio train --resume` for one of the user's jobs that has ended (one click in the tab, or /resume_job)."""
+    job = _own_job(ctx, request, job_id)
+    if job.status in ("queued", "running"):
+        raise gr.Error(f"job #{job.id} is still {job.status}")
+    if not (Path(job.run_dir) / "recipe.yaml").exists():
+        raise gr.Error("this run never started, so there is nothing to resume; start it again")
+    try:
+        return ctx.queue.enqueue(job.user, None, job.run_dir, kind="resume")
+    except StudioError as exc:
+        raise gr.Error(exc.format()) from None
 
 
 def _own_job(ctx: Context, request, job_id):
     if job_id in (None, ""):
         raise gr.Error("select a job first")
-    job = ctx.queue.get(int(job_id))
+    try:
+        job = ctx.queue.get(int(job_id))
+    except (StudioError, ValueError, TypeError) as exc:
+        raise gr.Error(exc.format() if isinstance(exc, StudioError) else f"invalid job id {job_id!r}") from None
     user = ctx.user(request)
     if job.user != user and not ctx.is_teacher(user):
         raise gr.Error("not your job")
