@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key, e.g. --set train.max_steps=10 (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last complete checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory of the same name")
+    p.add_argument("--gpus", type=int, metavar="N", help="train on N GPUs of this machine through accelerate (DDP, or FSDP when the recipe's distributed.strategy says so)")
+    p.add_argument("--worker", metavar="RUN_DIR", help=argparse.SUPPRESS)  # one process of a distributed run (started by the launcher)
+    p.add_argument("--resume-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
@@ -128,22 +131,40 @@ def _emit(args, data: dict, text: str) -> None:
 
 def cmd_train(args) -> int:
     """`studio train`: run a recipe, or resume a run directory."""
+    from .distributed import with_gpus
     from .recipe_io import load_recipe
-    from .train import resume_recipe, train
+    from .train import launch_distributed, resume_recipe, train
 
+    if args.worker:
+        train(resume_recipe(args.worker), resume=args.resume_worker, progress=not args.no_progress, worker=True)
+        return 0  # the launcher reports the result
     if args.resume:
-        if args.recipe or args.overrides:
-            raise StudioError("--resume continues a run exactly as it was started", where="--resume", fix="drop the recipe and --set arguments")
+        if args.recipe or args.overrides or args.gpus:
+            raise StudioError("--resume continues a run exactly as it was started", where="--resume", fix="drop the recipe, --set and --gpus arguments")
         recipe, resume = resume_recipe(args.resume), True
     elif args.recipe:
-        recipe, resume = load_recipe(args.recipe, args.overrides), False
+        recipe, resume = with_gpus(load_recipe(args.recipe, args.overrides), args.gpus), False
     else:
         raise StudioError("no recipe given", where="studio train", fix="pass a recipe file (see recipes/) or --resume RUN_DIR")
-    result = train(recipe, resume=resume, progress=not args.no_progress, overwrite=args.overwrite)
+    if recipe.distributed.strategy != "none":
+        result = _distributed_result(launch_distributed(recipe, resume=resume, progress=not args.no_progress, overwrite=args.overwrite))
+    else:
+        result = train(recipe, resume=resume, progress=not args.no_progress, overwrite=args.overwrite)
     data = {"run_dir": str(result.run_dir), "adapter_dir": str(result.adapter_dir), "steps": result.steps, "train_loss": result.train_loss, "eval_loss": result.eval_loss}
     text = f"trained {result.steps} steps; final train loss {result.train_loss}" + (f", validation loss {result.eval_loss:.4f}" if result.eval_loss is not None else "")
     _emit(args, data, f"{text}\nrun directory: {result.run_dir}\nnext: studio eval {result.run_dir}  |  studio merge {result.run_dir}")
     return 0
+
+
+def _distributed_result(run_dir: Path):
+    """The TrainResult of a finished distributed run, read from the summary its rank 0 wrote."""
+    from .rundir import ADAPTER, SUMMARY, read_json
+    from .train import TrainResult
+
+    if not (run_dir / SUMMARY).exists():  # machines other than 0 do not write the run directory
+        return TrainResult(run_dir, run_dir / ADAPTER, 0, None, None)
+    summary = read_json(run_dir / SUMMARY)
+    return TrainResult(run_dir, run_dir / ADAPTER, summary["steps"], summary["train_loss"], summary["eval_loss"])
 
 
 def cmd_validate(args) -> int:

@@ -193,6 +193,42 @@ class OutputSpec(_Section):
     """Run name; defaults to the recipe file's stem."""
 
 
+class DistributedSpec(_Section):
+    strategy: Literal["none", "ddp", "fsdp"] = "none"
+    """How several processes share the run (through Hugging Face accelerate): none = one process;
+    ddp = a full copy of the model per GPU, each on its own slice of every batch (the fast choice when the
+    model fits one GPU); fsdp = base weights and adapter sharded across GPUs, for models that do not fit one."""
+    num_processes: int = Field(1, ge=1, le=1024)
+    """Processes (one per GPU) on each machine. The effective batch is
+    train.batch_size * train.grad_accum * num_processes * num_machines."""
+    num_machines: int = Field(1, ge=1, le=1024)
+    """Machines taking part; more than one needs main_process_ip and the same recipe on every machine."""
+    machine_rank: int = Field(0, ge=0)
+    """This machine's index, 0 .. num_machines-1; machine 0 hosts the rendezvous and writes the run directory."""
+    main_process_ip: str | None = None
+    """Address of machine 0, reachable from every machine (multi-machine runs only)."""
+    main_process_port: int = Field(29500, ge=1, le=65535)
+    """TCP port on machine 0 for the rendezvous; it must be free there and open between the machines."""
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        processes = self.num_processes * self.num_machines
+        if self.strategy == "none" and processes > 1:
+            raise ValueError("distributed.strategy is none but more than one process is asked for: set strategy ddp or fsdp")
+        if self.strategy != "none" and processes < 2:
+            raise ValueError(f"distributed.strategy {self.strategy} needs num_processes > 1 or num_machines > 1")
+        if self.machine_rank >= self.num_machines:
+            raise ValueError(f"distributed.machine_rank must be below num_machines ({self.num_machines})")
+        if self.num_machines > 1 and not self.main_process_ip:
+            raise ValueError("a multi-machine run needs distributed.main_process_ip (the address of machine 0)")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        """Processes across all machines."""
+        return self.num_processes * self.num_machines
+
+
 class Recipe(_Section):
     """A complete, resolved fine-tuning run: model, method, adapter, quantization, data, training, output."""
 
@@ -216,6 +252,8 @@ class Recipe(_Section):
     """Held-out evaluation."""
     output: OutputSpec = Field(default_factory=OutputSpec)
     """Where the run directory goes."""
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec)
+    """Multi-GPU and multi-machine training (`studio train RECIPE --gpus N` fills this in)."""
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -225,6 +263,8 @@ class Recipe(_Section):
             raise ValueError("train.eval_steps needs validation data: set data.val_split or data.val_path")
         if self.lora.alpha / self.lora.rank > 64:
             raise ValueError("lora.alpha / lora.rank is above 64: updates would be scaled absurdly; lower lora.alpha")
+        if self.distributed.strategy != "none" and self.method in ("dpo", "orpo"):
+            raise ValueError("distributed training covers method lora, qlora and dora; dpo and orpo run on one process (distributed.strategy: none)")
         return self
 
     @property

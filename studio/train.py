@@ -47,35 +47,31 @@ class TrainResult:
     eval_loss: float | None
 
 
-def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite: bool = False) -> TrainResult:
+def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite: bool = False, worker: bool = False) -> TrainResult:
     """Fine-tune the recipe's base model and write the run directory; return where the adapter is.
 
-    With `resume`, training continues from the run directory's last complete checkpoint.
+    With `resume`, training continues from the run directory's last complete checkpoint. With `worker`,
+    this is one process of a distributed run (started by `launch_distributed`): the run directory is
+    already prepared, every rank trains, and only rank 0 writes files.
     """
+    from .distributed import process_info
     from .models import pick_device, quiet_libraries
 
     quiet_libraries()
+    rank = process_info()
     device = pick_device(recipe.train.device)
-    fitted = None
-    if device.type == "cuda" and not resume:
-        from .memory import auto_fit, check_fits, detect_gpu_gib
+    if worker and device.type == "cuda":
+        import torch
 
-        if recipe.train.auto_fit:
-            recipe, fitted = auto_fit(recipe)
-        else:
-            check_fits(recipe, detect_gpu_gib())  # a clear verdict before minutes of loading
-    run_dir = recipe.run_dir()
-    if not resume:
-        _check_inputs(recipe)  # before anything in the run directory is touched (--overwrite deletes it)
-    _prepare_run_dir(run_dir, resume, overwrite)
+        device = torch.device("cuda", rank.local_rank)  # one GPU per process
+        torch.cuda.set_device(device)
+    if worker:
+        run_dir = recipe.run_dir()  # prepared by the launcher; no rank deletes or recreates it
+    else:
+        # 1. The run directory records what is about to happen before anything expensive starts.
+        recipe, run_dir = prepare_run(recipe, device, resume, overwrite)
     if recipe.train.offload_activations and device.type != "cuda":
         raise StudioError("train.offload_activations moves activations from GPU to CPU memory; this run is on the CPU", where="train.offload_activations", fix="set train.offload_activations: false (or train on a GPU)")
-
-    # 1. The run directory records what is about to happen before anything expensive starts.
-    if not resume:
-        # The resolved recipe is written after auto_fit, so a resume or a reproduction uses the fitted settings.
-        write_atomic(run_dir / RECIPE, dump_recipe(recipe))
-        write_json(run_dir / ENV, {**environment(), "auto_fit": fitted and {k: list(v) for k, v in fitted.get("changes", {}).items()}})
 
     # 2. Seeded model with fresh adapters, and the tokenized, loss-masked data.
     from transformers import set_seed
@@ -93,7 +89,8 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     else:
         data = build_data(recipe, tokenizer)
         manifest, has_val = data.manifest, bool(data.val)
-    write_json(run_dir / DATA, {**manifest, "model_dir": str(model_dir)})
+    if rank.is_main:
+        write_json(run_dir / DATA, {**manifest, "model_dir": str(model_dir)})
 
     # 3. The trainer, extended with callbacks only.
     import torch
@@ -103,7 +100,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     else:
         trainer = build_trainer(recipe, model, tokenizer, data, run_dir, device, progress)
     checkpoint = last_checkpoint(run_dir) if resume else None
-    if resume:
+    if resume and rank.is_main:
         # Steps logged after the checkpoint (or any, when there is none) will be run and logged again.
         truncate_metrics(run_dir, int(checkpoint.name.split("-")[-1]) if checkpoint else 0)
     try:
@@ -119,7 +116,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
         done = last_checkpoint(run_dir)
         since = f"from {done.name}" if done else "from the start (no checkpoint was complete yet)"
         raise Interrupted(f"training aborted; it can continue {since}", where=str(run_dir), fix=f"resume with `studio train --resume {run_dir}`") from None
-    if _stop_requested(trainer):
+    if _stop_requested(trainer) or (rank.distributed and output.global_step < trainer.state.max_steps):  # a rank's Ctrl-C stops all
         done = last_checkpoint(run_dir)
         raise Interrupted(f"training stopped at step {output.global_step}; saved {done.name if done else 'no checkpoint'}", where=str(run_dir), fix=f"resume with `studio train --resume {run_dir}`")
 
@@ -128,14 +125,85 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     if has_val:
         eval_loss = float(trainer.evaluate()["eval_loss"])
     adapter_dir = run_dir / ADAPTER
-    _save_adapter(model, tokenizer, adapter_dir)
-    train_loss = _last_train_loss(run_dir)
-    summary = {"steps": int(output.global_step), "train_loss": train_loss, "eval_loss": eval_loss, "model_dir": str(model_dir), "device": str(device)}
-    write_json(run_dir / SUMMARY, summary)
-    from .model_card import write_model_card
+    ranks = _rank_agreement(recipe, trainer) if rank.distributed else None
+    _save_adapter(trainer, model, tokenizer, adapter_dir, rank.is_main, recipe.distributed.strategy == "fsdp")
+    train_loss = _last_train_loss(run_dir) if rank.is_main else None
+    if rank.is_main:
+        summary = {"steps": int(output.global_step), "train_loss": train_loss, "eval_loss": eval_loss, "model_dir": str(model_dir), "device": str(device)}
+        if ranks:
+            summary["distributed"] = ranks
+        write_json(run_dir / SUMMARY, summary)
+        from .model_card import write_model_card
 
-    write_model_card(run_dir)
+        write_model_card(run_dir)
+    if rank.distributed:
+        from .distributed import barrier
+
+        barrier()  # the other ranks return once rank 0 has written everything
     return TrainResult(run_dir, adapter_dir, int(output.global_step), train_loss, eval_loss)
+
+
+def prepare_run(recipe: Recipe, device, resume: bool, overwrite: bool) -> tuple[Recipe, Path]:
+    """Fit the recipe to the GPU, check its inputs, create the run directory, write recipe.yaml and env.json.
+
+    Done once per run, by the single process or by the launcher of a distributed run (before any worker starts).
+    """
+    fitted = None
+    if device.type == "cuda" and not resume and recipe.distributed.strategy != "fsdp":
+        from .memory import auto_fit, check_fits, detect_gpu_gib
+
+        if recipe.train.auto_fit:
+            recipe, fitted = auto_fit(recipe)
+        else:
+            check_fits(recipe, detect_gpu_gib())  # a clear verdict before minutes of loading
+    run_dir = recipe.run_dir()
+    if not resume:
+        _check_inputs(recipe)  # before anything in the run directory is touched (--overwrite deletes it)
+    _prepare_run_dir(run_dir, resume, overwrite)
+    if not resume:
+        # The resolved recipe is written after auto_fit, so a resume or a reproduction uses the fitted settings.
+        write_atomic(run_dir / RECIPE, dump_recipe(recipe))
+        write_json(run_dir / ENV, {**environment(), "auto_fit": fitted and {k: list(v) for k, v in fitted.get("changes", {}).items()}})
+    return recipe, run_dir
+
+
+def launch_distributed(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
+    """Prepare the run directory, write RUN_DIR/accelerate.yaml and run one worker per process through
+    `accelerate launch`; return the run directory once every worker has finished."""
+    from .distributed import check_launchable, launch, write_accelerate_config
+    from .models import pick_device
+
+    device = pick_device(recipe.train.device)
+    cuda = device.type == "cuda"
+    check_launchable(recipe, cuda)
+    if recipe.distributed.machine_rank == 0:
+        recipe, run_dir = prepare_run(recipe, device, resume, overwrite)
+    else:
+        # Machines other than 0 train but write nothing to the run directory; they only need the recipe and config.
+        run_dir = recipe.run_dir()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            write_atomic(run_dir / RECIPE, dump_recipe(recipe))
+    config = write_accelerate_config(run_dir, recipe, cuda)
+    code, interrupted = launch(config, run_dir, resume, progress, cuda)
+    if interrupted:
+        done = last_checkpoint(run_dir)
+        raise Interrupted(f"training stopped; saved {done.name if done else 'no checkpoint'}", where=str(run_dir), fix=f"resume with `studio train --resume {run_dir}`")
+    if code != 0:
+        raise StudioError(f"a training process failed (exit status {code}); its error is printed above", where=str(run_dir), fix="fix the reported problem, then start again or `studio train --resume " + str(run_dir) + "`")
+    return run_dir
+
+
+def _rank_agreement(recipe: Recipe, trainer) -> dict:
+    """Every rank's adapter digest (DDP keeps one full copy per rank, so they must be equal)."""
+    from .distributed import gather_digests
+
+    info = {"strategy": recipe.distributed.strategy, "world_size": trainer.accelerator.num_processes}
+    if recipe.distributed.strategy == "ddp":
+        digests = gather_digests(trainer.model_wrapped if hasattr(trainer, "model_wrapped") else trainer.model)
+        info["adapter_sha256_per_rank"] = digests
+        info["ranks_agree"] = len(set(digests)) == 1
+    return info
 
 
 def resume_recipe(run_dir: str | Path) -> Recipe:
@@ -268,7 +336,10 @@ def training_callbacks(run_dir: Path, progress: bool) -> list:
     """The studio's callbacks for any trl trainer: metrics, checkpoint manifests, Ctrl-C, progress bar."""
     from .callbacks import CheckpointManifestCallback, GracefulStopCallback, MetricsCallback, ProgressCallback
 
-    callbacks = [MetricsCallback(run_dir), CheckpointManifestCallback(), GracefulStopCallback()]
+    from .distributed import agree_on_stop_callback, training_barrier_callback
+
+    # The barrier comes before the manifest, so rank 0 hashes a checkpoint only when every rank has written to it.
+    callbacks = [MetricsCallback(run_dir), training_barrier_callback(), CheckpointManifestCallback(), GracefulStopCallback(), agree_on_stop_callback()]
     if progress:
         callbacks.append(ProgressCallback())
     return callbacks
@@ -299,14 +370,43 @@ def _trainer_class(fused_loss: bool):
     return FusedLossSFTTrainer
 
 
-def _save_adapter(model, tokenizer, adapter_dir: Path) -> None:
-    """Save the peft adapter and the tokenizer (with the training chat template) to a temp folder, then rename."""
+def _save_adapter(trainer, model, tokenizer, adapter_dir: Path, is_main: bool = True, sharded: bool = False) -> None:
+    """Save the peft adapter and the tokenizer (with the training chat template) to a temp folder, then rename.
+
+    Under FSDP the adapter is gathered from its shards first (a collective: every rank takes part);
+    only rank 0 writes.
+    """
+    state_dict = None
+    if sharded:
+        from peft import get_peft_model_state_dict
+
+        full = trainer.accelerator.get_state_dict(trainer.model)  # every rank joins the gather
+        if is_main:
+            state_dict = {k: v for k, v in full.items() if "lora_" in k or "modules_to_save" in k}
+            state_dict = get_peft_model_state_dict(model, state_dict=_strip_prefix(state_dict, model))
+    if not is_main:
+        return
     tmp = adapter_dir.with_name(adapter_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
+    if state_dict is not None:
+        model.save_pretrained(str(tmp), safe_serialization=True, state_dict=state_dict)
+    else:
+        model.save_pretrained(str(tmp), safe_serialization=True)
     tokenizer.save_pretrained(str(tmp))
     shutil.rmtree(adapter_dir, ignore_errors=True)
     os.replace(tmp, adapter_dir)
+
+
+def _strip_prefix(state_dict: dict, model) -> dict:
+    """Keys of a gathered state dict as the peft model names them (without wrapper prefixes)."""
+    names = set(model.state_dict().keys())
+    out = {}
+    for key, value in state_dict.items():
+        k = key
+        for prefix in ("_fsdp_wrapped_module.", "module."):
+            k = k.replace(prefix, "")
+        out[k if k in names else key] = value
+    return out
 
 
 def _last_train_loss(run_dir: Path) -> float | None:

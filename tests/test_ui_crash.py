@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -133,6 +134,7 @@ def test_queue_survives_sigkill_of_the_ui_and_of_its_training(tiny_llama_dir, ti
         pid = db_rows(home)[first]["pid"]
         assert pid and not gone(pid)
 
+        t_running = time.monotonic() - started
         # (a) SIGKILL the UI only: the training lives on in its own session.
         sigkill(ui)
         assert not gone(pid), "the training subprocess died with the UI"
@@ -156,6 +158,7 @@ def test_queue_survives_sigkill_of_the_ui_and_of_its_training(tiny_llama_dir, ti
 
         wait_for(progressed, 60, "the adopted job to keep training")
 
+        t_adopted = time.monotonic() - started
         # (b) SIGKILL the UI and the training's process group (the queue starts each job in its own session).
         assert os.getpgid(pid) == pid
         sigkill(ui)
@@ -192,7 +195,9 @@ def test_queue_survives_sigkill_of_the_ui_and_of_its_training(tiny_llama_dir, ti
         assert (run_dir / "adapter" / "adapter_model.safetensors").is_file() and (run_dir / "adapter" / "adapter_config.json").is_file()
         steps = [r["step"] for r in _metrics(run_dir) if "train_loss" in r]
         assert steps == list(range(1, LONG_STEPS + 1)), f"each step logged exactly once across the crashes, got {steps}"
-        assert json.loads((run_dir / "summary.json").read_text())
+        first_resumed = int(re.search(r"step (\d+)/", Path(rows[resumed]["log_path"]).read_text()).group(1))
+        assert 2 < first_resumed <= killed_at + 1, f"the resume must continue from the last checkpoint before step {killed_at}, it began at step {first_resumed}"
+        assert json.loads((run_dir / "summary.json").read_text())["steps"] == LONG_STEPS
         assert integrity(home) == "ok"
         sigkill(ui)
         assert integrity(home) == "ok"
@@ -207,7 +212,8 @@ def test_queue_survives_sigkill_of_the_ui_and_of_its_training(tiny_llama_dir, ti
                     os.killpg(row["pid"], signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-    print(f"\nui crash test: job 1 killed at step {killed_at}/{LONG_STEPS}, resumed to done; {time.monotonic() - started:.0f} s")
+    print(f"\nui crash test: job 1 running at {t_running:.0f} s, adopted after kill (a) until {t_adopted:.0f} s, killed (b) at step {killed_at}/{LONG_STEPS}, "
+          f"resumed from step {first_resumed} to done; {time.monotonic() - started:.0f} s in all")
 
 
 def _metrics(run_dir: Path) -> list[dict]:
