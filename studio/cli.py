@@ -131,7 +131,7 @@ def _emit(args, data: dict, text: str) -> None:
 
 def cmd_train(args) -> int:
     """`studio train`: run a recipe, or resume a run directory."""
-    from .distributed import with_gpus
+    from .distributed import gpus_overrides
     from .recipe_io import load_recipe
     from .train import launch_distributed, resume_recipe, train
 
@@ -143,7 +143,7 @@ def cmd_train(args) -> int:
             raise StudioError("--resume continues a run exactly as it was started", where="--resume", fix="drop the recipe, --set and --gpus arguments")
         recipe, resume = resume_recipe(args.resume), True
     elif args.recipe:
-        recipe, resume = with_gpus(load_recipe(args.recipe, args.overrides), args.gpus), False
+        recipe, resume = load_recipe(args.recipe, gpus_overrides(args.recipe, args.overrides, args.gpus)), False
     else:
         raise StudioError("no recipe given", where="studio train", fix="pass a recipe file (see recipes/) or --resume RUN_DIR")
     if recipe.distributed.strategy != "none":

@@ -126,7 +126,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
         eval_loss = float(trainer.evaluate()["eval_loss"])
     adapter_dir = run_dir / ADAPTER
     ranks = _rank_agreement(recipe, trainer) if rank.distributed else None
-    _save_adapter(trainer, model, tokenizer, adapter_dir, rank.is_main, recipe.distributed.strategy == "fsdp")
+    _save_adapter(model, tokenizer, adapter_dir, rank.is_main)
     train_loss = _last_train_loss(run_dir) if rank.is_main else None
     if rank.is_main:
         summary = {"steps": int(output.global_step), "train_loss": train_loss, "eval_loss": eval_loss, "model_dir": str(model_dir), "device": str(device)}
@@ -198,7 +198,7 @@ def _rank_agreement(recipe: Recipe, trainer) -> dict:
     """Every rank's adapter digest (DDP keeps one full copy per rank, so they must be equal)."""
     from .distributed import gather_digests
 
-    info = {"strategy": recipe.distributed.strategy, "world_size": trainer.accelerator.num_processes}
+    info = {"strategy": recipe.distributed.strategy, "world_size": trainer.accelerator.num_processes, "accelerate_type": str(trainer.accelerator.distributed_type.value)}
     if recipe.distributed.strategy == "ddp":
         digests = gather_digests(trainer.model_wrapped if hasattr(trainer, "model_wrapped") else trainer.model)
         info["adapter_sha256_per_rank"] = digests
@@ -313,6 +313,7 @@ def build_trainer(recipe: Recipe, model, tokenizer, data, run_dir: Path, device,
         gradient_checkpointing=False,  # enabled on the model already, before adapters were attached
         activation_offloading=t.offload_activations,
         prediction_loss_only=True,  # evaluation needs the loss, not every logit
+        ddp_find_unused_parameters=False,  # every adapter weight takes part in every forward pass
     )
     train_set = datasets.Dataset.from_dict({"input_ids": [e.input_ids for e in data.train], "labels": [e.labels for e in data.train]})
     val_set = None
@@ -370,43 +371,19 @@ def _trainer_class(fused_loss: bool):
     return FusedLossSFTTrainer
 
 
-def _save_adapter(trainer, model, tokenizer, adapter_dir: Path, is_main: bool = True, sharded: bool = False) -> None:
+def _save_adapter(model, tokenizer, adapter_dir: Path, is_main: bool = True) -> None:
     """Save the peft adapter and the tokenizer (with the training chat template) to a temp folder, then rename.
 
-    Under FSDP the adapter is gathered from its shards first (a collective: every rank takes part);
-    only rank 0 writes.
+    In a DDP run every rank holds the same adapter (summary.json records each rank's digest); rank 0 writes it.
     """
-    state_dict = None
-    if sharded:
-        from peft import get_peft_model_state_dict
-
-        full = trainer.accelerator.get_state_dict(trainer.model)  # every rank joins the gather
-        if is_main:
-            state_dict = {k: v for k, v in full.items() if "lora_" in k or "modules_to_save" in k}
-            state_dict = get_peft_model_state_dict(model, state_dict=_strip_prefix(state_dict, model))
     if not is_main:
         return
     tmp = adapter_dir.with_name(adapter_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    if state_dict is not None:
-        model.save_pretrained(str(tmp), safe_serialization=True, state_dict=state_dict)
-    else:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
     tokenizer.save_pretrained(str(tmp))
     shutil.rmtree(adapter_dir, ignore_errors=True)
     os.replace(tmp, adapter_dir)
-
-
-def _strip_prefix(state_dict: dict, model) -> dict:
-    """Keys of a gathered state dict as the peft model names them (without wrapper prefixes)."""
-    names = set(model.state_dict().keys())
-    out = {}
-    for key, value in state_dict.items():
-        k = key
-        for prefix in ("_fsdp_wrapped_module.", "module."):
-            k = k.replace(prefix, "")
-        out[k if k in names else key] = value
-    return out
 
 
 def _last_train_loss(run_dir: Path) -> float | None:

@@ -50,7 +50,7 @@ def test_widget_kinds_follow_types():
     assert kinds["method"] == "dropdown" and kinds["train.gradient_checkpointing"] == "checkbox"
     assert kinds["lora.rank"] == "int" and kinds["train.learning_rate"] == "float" and kinds["model.name"] == "text"
     choices = {s.key: s.choices for s in form_fields()}
-    assert choices["method"] == ("lora", "qlora", "dora")
+    assert choices["method"] == ("lora", "qlora", "dora", "dpo", "orpo")
 
 
 @pytest.mark.parametrize("name", shipped_recipes())

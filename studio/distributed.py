@@ -1,0 +1,279 @@
+"""Several processes, one run: the accelerate config, the launcher, and what each worker needs to know.
+
+No home-made distribution: `studio train RECIPE --gpus N` writes an accelerate config into the run
+directory and starts `accelerate launch --config_file RUN_DIR/accelerate.yaml -m studio.cli train
+--worker RUN_DIR`. accelerate (through torch.distributed.run) starts one worker per GPU; trl's trainer
+does DDP or FSDP. The launcher only prepares the run directory, forwards Ctrl-C and returns the exit code.
+
+On a machine without CUDA the same config runs the workers on the CPU over gloo (the test suite does
+this): accelerate's `MULTI_GPU` launcher only spawns processes, and each worker's trainer (with
+`use_cpu`) joins a gloo process group. accelerate's own `MULTI_CPU` type is not used: it expects
+`mpirun` to start the processes and otherwise runs a single one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .errors import StudioError
+from .recipe import Recipe
+
+ACCELERATE_CONFIG = "accelerate.yaml"
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """This process's place in the run (from the variables torch.distributed.run sets)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only process that writes the run directory."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def process_info() -> ProcessInfo:
+    """Rank, local rank and world size of this process (0, 0, 1 outside a distributed launch)."""
+    env = os.environ
+    return ProcessInfo(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)))
+
+
+def gpus_overrides(recipe_path: str, overrides: list[str], gpus: int | None) -> list[str]:
+    """The `--set` overrides that `--gpus N` stands for: N processes on this machine, with strategy ddp
+    unless the recipe (or a --set) says fsdp. Applied before validation, so `strategy: fsdp` in a recipe
+    plus `--gpus 4` is a valid pair even though fsdp on its own needs more than one process."""
+    if gpus is None:
+        return list(overrides)
+    if gpus < 1:
+        raise StudioError(f"--gpus must be at least 1, got {gpus}", where="--gpus", fix="pass the number of GPUs to train on, e.g. --gpus 4")
+    from .recipe_io import _read_yaml, parse_override
+
+    raw, _ = _read_yaml(Path(recipe_path))
+    section = raw.get("distributed") if isinstance(raw, dict) else None
+    strategy = section.get("strategy", "none") if isinstance(section, dict) else "none"
+    machines = section.get("num_machines", 1) if isinstance(section, dict) else 1
+    for item in overrides:
+        key, value = parse_override(item)
+        if key == "distributed.strategy":
+            strategy = value
+        if key == "distributed.num_machines":
+            machines = value
+    if strategy in (None, "none"):
+        strategy = "ddp" if gpus > 1 or machines != 1 else "none"
+    return [*overrides, f"distributed.num_processes={gpus}", f"distributed.strategy={strategy}"]
+
+
+def check_launchable(recipe: Recipe, cuda: bool) -> None:
+    """Refuse, before anything is written, the combinations that cannot run here."""
+    import torch
+
+    d = recipe.distributed
+    if cuda and d.num_processes > torch.cuda.device_count():
+        raise StudioError(
+            f"{d.num_processes} processes asked for but {torch.cuda.device_count()} GPU(s) are visible",
+            where="distributed.num_processes (or --gpus)",
+            fix="lower --gpus to the number of GPUs (check CUDA_VISIBLE_DEVICES)",
+        )
+    if d.strategy == "fsdp":
+        # accelerate turns FSDP on only for GPU-type backends (a CPU/gloo run silently becomes plain data
+        # parallel), so the studio's FSDP path cannot be exercised without GPUs; it stays refused until it
+        # has been tested on them. QLoRA adds a second gap: the studio's NF4 weights are uint8 buffers,
+        # and FSDP shards parameters, not buffers.
+        raise StudioError(
+            "distributed.strategy fsdp is not available yet: it has not been verified on multi-GPU hardware"
+            + (" (and FSDP cannot shard the studio's NF4 QLoRA weights, which are buffers)" if recipe.adapter_method == "qlora" else ""),
+            where="distributed.strategy: fsdp",
+            fix="use distributed.strategy: ddp (each GPU holds the whole model; QLoRA's 4-bit base keeps that small)",
+        )
+
+def accelerate_config(recipe: Recipe, cuda: bool) -> dict:
+    """The accelerate config for the recipe's distributed section (saved as RUN_DIR/accelerate.yaml).
+
+    Mixed precision stays "no" here: the trainer sets bf16/fp16 from the model's dtype, as it does on one GPU.
+    """
+    d = recipe.distributed
+    config = {
+        "compute_environment": "LOCAL_MACHINE",
+        "distributed_type": "FSDP" if d.strategy == "fsdp" else "MULTI_GPU",
+        "num_processes": d.world_size,  # accelerate counts processes across all machines
+        "num_machines": d.num_machines,
+        "machine_rank": d.machine_rank,
+        "main_process_port": d.main_process_port,
+        "rdzv_backend": "static",
+        "same_network": True,
+        "mixed_precision": "no",
+        "use_cpu": False,  # True would make `accelerate launch` start a single process; CPU workers use gloo
+        "gpu_ids": "all",
+        "downcast_bf16": "no",
+        "main_training_function": "main",
+        "tpu_use_cluster": False,
+        "tpu_use_sudo": False,
+    }
+    if d.num_machines > 1:
+        config["main_process_ip"] = d.main_process_ip
+    if d.strategy == "fsdp":
+        config["fsdp_config"] = {
+            "fsdp_version": 2,
+            # Each decoder layer is one shard unit; accelerate reads the layer class from the model's
+            # `_no_split_modules` (LlamaDecoderLayer, Qwen2DecoderLayer, ...).
+            "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "fsdp_reshard_after_forward": True,
+            "fsdp_offload_params": False,
+            "fsdp_state_dict_type": "FULL_STATE_DICT",
+            "fsdp_cpu_ram_efficient_loading": False,
+            "fsdp_activation_checkpointing": False,  # the studio enables checkpointing on the model itself
+        }
+    return config
+
+
+def config_path(run_dir: Path, machine_rank: int = 0) -> Path:
+    """RUN_DIR/accelerate.yaml on machine 0; accelerate-machine-N.yaml on machine N (a shared run
+    directory then holds every machine's config side by side)."""
+    return Path(run_dir) / (ACCELERATE_CONFIG if machine_rank == 0 else f"accelerate-machine-{machine_rank}.yaml")
+
+
+def write_accelerate_config(run_dir: Path, recipe: Recipe, cuda: bool) -> Path:
+    """Write this machine's accelerate config into the run directory atomically and return its path."""
+    from .rundir import write_atomic
+
+    path = config_path(run_dir, recipe.distributed.machine_rank)
+    header = "# Generated by `studio train` from the recipe's distributed section; `accelerate launch --config_file` reads it.\n"
+    write_atomic(path, header + yaml.safe_dump(accelerate_config(recipe, cuda), sort_keys=False))
+    return path
+
+
+def worker_command(config: Path, run_dir: Path, resume: bool, progress: bool) -> list[str]:
+    """`accelerate launch --config_file RUN_DIR/accelerate.yaml -m studio.cli train --worker RUN_DIR`."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+               "-m", "studio.cli", "train", "--worker", str(run_dir)]
+    if resume:
+        command.append("--resume-worker")
+    if not progress:
+        command.append("--no-progress")
+    return command
+
+
+def worker_env(cuda: bool) -> dict:
+    """The launcher's environment for the workers; on CPU, gloo over loopback unless the user chose an interface."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1" if not cuda else env.get("OMP_NUM_THREADS", "4"))
+    if not cuda:
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    return env
+
+
+def launch(config: Path, run_dir: Path, resume: bool, progress: bool, cuda: bool) -> tuple[int, bool]:
+    """Run the workers through `accelerate launch`; return their exit code and whether a signal stopped them.
+
+    accelerate runs in its own session, so a terminal's Ctrl-C reaches only this launcher, which passes
+    SIGINT (or SIGTERM) on once; torch.distributed.run hands it to every worker, each finishes its step,
+    and a checkpoint is saved, so the run stays resumable. (torch.distributed.run allows the workers 30 s
+    for that before it kills them.)
+    """
+    command = worker_command(config, run_dir, resume, progress)
+    stopped = []
+    try:
+        child = subprocess.Popen(command, env=worker_env(cuda), start_new_session=True)
+    except OSError as exc:
+        raise StudioError(f"cannot start accelerate: {exc.strerror}", where=" ".join(command[:4]), fix="install accelerate in the studio's environment") from None
+
+    def forward(signum, frame):
+        if child.poll() is None and not stopped:  # once: a second signal would cut torchrun's own shutdown short
+            stopped.append(signum)
+            child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+        return code, bool(stopped)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def adapter_digest(model) -> str:
+    """sha256 over the adapter's trainable tensors (names, dtypes, bytes), as this process holds them."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, param in sorted(model.named_parameters()):
+        if param.requires_grad:
+            tensor = param.detach().to("cpu").contiguous()
+            digest.update(name.encode())
+            digest.update(str(tensor.dtype).encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def gather_digests(model) -> list[str]:
+    """Every rank's adapter digest, in rank order (a collective call: every rank must make it)."""
+    import torch.distributed as dist
+
+    mine = adapter_digest(model)
+    if not (dist.is_available() and dist.is_initialized()):
+        return [mine]
+    digests: list = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, mine)
+    return digests
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op outside a process group)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def agree_on_stop_callback():
+    """A trainer callback that stops every rank when any rank stops (its Ctrl-C arrived a step earlier).
+
+    Without it one rank would save and leave while the others wait for it in the next step's all-reduce.
+    """
+    from transformers import TrainerCallback
+
+    class AgreeOnStop(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            import torch
+            import torch.distributed as dist
+
+            if not (dist.is_available() and dist.is_initialized()):
+                return
+            device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+            flag = torch.tensor([1.0 if control.should_training_stop else 0.0], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() and not control.should_training_stop:
+                control.should_training_stop = True
+                control.should_save = True
+
+    return AgreeOnStop()
+
+
+def training_barrier_callback():
+    """A trainer callback that lines every rank up before a checkpoint's manifest is written.
+
+    Every rank writes its own RNG state into the checkpoint; without the barrier rank 0 could hash the
+    folder before the other ranks' files are there, and the checkpoint would never verify.
+    """
+    from transformers import TrainerCallback
+
+    class BarrierBeforeManifest(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            barrier()
+
+    return BarrierBeforeManifest()
