@@ -57,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the resolved recipe and data summary as JSON")
 
     from .estimate_cli import add_estimate_parser
+    from .export import add_export_parser
 
     add_estimate_parser(sub)
+    add_export_parser(sub)
 
     p = sub.add_parser("merge", help="merge a run's adapter into the base model and verify the logits")
     p.add_argument("run_dir", help="a run directory written by `studio train`")
@@ -284,7 +286,14 @@ def cmd_estimate(args) -> int:
     return run(args)
 
 
-COMMANDS = {"train": cmd_train, "validate": cmd_validate, "merge": cmd_merge, "eval": cmd_eval, "chat": cmd_chat, "demo": cmd_demo, "ui": cmd_ui, "estimate": cmd_estimate, "reproduce": cmd_reproduce, "delete": cmd_delete}
+def cmd_export(args) -> int:
+    """`studio export`: GGUF or Ollama files from the merged model, checked by a round trip."""
+    from .export import cmd_export as run
+
+    return run(args)
+
+
+COMMANDS = {"train": cmd_train, "validate": cmd_validate, "merge": cmd_merge, "eval": cmd_eval, "chat": cmd_chat, "demo": cmd_demo, "ui": cmd_ui, "estimate": cmd_estimate, "reproduce": cmd_reproduce, "delete": cmd_delete, "export": cmd_export}
 
 
 if __name__ == "__main__":

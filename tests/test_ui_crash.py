@@ -107,6 +107,7 @@ def logged_steps(status: dict) -> list[int]:
     return [r["step"] for r in status["metrics"] if "train_loss" in r]
 
 
+@pytest.mark.slow
 def test_queue_survives_sigkill_of_the_ui_and_of_its_training(tiny_llama_dir, tiny_data, tmp_path):
     from gradio_client import Client
 
@@ -183,6 +184,8 @@ def test_queue_survives_sigkill_of_the_ui_and_of_its_training(tiny_llama_dir, ti
         assert set(listed) == {*ids, resumed} and listed[resumed]["kind"] == "resume" and listed[resumed]["run"] == "long"
         with pytest.raises(Exception, match="still"):  # a job that is queued cannot be resumed twice
             client.predict(resumed, api_name="/resume_job")
+        with pytest.raises(Exception, match="no job 99999"):  # an unknown id is a clear error, not a server error
+            client.predict(99999, api_name="/resume_job")
 
         final = wait_for(lambda: (s := client.predict(resumed, api_name="/job_status"))["status"] not in ("queued", "running") and s, JOB_TIMEOUT_S, "the resumed job to end")
         rows = db_rows(home)
