@@ -7,7 +7,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast clean browser
+.PHONY: setup demo test test-fast test-load clean browser
 
 setup: $(STAMP)
 
@@ -30,6 +30,9 @@ browser:
 
 test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+test-load: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -rA -m load tests/test_ui_load.py
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"

@@ -234,7 +234,9 @@ class JobQueue:
     def _launch(self, job: Job) -> None:
         log = open(job.log_path, "ab")
         try:
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
+            # PYTHONSAFEPATH keeps the working directory off sys.path: run from the repository root, its
+            # kernels/ folder would otherwise shadow the `kernels` package bitsandbytes probes for.
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
             proc = subprocess.Popen(self.command(job), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         except OSError as exc:
             log.write(f"could not start: {exc}\n".encode())

@@ -95,7 +95,7 @@ def timed_browser_loads(url: str, user: str, profile: Path, times: int = 2) -> l
     return loads
 
 
-@pytest.mark.slow
+@pytest.mark.load
 def test_twenty_users_fifty_jobs(tiny_llama_dir, tiny_data, tmp_path, monkeypatch, record_property):
     from gradio_client import Client
 

@@ -128,7 +128,7 @@ def test_every_named_api_endpoint_answers(finished_job, tiny_raw, tiny_data, tmp
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         named = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-        expected = {"/list_recipes", "/validate_recipe", "/estimate_memory", "/inspect_data", "/start_training", "/job_status", "/compare", "/merge", "/adapter_zip", "/merged_zip"}
+        expected = {"/list_recipes", "/resume_job", "/list_jobs", "/validate_recipe", "/estimate_memory", "/inspect_data", "/start_training", "/job_status", "/compare", "/merge", "/adapter_zip", "/merged_zip"}
         assert named == expected
         assert DEMO_RECIPE in client.predict(api_name="/list_recipes")
         assert client.predict(recipe_yaml, api_name="/validate_recipe") == "valid"
@@ -138,6 +138,7 @@ def test_every_named_api_endpoint_answers(finished_job, tiny_raw, tiny_data, tmp
         assert "24 rows" in report["summary"] and "class='eos'" in report["sample_html"] and "<svg" in report["histogram_svg"]
 
         job_id = client.predict(recipe_yaml, "queued-run", api_name="/start_training")
+        assert str(job_id) in str(client.predict(api_name="/list_jobs"))
         status = client.predict(job_id, api_name="/job_status")
         assert status["status"] == "queued" and status["position"] == 1 and status["run_dir"].endswith("/runs/queued-run") and status["metrics"] == []
         with pytest.raises(Exception, match="lora.rank"):
