@@ -97,16 +97,27 @@ def _converted_gguf(gguf: Path, cache_name: str | None = None) -> Path:
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantize a GGUF model into float32 safetensors; written to a temp folder, then renamed."""
+    import sys
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    print(f"converting {gguf.name} to safetensors once (cached in {target.parent})", file=sys.stderr, flush=True)
+    # The GGUF reader draws its own tqdm bars, which no logging switch silences.
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except (ValueError, KeyError, NotImplementedError, IndexError, OverflowError, OSError, struct.error) as exc:  # struct.error etc.: a truncated or corrupt file
         raise StudioError(f"cannot load GGUF file: {exc}", where=str(gguf), fix="use a GGUF of an architecture transformers supports (llama, qwen2, gemma3, mistral, ...) or a Hugging Face directory") from None
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config

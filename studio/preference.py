@@ -61,35 +61,9 @@ def build_preference_trainer(recipe: Recipe, model, tokenizer, pairs: list[dict]
     """trl's DPOTrainer or ORPOTrainer configured from the recipe (the reference model is the base itself)."""
     import datasets
 
-    t = recipe.train
-    common = dict(
-        output_dir=str(Path(run_dir) / "checkpoints"),
-        max_steps=t.max_steps or -1,
-        num_train_epochs=t.epochs,
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        seed=t.seed,
-        data_seed=t.seed,
-        logging_steps=t.logging_steps,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
-        eval_strategy="steps" if (val and t.eval_steps) else "no",
-        eval_steps=t.eval_steps,
-        report_to="none",
-        disable_tqdm=True,
-        use_cpu=device.type == "cpu",
-        bf16=device.type == "cuda" and model.dtype == torch.bfloat16,
-        max_length=recipe.data.max_length,
-        beta=recipe.preference.beta,
-        gradient_checkpointing=False,
-    )
+    from .train import trainer_arguments
+
+    common = {**trainer_arguments(recipe, model, run_dir, device, bool(val)), "beta": recipe.preference.beta}
     train_set = datasets.Dataset.from_list(pairs)
     val_set = datasets.Dataset.from_list(val) if val else None
     datasets.disable_progress_bars()

@@ -269,18 +269,14 @@ def _holds_a_run(run_dir: Path) -> bool:
     return any(p.name not in known for p in run_dir.iterdir())
 
 
-def build_trainer(recipe: Recipe, model, tokenizer, data, run_dir: Path, device, progress: bool = False):
-    """trl's SFTTrainer configured from the recipe, on our pre-tokenized, loss-masked examples."""
-    import datasets
+def trainer_arguments(recipe: Recipe, model, run_dir: Path, device, has_val: bool) -> dict:
+    """The Trainer arguments every studio trainer shares (SFT, DPO, ORPO), from the recipe."""
     import torch
-    from trl import SFTConfig
-
 
     t = recipe.train
     half = model.dtype if hasattr(model, "dtype") else torch.float32
-    has_val = bool(data.val)
-    args = SFTConfig(
-        output_dir=str(run_dir / CHECKPOINTS),
+    return dict(
+        output_dir=str(Path(run_dir) / CHECKPOINTS),
         max_steps=t.max_steps or -1,
         num_train_epochs=t.epochs,
         per_device_train_batch_size=t.batch_size,
@@ -304,13 +300,25 @@ def build_trainer(recipe: Recipe, model, tokenizer, data, run_dir: Path, device,
         use_cpu=device.type == "cpu",
         bf16=device.type == "cuda" and half == torch.bfloat16,
         fp16=device.type == "cuda" and half == torch.float16,
-        include_num_input_tokens_seen="non_padding",
         max_length=recipe.data.max_length,
+        gradient_checkpointing=False,  # enabled on the model already, before adapters were attached
+    )
+
+
+def build_trainer(recipe: Recipe, model, tokenizer, data, run_dir: Path, device, progress: bool = False):
+    """trl's SFTTrainer configured from the recipe, on our pre-tokenized, loss-masked examples."""
+    import datasets
+    from trl import SFTConfig
+
+    t = recipe.train
+    has_val = bool(data.val)
+    args = SFTConfig(
+        **trainer_arguments(recipe, model, run_dir, device, has_val),
+        include_num_input_tokens_seen="non_padding",
         packing=recipe.data.packing,
         packing_strategy="bfd",  # whole examples only: none is split across rows
         dataloader_pin_memory=device.type == "cuda",
         optim="adamw_torch",
-        gradient_checkpointing=False,  # enabled on the model already, before adapters were attached
         activation_offloading=t.offload_activations,
         prediction_loss_only=True,  # evaluation needs the loss, not every logit
         ddp_find_unused_parameters=False,  # every adapter weight takes part in every forward pass
