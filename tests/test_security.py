@@ -3,9 +3,7 @@ and the offline path (recipe, data, training, merge) opens no network connection
 
 from __future__ import annotations
 
-import ipaddress
 import socket
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -186,29 +184,6 @@ def test_ui_refuses_an_auth_file_without_accounts(monkeypatch, tmp_path, capsys)
 
 # --- offline ------------------------------------------------------------------------------------------------
 
-_AUDIT = {"active": False, "events": []}
-
-
-def _audit(event, args):
-    if _AUDIT["active"] and event in ("socket.connect", "socket.getaddrinfo", "socket.sendto", "urllib.Request"):
-        _AUDIT["events"].append((event, args))
-
-
-sys.addaudithook(_audit)  # audit hooks cannot be removed; it records only while a test switches it on
-
-
-def _is_loopback(address) -> bool:
-    if isinstance(address, (str, bytes)):  # AF_UNIX
-        return True
-    host = address[0]
-    if host in ("localhost", "", None):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def test_offline_path_opens_no_connection(monkeypatch, tiny_llama_dir, tiny_data, tmp_path):
     """load_recipe, build data, train two steps, merge: no socket connects anywhere but loopback."""
     from studio.data import build_data
@@ -221,22 +196,20 @@ def test_offline_path_opens_no_connection(monkeypatch, tiny_llama_dir, tiny_data
     real_connect, real_create = socket.socket.connect, socket.create_connection
 
     def connect(self, address, *a, **k):
-        if not _is_loopback(address):
+        if not helpers.is_loopback(address):
             blocked.append(address)
             raise OSError(f"test blocks network connections: {address}")
         return real_connect(self, address, *a, **k)
 
     def create_connection(address, *a, **k):
-        if not _is_loopback(address):
+        if not helpers.is_loopback(address):
             blocked.append(address)
             raise OSError(f"test blocks network connections: {address}")
         return real_create(address, *a, **k)
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket, "create_connection", create_connection)
-    _AUDIT["events"].clear()
-    _AUDIT["active"] = True
-    try:
+    with helpers.network_audit() as outward:
         raw = helpers.recipe_dict(tiny_llama_dir, tiny_data, tmp_path / "run", train={"max_steps": 2, "save_steps": 2})
         path = tmp_path / "offline.yaml"
         import yaml
@@ -248,9 +221,5 @@ def test_offline_path_opens_no_connection(monkeypatch, tiny_llama_dir, tiny_data
         result = train(recipe, progress=False)
         merged = merge(result.run_dir)
         assert merged.merged_dir.exists()
-    finally:
-        _AUDIT["active"] = False
-    outward = [(e, a) for e, a in _AUDIT["events"] if e == "socket.connect" and not _is_loopback(a[1])]
-    lookups = [(e, a) for e, a in _AUDIT["events"] if e == "socket.getaddrinfo" and not _is_loopback((a[0],))]
-    assert blocked == [] and outward == [] and lookups == [], (blocked, outward, lookups)
-    assert not [e for e in _AUDIT["events"] if e[0] == "urllib.Request"]
+    # outward: non-loopback connects, DNS lookups, urllib requests and datagrams seen by the audit hook.
+    assert blocked == [] and outward == [], (blocked, outward)
