@@ -22,35 +22,19 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
+if __package__:  # imported as `benchmarks.bench_fused_ce` (the tests)
+    from ._gpu_env import NO_CUDA_EXIT, cuda_missing, environment, write_results
+else:  # run as `python benchmarks/bench_fused_ce.py`: this folder is on sys.path. (Not the repository root:
+    # its kernels/ folder would shadow the PyPI package `kernels` that bitsandbytes imports.)
+    from _gpu_env import NO_CUDA_EXIT, cuda_missing, environment, write_results
+
 SHAPES = [(8192, 4096, 128256), (4096, 2560, 262144), (4096, 3840, 262144)]  # (tokens, hidden, vocab)
 IMPLS = ("ours", "torch_bf16", "torch_fp32")
-
-
-def _environment() -> dict:
-    import triton
-
-    try:
-        driver = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip().splitlines()[0]
-    except (OSError, subprocess.CalledProcessError, IndexError):
-        driver = "unknown"
-    return {
-        "gpu": torch.cuda.get_device_name(),
-        "driver": driver,
-        "cuda": torch.version.cuda,
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-    }
 
 
 def _step_fn(impl: str, x, w, labels, chunk_size: int):
@@ -178,21 +162,15 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
 
-    if not torch.cuda.is_available():
-        print("bench_fused_ce: no CUDA device found; this benchmark measures GPU kernels and needs one",
-              file=sys.stderr)
-        return 2
+    if cuda_missing("bench_fused_ce", "this benchmark measures GPU kernels"):
+        return NO_CUDA_EXIT
 
-    env = _environment()
+    env = environment()
     print(f"GPU {env['gpu']} | driver {env['driver']} | torch {env['torch']} | triton {env['triton']}", flush=True)
     rows = bench(SHAPES[:1] if args.quick else SHAPES, args.budget_mib * 2**20)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"fused_ce-{env['gpu'].replace(' ', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = {"environment": env, "budget_mib": args.budget_mib, "quick": args.quick, "results": rows}
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2))
-    (args.out / f"{stem}.md").write_text(_markdown(env, rows, args.budget_mib))
-    print(f"wrote {args.out / stem}.json and .md")
+    write_results(args.out, "fused_ce", env, result, lambda: _markdown(env, rows, args.budget_mib))
     return 0
 
 

@@ -27,15 +27,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+
+if __package__:  # imported as `benchmarks.bench_memory` (the tests)
+    from ._gpu_env import NO_CUDA_EXIT, cuda_missing, environment, timed_steps, write_results
+else:  # run as `python benchmarks/bench_memory.py`: this folder is on sys.path. (Not the repository root:
+    # its kernels/ folder would shadow the PyPI package `kernels` that bitsandbytes imports; `studio` is installed.)
+    from _gpu_env import NO_CUDA_EXIT, cuda_missing, environment, timed_steps, write_results
 
 SHAPES = {
     "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
@@ -62,25 +64,6 @@ def cases(shape: str, quick: bool) -> list[dict]:
     if shape == "llama-8b":
         grid = [c for c in grid if c["batch"] * c["seq"] <= 8192]
     return grid
-
-
-def environment() -> dict:
-    import torch
-    import triton
-
-    try:
-        import bitsandbytes
-
-        bnb = bitsandbytes.__version__
-    except ImportError:
-        bnb = "not installed"
-    try:
-        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                capture_output=True, text=True, check=True).stdout.strip().splitlines()[0]
-    except (OSError, subprocess.CalledProcessError, IndexError):
-        driver = "unknown"
-    return {"gpu": torch.cuda.get_device_name(), "gpu_gib": round(torch.cuda.get_device_properties(0).total_memory / GiB, 2),
-            "driver": driver, "cuda": torch.version.cuda, "torch": torch.__version__, "triton": triton.__version__, "bitsandbytes": bnb}
 
 
 def write_model_dir(path: Path, shape: str) -> Path:
@@ -153,15 +136,7 @@ def run_case(model, c: dict, steps: int, offload_ctx=None) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(2):
-        step()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    torch.cuda.synchronize()
-    step_s = (time.perf_counter() - start) / steps
+    step_s = timed_steps(step, steps, warmup=2)
     free, total = torch.cuda.mem_get_info()
     out = {"step_ms": step_s * 1e3, "tokens_per_s": c["batch"] * c["seq"] / step_s,
            "allocated_gib": torch.cuda.max_memory_allocated() / GiB, "reserved_gib": torch.cuda.max_memory_reserved() / GiB,
@@ -247,12 +222,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
 
-    import torch
-
-    if not torch.cuda.is_available():
-        print("bench_memory: no CUDA device found; it measures GPU memory and needs one", file=sys.stderr)
-        return 2
-    env = environment()
+    if cuda_missing("bench_memory", "it measures GPU memory"):
+        return NO_CUDA_EXIT
+    env = environment(gpu_gib=True, bitsandbytes=True)
     print(" | ".join(f"{k} {v}" for k, v in env.items()), flush=True)
     shapes = args.shapes or (["llama-1b"] if args.quick else list(SHAPES))
     rows: list[dict] = []
@@ -262,11 +234,7 @@ def main(argv=None) -> int:
             model_dir = write_model_dir(models_dir / shape, shape)
             for method in args.methods:
                 rows += bench(shape, method, model_dir, cases(shape, args.quick), args.steps)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"memory-{env['gpu'].replace(' ', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
-    (args.out / f"{stem}.json").write_text(json.dumps({"environment": env, "quick": args.quick, "rows": rows}, indent=2))
-    (args.out / f"{stem}.md").write_text(markdown(env, rows))
-    print(f"wrote {args.out / stem}.json and .md")
+    write_results(args.out, "memory", env, {"environment": env, "quick": args.quick, "rows": rows}, lambda: markdown(env, rows))
     return 0
 
 

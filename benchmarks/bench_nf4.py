@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
+
+if __package__:  # imported as `benchmarks.bench_nf4` (the tests)
+    from ._gpu_env import NO_CUDA_EXIT, cuda_missing, environment, timed_steps, write_results
+else:  # run as `python benchmarks/bench_nf4.py`: this folder is on sys.path. (Not the repository root:
+    # its kernels/ folder would shadow the PyPI package `kernels` that bitsandbytes imports.)
+    from _gpu_env import NO_CUDA_EXIT, cuda_missing, environment, timed_steps, write_results
 
 SHAPES = [(4096, 4096), (14336, 4096), (4096, 14336), (1024, 4096)]  # (out, in)
 MS = [1, 8, 16, 256, 2048, 4096, 8192]
@@ -42,27 +45,6 @@ TARGETS = {
     "step_vs_bnb": "studio QLoRA step <= 0.75x bitsandbytes QLoRA step",
     "memory": "studio QLoRA peak memory <= bitsandbytes QLoRA",
 }
-
-
-def _environment() -> dict:
-    import bitsandbytes
-    import triton
-
-    try:
-        driver = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip().splitlines()[0]
-    except (OSError, subprocess.CalledProcessError, IndexError):
-        driver = "unknown"
-    return {
-        "gpu": torch.cuda.get_device_name(),
-        "driver": driver,
-        "cuda": torch.version.cuda,
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "bitsandbytes": bitsandbytes.__version__,
-    }
 
 
 def _bench(fn) -> float:
@@ -173,15 +155,7 @@ def bench_training(model_names, seq: int, steps: int) -> list[dict]:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
 
-            for _ in range(2):  # warm up: autotuning, allocator, optimizer state
-                step()
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            start = time.perf_counter()
-            for _ in range(steps):
-                step()
-            torch.cuda.synchronize()
-            step_ms = (time.perf_counter() - start) / steps * 1e3
+            step_ms = timed_steps(step, steps, warmup=2) * 1e3  # warm-up: autotuning, allocator, optimizer state
             peak_gib = torch.cuda.max_memory_allocated() / 2**30
             rows.append({"model": name, "method": method, "seq": seq, "step_ms": step_ms, "peak_gib": peak_gib})
             print(f"  {name} {method:13s} step {step_ms:8.1f} ms  peak {peak_gib:6.2f} GiB", flush=True)
@@ -246,11 +220,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
 
-    if not torch.cuda.is_available():
-        print("bench_nf4: no CUDA device found; this benchmark measures GPU kernels and needs one", file=sys.stderr)
-        return 2
+    if cuda_missing("bench_nf4", "this benchmark measures GPU kernels"):
+        return NO_CUDA_EXIT
 
-    env = _environment()
+    env = environment(bitsandbytes=True)
     print(f"GPU {env['gpu']} | driver {env['driver']} | torch {env['torch']} | triton {env['triton']}", flush=True)
     print("matmul (speed relative to bf16 torch.matmul; >1 is faster):", flush=True)
     matmul_rows = bench_matmul(QUICK_SHAPES if args.quick else SHAPES, QUICK_MS if args.quick else MS)
@@ -264,13 +237,9 @@ def main(argv=None) -> int:
         print(f"  [{'pass' if v['pass'] else 'FAIL'}] {TARGETS[key.split('[')[0]]} {key} -> "
               + ", ".join(f"{k}={x:.3f}" if isinstance(x, float) else f"{k}={x}" for k, x in v.items() if k != "pass"))
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"nf4-{env['gpu'].replace(' ', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = {"environment": env, "quick": args.quick, "matmul": matmul_rows, "training": train_rows,
               "targets": verdicts}
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2))
-    (args.out / f"{stem}.md").write_text(_markdown(env, matmul_rows, train_rows, verdicts))
-    print(f"wrote {args.out / stem}.json and .md")
+    write_results(args.out, "nf4", env, result, lambda: _markdown(env, matmul_rows, train_rows, verdicts))
     return 0
 
 

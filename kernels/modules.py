@@ -12,6 +12,8 @@ from .nf4 import NF4Weight, quantize_nf4
 # Buffers that hold the quantized weight. Their dtypes are part of the format, so
 # `module.to(torch.bfloat16)` must move them but never cast them (see `_apply`).
 _QUANT_BUFFERS = ("qweight", "absmax", "absmax_q", "absmax_absmax", "absmax_offset", "absmax_code")
+# The integer tensors `make_shardable` turns into parameters (uint8: safe from any dtype cast).
+SHARDABLE_TENSORS = ("qweight", "absmax_q")
 
 
 class QuantLinear(nn.Module):
@@ -42,6 +44,7 @@ class QuantLinear(nn.Module):
         self.large_m = large_m
         self.blocksize = weight.blocksize
         self.absmax_blocksize = weight.absmax_blocksize
+        self.double_quant = weight.double_quant
         self.register_buffer("qweight", weight.packed)
         if weight.double_quant:
             self.register_buffer("absmax_q", weight.absmax_q)
@@ -96,7 +99,7 @@ class QuantLinear(nn.Module):
             blocksize=self.blocksize,
             absmax_blocksize=self.absmax_blocksize,
         )
-        if "absmax_q" in self._buffers:
+        if self.double_quant:
             return NF4Weight(
                 **common,
                 absmax_q=self.absmax_q,
@@ -105,6 +108,22 @@ class QuantLinear(nn.Module):
                 absmax_code=self.absmax_code,
             )
         return NF4Weight(**common, absmax=self.absmax)
+
+    def make_shardable(self) -> "QuantLinear":
+        """Hold the packed 4-bit weight (and double quantization's 8-bit absmax) as frozen uint8 parameters.
+
+        FSDP shards parameters and replicates buffers, so this is what lets a sharded run split the
+        quantized base across GPUs. They stay uint8: FSDP gathers non-float parameters as raw bytes and
+        never casts them under mixed precision. The float statistics (fp32 absmax without double
+        quantization, the second-level scales, the code table) stay buffers, because a mixed-precision
+        policy would round them to bf16; they are at most 1/8 of the packed weight's size.
+        Idempotent; results are unchanged.
+        """
+        for name in SHARDABLE_TENSORS:
+            tensor = self._buffers.pop(name, None)
+            if tensor is not None:
+                self.register_parameter(name, nn.Parameter(tensor, requires_grad=False))
+        return self
 
     def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The dense weight (out_features x in_features), by default in the original dtype."""
@@ -130,7 +149,7 @@ class QuantLinear(nn.Module):
         return self
 
     def extra_repr(self) -> str:
-        dq = "double_quant" if "absmax_q" in self._buffers else "plain"
+        dq = "double_quant" if self.double_quant else "plain"
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
             f"nf4={dq}, compute_dtype={self.compute_dtype}, backend={self.backend}"

@@ -89,17 +89,7 @@ def check_launchable(recipe: Recipe, cuda: bool) -> None:
             where="distributed.num_processes (or --gpus)",
             fix="lower --gpus to the number of GPUs (check CUDA_VISIBLE_DEVICES)",
         )
-    if d.strategy == "fsdp":
-        # accelerate turns FSDP on only for GPU-type backends (a CPU/gloo run silently becomes plain data
-        # parallel), so the studio's FSDP path cannot be exercised without GPUs; it stays refused until it
-        # has been tested on them. QLoRA adds a second gap: the studio's NF4 weights are uint8 buffers,
-        # and FSDP shards parameters, not buffers.
-        raise StudioError(
-            "distributed.strategy fsdp is not available yet: it has not been verified on multi-GPU hardware"
-            + (" (and FSDP cannot shard the studio's NF4 QLoRA weights, which are buffers)" if recipe.adapter_method == "qlora" else ""),
-            where="distributed.strategy: fsdp",
-            fix="use distributed.strategy: ddp (each GPU holds the whole model; QLoRA's 4-bit base keeps that small)",
-        )
+
 
 def accelerate_config(recipe: Recipe, cuda: bool) -> dict:
     """The accelerate config for the recipe's distributed section (saved as RUN_DIR/accelerate.yaml).
@@ -206,30 +196,98 @@ def launch(config: Path, run_dir: Path, resume: bool, progress: bool, cuda: bool
             signal.signal(s, handler)
 
 
+def enable_fsdp_over_gloo() -> None:
+    """Let accelerate apply FSDP to a CPU process group, so `strategy: fsdp` runs (and is tested) without GPUs.
+
+    accelerate selects FSDP only inside its GPU-type branch: on a CPU/gloo group it would silently train
+    plain data parallel. Calling this in each worker before the trainer exists starts the gloo group
+    through accelerate as usual, then marks the state as a multi-device one, so the Accelerator the
+    trainer creates takes the same FSDP2 path (`fully_shard` over a CPU device mesh) as on GPUs.
+    """
+    import torch
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType
+
+    if torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return
+    state = PartialState(cpu=True)  # joins the gloo group; device stays the CPU
+    if state.distributed_type == DistributedType.MULTI_CPU:
+        state.distributed_type = DistributedType.MULTI_GPU
+        _FSDP_OVER_GLOO.append(True)
+
+
+def fsdp_state_prepared() -> bool:
+    """Whether this process prepared accelerate's state with `enable_fsdp_over_gloo` (the trainer must keep it)."""
+    return bool(_FSDP_OVER_GLOO)
+
+
+_FSDP_OVER_GLOO: list[bool] = []
+
+
+def trainable_state(model) -> dict:
+    """The adapter's trainable tensors by name, whole and on the CPU, on every rank.
+
+    Under FSDP each rank holds a slice of every parameter (a DTensor): the slices are gathered, one
+    parameter at a time and only for the trainable ones, so no rank ever materialises the base model.
+    A collective call when sharded: every rank must make it, with the same model.
+    """
+    from torch.distributed.tensor import DTensor
+
+    state = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            tensor = param.detach()
+            if isinstance(tensor, DTensor):
+                tensor = tensor.full_tensor()
+            state[name] = tensor.to("cpu").contiguous()
+    return state
+
+
+def is_sharded(model) -> bool:
+    """Whether any of the model's parameters is an FSDP shard (a DTensor)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def held_fraction(model) -> float:
+    """The share of the model's parameter bytes this rank holds: 1.0 unsharded, about 1/N under FSDP on N ranks."""
+    from torch.distributed.tensor import DTensor
+
+    local = total = 0
+    for param in model.parameters():
+        size = param.element_size()
+        total += param.numel() * size
+        local += (param.to_local() if isinstance(param, DTensor) else param).numel() * size
+    return local / total if total else 1.0
+
+
+def gather_objects(value) -> list:
+    """Every rank's `value`, in rank order (a collective call; [value] outside a process group)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    values: list = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
 def adapter_digest(model) -> str:
-    """sha256 over the adapter's trainable tensors (names, dtypes, bytes), as this process holds them."""
+    """sha256 over the adapter's trainable tensors (names, dtypes, bytes), whole (FSDP shards gathered)."""
     import torch
 
     digest = hashlib.sha256()
-    for name, param in sorted(model.named_parameters()):
-        if param.requires_grad:
-            tensor = param.detach().to("cpu").contiguous()
-            digest.update(name.encode())
-            digest.update(str(tensor.dtype).encode())
-            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    for name, tensor in sorted(trainable_state(model).items()):
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 
 def gather_digests(model) -> list[str]:
     """Every rank's adapter digest, in rank order (a collective call: every rank must make it)."""
-    import torch.distributed as dist
-
-    mine = adapter_digest(model)
-    if not (dist.is_available() and dist.is_initialized()):
-        return [mine]
-    digests: list = [None] * dist.get_world_size()
-    dist.all_gather_object(digests, mine)
-    return digests
+    return gather_objects(adapter_digest(model))
 
 
 def barrier() -> None:

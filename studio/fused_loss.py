@@ -37,7 +37,16 @@ def fused_causal_lm_loss(model, inputs: dict, num_items_in_batch=None) -> torch.
     lm = causal_lm_of(model)
     labels = inputs["labels"]
     backbone_inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
-    hidden = lm.base_model(**backbone_inputs, use_cache=False).last_hidden_state
+    # The whole model runs (not just its backbone), so every wrapper's hooks fire: FSDP gathers the
+    # sharded weights of the final norm and head only in the outer forward. `logits_to_keep=1` makes the
+    # head compute one position's logits; the backbone's output is taken from a hook.
+    captured = {}
+    handle = lm.base_model.register_forward_hook(lambda _m, _a, out: captured.__setitem__("hidden", out.last_hidden_state))
+    try:
+        model(**backbone_inputs, use_cache=False, logits_to_keep=1)
+    finally:
+        handle.remove()
+    hidden = captured["hidden"]
     head = lm.get_output_embeddings()
     shifted = labels[:, 1:].to(head.weight.device)
     softcap = getattr(lm.config.get_text_config(), "final_logit_softcapping", None)

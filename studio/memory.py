@@ -743,3 +743,26 @@ def check_fits(recipe: Recipe, gpu: float | str, model_config: dict | None = Non
         where=f"train.batch_size={recipe.train.batch_size}, data.max_length={recipe.data.max_length}, method={recipe.method}",
         fix=fix,
     )
+
+
+def check_fits_sharded(recipe: Recipe, gpu: float | str, model_config: dict | None = None) -> dict | None:
+    """The estimator's verdict for an FSDP run before loading: each of the recipe's `world_size` GPUs must
+    hold its share; None when the model's shape is unknown; raises StudioError with the GPU count that fits."""
+    from .errors import StudioError
+
+    if model_shape(recipe, model_config)[0] is None:
+        return None
+    gpus = recipe.distributed.world_size
+    result = estimate_sharded(recipe, gpu, gpus, model_config)
+    if result["fits"]:
+        return result
+    try:
+        needed = gpus_needed(recipe, gpu, model_config)
+        fix = f"train on {needed} GPUs of this size (--gpus {needed}, or more machines), or lower train.batch_size / data.max_length"
+    except StudioError as exc:
+        fix = exc.fix
+    raise StudioError(
+        f"this sharded run needs about {result['peak_gib']:.1f} GiB on each of its {gpus} GPUs but each has {result['gpu_gib']:.1f} GiB",
+        where=f"distributed.num_processes={recipe.distributed.num_processes}, num_machines={recipe.distributed.num_machines}, train.batch_size={recipe.train.batch_size}, data.max_length={recipe.data.max_length}",
+        fix=fix,
+    )

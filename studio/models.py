@@ -117,7 +117,9 @@ def load_for_training(recipe: Recipe, device: torch.device):
             bnb_4bit_quant_type=recipe.quant.type,
             bnb_4bit_use_double_quant=recipe.quant.double_quant,
             bnb_4bit_compute_dtype=compute,
-            bnb_4bit_quant_storage=torch.uint8,
+            # FSDP shards only floating parameters of bitsandbytes' Params4bit (accelerate leaves uint8 ones
+            # whole on every rank), so a sharded run stores the 4-bit bytes in the model's float dtype.
+            bnb_4bit_quant_storage=dtype if recipe.distributed.strategy == "fsdp" else torch.uint8,
         )
         model = load_base(model_dir, dtype, device, recipe.model.trust_remote_code, quantization_config=bnb, allow_pickle=recipe.model.allow_pickle)
     elif backend == "studio":

@@ -57,6 +57,15 @@ def quantize_model_linears(
     return len(targets)
 
 
+def make_quantized_weights_shardable(model: nn.Module) -> int:
+    """Turn every QuantLinear's packed NF4 bytes into frozen parameters so FSDP shards them (see
+    QuantLinear.make_shardable); returns how many layers changed. Done before the trainer wraps the model."""
+    layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    for layer in layers:
+        layer.make_shardable()
+    return len(layers)
+
+
 class StudioLoraLinear(LoraLinear):
     r"""peft LoRA on a QuantLinear base:  y = dequant(W0) x + b + (alpha / r) B A x.
 

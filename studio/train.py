@@ -67,6 +67,10 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
         torch.cuda.set_device(device)
     if worker:
         run_dir = recipe.run_dir()  # prepared by the launcher; no rank deletes or recreates it
+        if recipe.distributed.strategy == "fsdp":
+            from .distributed import enable_fsdp_over_gloo
+
+            enable_fsdp_over_gloo()
     else:
         # 1. The run directory records what is about to happen before anything expensive starts.
         recipe, run_dir = prepare_run(recipe, device, resume, overwrite)
@@ -81,6 +85,10 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
 
     set_seed(recipe.train.seed)
     model, tokenizer, model_dir = load_for_training(recipe, device)
+    if recipe.distributed.strategy == "fsdp" and recipe.adapter_method == "qlora":
+        from .quant import make_quantized_weights_shardable
+
+        make_quantized_weights_shardable(model)
     if recipe.method in ("dpo", "orpo"):
         from .preference import build_preference_data, build_preference_trainer
 
@@ -149,7 +157,11 @@ def prepare_run(recipe: Recipe, device, resume: bool, overwrite: bool) -> tuple[
     Done once per run, by the single process or by the launcher of a distributed run (before any worker starts).
     """
     fitted = None
-    if device.type == "cuda" and not resume and recipe.distributed.strategy != "fsdp":
+    if device.type == "cuda" and not resume and recipe.distributed.strategy == "fsdp":
+        from .memory import check_fits_sharded, detect_gpu_gib
+
+        check_fits_sharded(recipe, detect_gpu_gib())  # auto_fit sizes one GPU's batch; a sharded run is checked as set
+    elif device.type == "cuda" and not resume:
         from .memory import auto_fit, check_fits, detect_gpu_gib
 
         if recipe.train.auto_fit:
@@ -195,14 +207,18 @@ def launch_distributed(recipe: Recipe, resume: bool = False, progress: bool = Tr
 
 
 def _rank_agreement(recipe: Recipe, trainer) -> dict:
-    """Every rank's adapter digest (DDP keeps one full copy per rank, so they must be equal)."""
-    from .distributed import gather_digests
+    """Every rank's adapter digest (equal when the ranks agree) and, under FSDP, the share of the model's
+    bytes each rank held (about 1/N when the base is really sharded)."""
+    from .distributed import gather_digests, gather_objects, held_fraction
 
+    model = trainer.model_wrapped if hasattr(trainer, "model_wrapped") else trainer.model
     info = {"strategy": recipe.distributed.strategy, "world_size": trainer.accelerator.num_processes, "accelerate_type": str(trainer.accelerator.distributed_type.value)}
-    if recipe.distributed.strategy == "ddp":
-        digests = gather_digests(trainer.model_wrapped if hasattr(trainer, "model_wrapped") else trainer.model)
-        info["adapter_sha256_per_rank"] = digests
-        info["ranks_agree"] = len(set(digests)) == 1
+    if recipe.distributed.strategy == "fsdp":
+        info["held_fraction_per_rank"] = [round(f, 4) for f in gather_objects(held_fraction(model))]
+    # Under FSDP the digest is of the gathered adapter: every rank must see the same whole adapter.
+    digests = gather_digests(model)
+    info["adapter_sha256_per_rank"] = digests
+    info["ranks_agree"] = len(set(digests)) == 1
     return info
 
 
@@ -269,6 +285,13 @@ def _holds_a_run(run_dir: Path) -> bool:
     return any(p.name not in known for p in run_dir.iterdir())
 
 
+def fsdp_over_gloo() -> bool:
+    """True in a CPU worker of an FSDP run whose accelerate state was prepared for FSDP over gloo."""
+    from .distributed import fsdp_state_prepared
+
+    return fsdp_state_prepared()
+
+
 def trainer_arguments(recipe: Recipe, model, run_dir: Path, device, has_val: bool) -> dict:
     """The Trainer arguments every studio trainer shares (SFT, DPO, ORPO), from the recipe."""
     import torch
@@ -302,6 +325,9 @@ def trainer_arguments(recipe: Recipe, model, run_dir: Path, device, has_val: boo
         fp16=device.type == "cuda" and half == torch.float16,
         max_length=recipe.data.max_length,
         gradient_checkpointing=False,  # enabled on the model already, before adapters were attached
+        # A CPU FSDP worker has prepared accelerate's state itself (distributed.enable_fsdp_over_gloo);
+        # the trainer must use it instead of resetting it to plain data parallel.
+        accelerator_config={"use_configured_state": fsdp_over_gloo()},
     )
 
 
@@ -383,12 +409,16 @@ def _save_adapter(model, tokenizer, adapter_dir: Path, is_main: bool = True) -> 
     """Save the peft adapter and the tokenizer (with the training chat template) to a temp folder, then rename.
 
     In a DDP run every rank holds the same adapter (summary.json records each rank's digest); rank 0 writes it.
+    Under FSDP every rank first takes part in gathering the adapter's shards, then rank 0 writes it.
     """
+    from .distributed import is_sharded, trainable_state
+
+    state = trainable_state(model) if is_sharded(model) else None  # collective: before the rank check
     if not is_main:
         return
     tmp = adapter_dir.with_name(adapter_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
+    model.save_pretrained(str(tmp), safe_serialization=True, state_dict=state)
     tokenizer.save_pretrained(str(tmp))
     shutil.rmtree(adapter_dir, ignore_errors=True)
     os.replace(tmp, adapter_dir)

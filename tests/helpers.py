@@ -8,7 +8,10 @@ loads a hub model: `model.name: <dir>`.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
+
+import pytest
 
 IM_START, IM_END, EOT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 SPECIAL_TOKENS = [EOT, IM_START, IM_END]
@@ -159,6 +162,38 @@ def recipe_dict(model_dir: Path, data_path: Path, out_dir: Path, **sections) -> 
     return raw
 
 
+def make_run_dir(base_dir: Path, data_path: Path, run_dir: Path, seed: int = 0, lora_std: float = 0.05,
+                 **sections) -> Path:
+    """A run directory as training leaves it, holding a non-zero LoRA adapter on the tiny model `base_dir`.
+
+    Writes run_dir/recipe.yaml (from `recipe_dict`; `sections` as there) and run_dir/adapter: a peft LoRA
+    (rank 8, all-linear) whose B matrices are drawn from N(0, lora_std) with torch seed `seed`, saved with
+    the base's tokenizer. peft starts B at zero, where a merge is a no-op and any parity check passes
+    trivially; non-zero B makes merge and export checks compare something real. Returns run_dir.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from studio.recipe_io import dump_recipe, load_recipe
+
+    run_dir = Path(run_dir)
+    recipe = load_recipe(recipe_dict(base_dir, data_path, run_dir, **sections))
+    run_dir.mkdir(parents=True)
+    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
+    model = get_peft_model(base, config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, lora_std)
+    model.save_pretrained(run_dir / "adapter", safe_serialization=True)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(run_dir / "adapter")
+    return run_dir
+
+
 # --- network audit ----------------------------------------------------------------------------------
 # One process-wide audit hook (hooks cannot be removed) that records socket activity only while a
 # `network_audit()` block is open; tests assert nothing left the machine.
@@ -207,3 +242,33 @@ def network_audit():
                 outward.append((event, args[0]))
             elif event in ("urllib.Request", "socket.sendto"):
                 outward.append((event, args[:2]))
+
+
+# --- headless Chromium, for the tests that drive the real page ------------------------------------------------
+
+# Debian's browser, driven by Playwright's Python package; `playwright install` (a download) is never run.
+CHROMIUM = Path("/usr/bin/chromium")
+# --no-sandbox: Chromium will not start as root without it (tests run as root in containers); --disable-gpu: none
+# is there. The rest keeps the browser from reaching out (updates, sync, QUIC): a test talks to the local server only.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+NO_CHROMIUM = "Debian chromium is not installed (apt-get install chromium)"
+requires_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason=NO_CHROMIUM)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_chromium(playwright, profile_dir: Path, **options):
+    """A headless Chromium BrowserContext on the fresh profile folder `profile_dir`: /usr/bin/chromium with
+    CHROMIUM_FLAGS. `options` go to Playwright's launch_persistent_context (viewport, accept_downloads, ...).
+
+    For a browser per test module in tests/ui, use the `chromium` fixture of tests/ui/conftest.py instead.
+    """
+    return playwright.chromium.launch_persistent_context(
+        str(profile_dir), executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True, **options
+    )

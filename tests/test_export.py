@@ -19,32 +19,10 @@ from studio.errors import StudioError
 from studio.export import THRESHOLDS, add_export_parser, cmd_export, export
 from studio.export_gguf import llama_rotary_reorder
 from studio.export_ollama import CHATML, LLAMA3, modelfile_text, recognise_template
-from studio.recipe_io import dump_recipe, load_recipe
 
 # llama, qwen2 and mistral load back with transformers' stock GGUF reader; gemma3 loads too, with the
 # attention scale and layer pattern the reader skips filled from the file (see studio/export.py).
 ARCHS = ["llama", "qwen2", "mistral", "gemma3"]
-
-
-def make_run_dir(base_dir, data_path, run_dir, seed=0, lora_std=0.05, **sections):
-    """A run directory holding a non-zero LoRA adapter (as if trained) on a tiny model."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    recipe = load_recipe(helpers.recipe_dict(base_dir, data_path, run_dir, **sections))
-    run_dir.mkdir(parents=True)
-    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
-    model = get_peft_model(base, config)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, lora_std)
-    model.save_pretrained(run_dir / "adapter", safe_serialization=True)
-    AutoTokenizer.from_pretrained(base_dir).save_pretrained(run_dir / "adapter")
-    return run_dir
 
 
 def sharpened_model_dir(path, arch, logit_std=4.0, qk_scale=4.0):
@@ -79,7 +57,7 @@ def runs(tiny_data, tiny_test_data, tmp_path_factory):
     def get(arch):
         if arch not in cache:
             base = sharpened_model_dir(root / f"base-{arch}", arch)
-            cache[arch] = make_run_dir(base, tiny_data, root / arch, data={"test_path": str(tiny_test_data)})
+            cache[arch] = helpers.make_run_dir(base, tiny_data, root / arch, data={"test_path": str(tiny_test_data)})
         return cache[arch]
 
     return get
@@ -302,7 +280,9 @@ CONVERSATION = [
 def test_ollama_export_writes_gguf_and_a_modelfile_matching_the_chat_template(tiny_models, tiny_data, tmp_path):
     from transformers import AutoTokenizer
 
-    run = make_run_dir(tiny_models("llama"), tiny_data, tmp_path / "run", data={"system_prompt": "You are a calculator."})
+    run = helpers.make_run_dir(
+        tiny_models("llama"), tiny_data, tmp_path / "run", data={"system_prompt": "You are a calculator."}
+    )
     result = export(run, fmt="ollama", quant="f16")
     assert result.passed and result.path == run / "ollama" / "model.gguf" and result.path.is_file()
     text = result.modelfile.read_text()
@@ -351,7 +331,7 @@ def test_llama3_template_is_recognised_and_its_go_template_renders_the_same():
 
 
 def test_an_unrecognised_template_is_refused_for_ollama(tiny_models, tiny_data, tmp_path):
-    run = make_run_dir(tiny_models("llama", helpers.PLAIN_TEMPLATE), tiny_data, tmp_path / "run")
+    run = helpers.make_run_dir(tiny_models("llama", helpers.PLAIN_TEMPLATE), tiny_data, tmp_path / "run")
     with pytest.raises(StudioError, match="neither ChatML nor Llama 3"):
         export(run, fmt="ollama")
     assert not (run / "ollama").exists()

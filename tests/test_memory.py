@@ -388,3 +388,19 @@ def test_bench_memory_refuses_without_cuda_and_reports_errors():
            "reserved_gib": 4.4, "context_gib": 0.5, "estimate_allocated_gib": 4.2, "estimate_reserved_gib": 4.41, "error_allocated": 0.05, "error_reserved": 0.002}
     md = bench_memory.markdown({"gpu": "X", "driver": "1", "torch": "2", "triton": "3"}, [row])
     assert "+5.0%" in md and "Within 10% of allocated: 1 of 1" in md
+
+
+def test_a_sharded_run_is_checked_per_gpu_before_loading():
+    """`studio train` on GPUs with strategy fsdp: the verdict uses each GPU's share and names the count that fits."""
+    from studio.memory import check_fits_sharded
+
+    def sharded(name, gpus):
+        return recipe(model={"name": name}, data={"max_length": 2048}, train={"batch_size": 1, "gradient_checkpointing": True},
+                      distributed={"strategy": "fsdp", "num_processes": gpus})
+
+    needed = gpus_needed(big("meta-llama/Llama-3.1-70B-Instruct"), "24GB")
+    assert check_fits_sharded(sharded("meta-llama/Llama-3.1-70B-Instruct", needed), "24GB")["fits"]
+    with pytest.raises(StudioError) as err:
+        check_fits_sharded(sharded("meta-llama/Llama-3.1-70B-Instruct", needed - 1), "24GB")
+    assert f"on each of its {needed - 1} GPUs" in err.value.what and f"--gpus {needed}" in err.value.fix
+    assert check_fits_sharded(recipe(model={"name": "/nowhere/unknown-model"}, distributed={"strategy": "fsdp", "num_processes": 2}), "24GB") is None

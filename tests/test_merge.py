@@ -29,27 +29,6 @@ def base_dir(tmp_path_factory):
     return path
 
 
-def make_run_dir(base_dir, data, run_dir, seed=0):
-    """A run directory holding a non-zero peft adapter (as if trained) on the tiny Llama."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    recipe = load_recipe(helpers.recipe_dict(base_dir, data, run_dir))
-    run_dir.mkdir(parents=True)
-    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
-    model = get_peft_model(base, config)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, 0.05)
-    model.save_pretrained(run_dir / "adapter", safe_serialization=True)
-    AutoTokenizer.from_pretrained(base_dir).save_pretrained(run_dir / "adapter")
-    return run_dir
-
-
 def adapter_logits(base_dir, run_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -64,7 +43,7 @@ def adapter_logits(base_dir, run_dir):
 def test_merged_logits_equal_adapter_logits(base_dir, tiny_data, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    run = make_run_dir(base_dir, tiny_data, tmp_path / "run")
+    run = helpers.make_run_dir(base_dir, tiny_data, tmp_path / "run")
     result = merge(run)
     assert result.passed and result.rel_diff <= result.tolerance == 1e-4
     assert result.merged_dir == run / "merged"
@@ -84,7 +63,7 @@ def test_merged_logits_equal_adapter_logits(base_dir, tiny_data, tmp_path):
 def test_merged_dir_is_a_complete_model(base_dir, tiny_data, tmp_path):
     from transformers import AutoTokenizer
 
-    run = make_run_dir(base_dir, tiny_data, tmp_path / "run")
+    run = helpers.make_run_dir(base_dir, tiny_data, tmp_path / "run")
     out = merge(run, out=tmp_path / "shipped").merged_dir
     assert out == tmp_path / "shipped"
     assert (out / "model.safetensors").is_file()
@@ -120,7 +99,7 @@ def test_merge_of_a_qlora_run_uses_the_full_precision_base(base_dir, tiny_data, 
 
 
 def test_merge_beyond_tolerance_fails_and_leaves_nothing(base_dir, tiny_data, tmp_path, monkeypatch):
-    run = make_run_dir(base_dir, tiny_data, tmp_path / "run")
+    run = helpers.make_run_dir(base_dir, tiny_data, tmp_path / "run")
     monkeypatch.setitem(studio.merge.TOLERANCE, torch.float32, 0.0)
     with pytest.raises(StudioError, match="does not reproduce the adapter") as err:
         merge(run)
@@ -131,7 +110,7 @@ def test_merge_beyond_tolerance_fails_and_leaves_nothing(base_dir, tiny_data, tm
 
 
 def test_merge_without_check_keeps_the_result_and_reports_it(base_dir, tiny_data, tmp_path, monkeypatch):
-    run = make_run_dir(base_dir, tiny_data, tmp_path / "run")
+    run = helpers.make_run_dir(base_dir, tiny_data, tmp_path / "run")
     monkeypatch.setitem(studio.merge.TOLERANCE, torch.float32, 0.0)
     result = merge(run, check=False)
     assert result.passed is False and result.rel_diff > 0

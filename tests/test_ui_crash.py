@@ -19,7 +19,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -37,15 +36,9 @@ UI_START_S = 120.0
 JOB_TIMEOUT_S = 150.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_ui(home: Path, cwd: Path, log: Path) -> tuple[subprocess.Popen, str]:
     """`python -m studio.cli ui --home HOME --port P` in its own session; returns it once the page answers."""
-    port = free_port()
+    port = helpers.free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "ui", "--home", str(home), "--port", str(port)], cwd=cwd, env=env,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import statistics
 import threading
 import time
@@ -45,14 +44,6 @@ PAGE_LOAD_LIMIT_S = 2.0  # issue 6: a page load with a full queue stays under 2 
 BROWSER_LIMIT_S = 10.0  # the page usable in a headless Chromium on this same 2-core box (its rendering competes with 2 trainings)
 DRAIN_TIMEOUT_S = 900.0  # 50 jobs x ~10 CPU-seconds at concurrency 2: ~4 min on 2 free cores, ~8 min when the box is shared
 RUN_FILES = ("recipe.yaml", "env.json", "data.json", "metrics.jsonl", "README.md", "adapter/adapter_model.safetensors", "adapter/adapter_config.json")
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def password(user: str) -> str:
@@ -77,7 +68,7 @@ def timed_browser_loads(url: str, user: str, profile: Path, times: int = 2) -> l
 
     loads = []
     with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        context = helpers.launch_chromium(pw, profile)
         try:
             assert context.request.post(url + "login", form={"username": user, "password": password(user)}).ok
             page = context.new_page()
@@ -113,7 +104,7 @@ def test_twenty_users_fifty_jobs(tiny_llama_dir, tiny_data, tmp_path, monkeypatc
         recipes[user] = yaml.safe_dump(helpers.recipe_dict(model, data, tmp_path / "unused", train={"max_steps": 1, "save_steps": 1}))
     monkeypatch.chdir(tmp_path)  # jobs inherit the cwd; keep the checkout's kernels/ folder off their sys.path
 
-    port = free_port()
+    port = helpers.free_port()
     url = f"http://127.0.0.1:{port}/"
     app = launch(port=port, auth_file=auth, home=home, block=False, concurrency=CONCURRENCY)
     queue = app.studio_context.queue
@@ -146,7 +137,7 @@ def test_twenty_users_fifty_jobs(tiny_llama_dir, tiny_data, tmp_path, monkeypatc
         figures["login_s"] = time.perf_counter() - start
         assert not errors and len(clients) == USERS, errors
 
-        if CHROMIUM.exists():  # the same page load with an empty queue, for comparison
+        if helpers.CHROMIUM.exists():  # the same page load with an empty queue, for comparison
             figures["page_browser_idle_s"] = max(timed_browser_loads(url, users[3], tmp_path / "chromium-profile"))
 
         # ... and submit 50 jobs: users 0-9 three each, users 10-19 two each, all threads released together.
@@ -179,7 +170,7 @@ def test_twenty_users_fifty_jobs(tiny_llama_dir, tiny_data, tmp_path, monkeypatc
         waiting = sum(j.status == "queued" for j in queue.jobs())
         http_loads = [timed_page_load(url, users[i]) for i in (0, 7, 19)]
         figures["page_http_s"] = max(http_loads)
-        if CHROMIUM.exists():
+        if helpers.CHROMIUM.exists():
             browser_loads = timed_browser_loads(url, users[3], tmp_path / "chromium-profile", times=3)
             figures["page_browser_s"] = max(browser_loads)
         figures["queued_during_page_load"] = min(waiting, sum(j.status == "queued" for j in queue.jobs()))

@@ -78,3 +78,22 @@ def test_user_errors():
         QuantLinear.from_linear(_linear(), backend="cuda")
     with pytest.raises(ValueError, match="expects 70"):
         QuantLinear.from_linear(_linear())(torch.randn(2, 71))
+
+
+@pytest.mark.parametrize("double_quant", [True, False])
+def test_make_shardable_turns_the_packed_bytes_into_frozen_parameters(double_quant):
+    """FSDP shards parameters and replicates buffers: the 4-bit bytes become uint8 parameters, results unchanged."""
+    lin = _linear()
+    q = QuantLinear.from_linear(lin, double_quant=double_quant, backend="torch")
+    x = torch.randn(3, 70)
+    before, keys = q(x), set(q.state_dict())
+    q.make_shardable().make_shardable()  # idempotent
+    params = dict(q.named_parameters())
+    integer = {"qweight", "absmax_q"} if double_quant else {"qweight"}
+    assert integer <= set(params) and all(params[n].dtype == torch.uint8 and not params[n].requires_grad for n in integer)
+    # Float statistics stay buffers: a mixed-precision policy would round parameters to bf16.
+    assert ("absmax_absmax" in dict(q.named_buffers())) if double_quant else ("absmax" in dict(q.named_buffers()))
+    assert set(q.state_dict()) == keys
+    assert torch.equal(q(x), before)
+    q.to(torch.bfloat16)
+    assert q.qweight.dtype == torch.uint8 and torch.equal(q.dequantize(torch.float32), QuantLinear.from_linear(lin, double_quant=double_quant).dequantize(torch.float32))

@@ -1,4 +1,6 @@
-"""Fixtures the UI tests share: one real tiny training job through the queue, trained once per session."""
+"""Fixtures the UI tests share: one real tiny training job through the queue, trained once per session;
+and, for the tests that drive the real page, the served UI and a headless Chromium (one of each per module).
+"""
 
 from pathlib import Path
 
@@ -36,3 +38,33 @@ def finished_job(ctx, tiny_raw):
     job = ctx.queue.wait(job_id, timeout=240)
     assert job.status == "done", Path(job.log_path).read_text()[-3000:]
     return job
+
+
+@pytest.fixture(scope="module")
+def served_ui(tmp_path_factory):
+    """The studio UI served on a free 127.0.0.1 port with a fresh home folder, for one test module; its URL."""
+    from studio.ui.app import launch
+
+    port = helpers.free_port()
+    app = launch(port=port, home=tmp_path_factory.mktemp("served-ui-home"), block=False)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+    app.studio_context.queue.close()
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    """A headless Chromium BrowserContext for one test module: 1280x800, downloads accepted, a fresh profile.
+
+    Skips when /usr/bin/chromium is absent; mark the module `pytestmark = helpers.requires_chromium` as well so
+    that it skips before starting anything else. Open pages with `chromium.new_page()`.
+    """
+    if not helpers.CHROMIUM.exists():
+        pytest.skip(helpers.NO_CHROMIUM)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = helpers.launch_chromium(pw, tmp_path_factory.mktemp("chromium-profile"),
+                                          viewport={"width": 1280, "height": 800}, accept_downloads=True)
+        yield context
+        context.close()

@@ -1,52 +1,27 @@
 """The real page in headless Chromium: the demo recipe is in the form, an invalid rank shows its error,
 and every tab renders. Screenshots go to $STUDIO_TEST_ARTIFACTS (else the test's tmp folder) for a person to look at.
 
-Uses Debian's /usr/bin/chromium with Playwright's Python package (never `playwright install`); skips only
-when that browser is absent.
+Uses Debian's /usr/bin/chromium with Playwright's Python package (never `playwright install`), through the
+`chromium` fixture of tests/ui/conftest.py; skips only when that browser is absent.
 """
 
 import os
 import re
-import socket
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+import helpers
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (apt-get install chromium)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = helpers.requires_chromium
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    from studio.ui.app import launch
-
-    port = free_port()
-    app = launch(port=port, home=tmp_path_factory.mktemp("ui-home"), block=False)
-    yield f"http://127.0.0.1:{port}/"
-    app.close()
-    app.studio_context.queue.close()
-
-
-@pytest.fixture(scope="module")
-def page(served, tmp_path_factory):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), args=FLAGS, headless=True, viewport={"width": 1280, "height": 800}
-        )
-        page = context.new_page()
-        page.goto(served, wait_until="domcontentloaded")
-        yield page
-        context.close()
+def page(chromium, served_ui):
+    """One page on the served UI, shared by the module's tests, which run on it one after another."""
+    page = chromium.new_page()
+    page.goto(served_ui, wait_until="domcontentloaded")
+    return page
 
 
 @pytest.fixture(scope="module")

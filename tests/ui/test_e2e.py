@@ -3,54 +3,24 @@ the sample, start training and watch the loss plot gain points, reload and find 
 adapter, merge (parity check passed) and download the adapter and the merged model as zips.
 
 One screenshot per tab (1280x800) goes to $STUDIO_TEST_ARTIFACTS/ui-e2e (else the test's tmp folder) for a
-person to look at. Uses Debian's /usr/bin/chromium with Playwright's Python package (never `playwright install`).
+person to look at. Uses Debian's /usr/bin/chromium with Playwright's Python package (never `playwright install`),
+through the `chromium` fixture of tests/ui/conftest.py.
 """
 
 import os
-import socket
 import zipfile
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+import helpers
+
 SLOW = 150_000  # ms: a training subprocess on two shared CPU cores
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (apt-get install chromium)")
+pytestmark = helpers.requires_chromium
 
 # Points the loss plot draws: Gradio's native (Vega) plot puts one hover symbol on every data point.
 POINTS_JS = "() => document.querySelectorAll('#loss-plot g.mark-symbol path').length"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    from studio.ui.app import launch
-
-    port = free_port()
-    app = launch(port=port, home=tmp_path_factory.mktemp("e2e-home"), block=False)
-    yield f"http://127.0.0.1:{port}/"
-    app.close()
-    app.studio_context.queue.close()
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-e2e")), executable_path=str(CHROMIUM), args=FLAGS, headless=True,
-            viewport={"width": 1280, "height": 800}, accept_downloads=True,
-        )
-        yield context
-        context.close()
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +63,12 @@ def download(page, link_selector: str, target: Path) -> Path:
     return target
 
 
-def test_tiny_model_from_recipe_to_merged_download(served, browser, shots, tiny_llama_dir, tiny_data, tiny_test_data, tmp_path):
+def test_tiny_model_from_recipe_to_merged_download(served_ui, chromium, shots, tiny_llama_dir, tiny_data, tiny_test_data, tmp_path):
     from playwright.sync_api import expect
 
-    page = browser.new_page()
+    page = chromium.new_page()
     page.set_default_timeout(30_000)
-    page.goto(served, wait_until="domcontentloaded")
+    page.goto(served_ui, wait_until="domcontentloaded")
     expect(field(page, "model.name")).to_have_value("bundled:smollm2-135m-instruct")
 
     # Recipe: the model picker fills model.name with the tiny local model; then a short CPU LoRA run.
