@@ -2,8 +2,8 @@
 
 The queue lives in SQLite (WAL mode, one transaction per change) under the studio home, so a browser
 refresh or a restart of `studio ui` loses no job. A worker thread in the UI process starts each job as
-`python -m studio.cli train RECIPE` (or `train --resume RUN_DIR`) in its own session, with stdout and
-stderr going to the job's log file, and records how it ended.
+`python -m studio.cli train RECIPE [--gpus N]` (or `train --resume RUN_DIR`) in its own session, with stdout
+and stderr going to the job's log file, and records how it ended.
 
 Statuses: queued -> running -> done | failed | stopped; a job that was running when the UI died and whose
 process is gone becomes `interrupted` (resume it: its checkpoints are in the run directory). A job whose
@@ -46,9 +46,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     created REAL NOT NULL,
     started REAL,
     finished REAL,
-    stop_requested REAL
+    stop_requested REAL,
+    gpus INTEGER
 )
 """
+
+# Columns added after the first release, with their types: databases created before them gain them on open
+# (existing rows read NULL, which means what those jobs did: no --gpus).
+_ADDED_COLUMNS = {"gpus": "INTEGER"}
 
 
 @dataclass(frozen=True)
@@ -68,14 +73,21 @@ class Job:
     started: float | None
     finished: float | None
     stop_requested: float | None
+    gpus: int | None = None  # GPUs picked for the run; None (or 1) trains as the recipe says, in one process unless it asks for more
 
 
 def train_command(job: Job) -> list[str]:
-    """The command line a job runs: `studio train RECIPE`, or `studio train --resume RUN_DIR`."""
+    """The command line a job runs: `studio train RECIPE [--gpus N]`, or `studio train --resume RUN_DIR`.
+
+    A resume gets no --gpus: the CLI refuses it there, because the run directory's recipe already holds the
+    distributed section the run started with, so the resumed run uses the same number of GPUs.
+    """
     base = [sys.executable, "-m", "studio.cli", "train"]
     if job.kind == "resume":
         return base + ["--resume", job.run_dir]
-    return base + [str(job.recipe_path)]
+    # One GPU is how a plain `studio train RECIPE` runs already; --gpus 1 would only override the recipe.
+    gpus = ["--gpus", str(job.gpus)] if job.gpus and job.gpus > 1 else []
+    return base + [str(job.recipe_path), *gpus]
 
 
 class JobQueue:
@@ -97,6 +109,7 @@ class JobQueue:
         self._thread: threading.Thread | None = None
         with self._tx() as db:
             db.execute(_SCHEMA)
+            _migrate(db)
         self._recover()
 
     # -- database -------------------------------------------------------------------------------
@@ -127,19 +140,21 @@ class JobQueue:
                     db.execute("UPDATE jobs SET status='interrupted', finished=? WHERE id=?", (now, row["id"]))
 
     # -- public API ---------------------------------------------------------------------------
-    def enqueue(self, user: str, recipe_path: str | Path | None, run_dir: str | Path, kind: str = "train") -> Job:
-        """Add a job at the back of the queue and return it."""
+    def enqueue(self, user: str, recipe_path: str | Path | None, run_dir: str | Path, kind: str = "train", gpus: int | None = None) -> Job:
+        """Add a job at the back of the queue and return it; `gpus` is the GPU count it was started with."""
         if kind not in KINDS:
             raise StudioError(f"unknown job kind '{kind}'", where="jobs", fix=f"use one of {KINDS}")
         if kind == "train" and not recipe_path:
             raise StudioError("a training job needs a recipe file", where="jobs", fix="save the recipe first")
+        if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1):
+            raise StudioError(f"a job's GPU count must be a whole number of at least 1, got {gpus!r}", where="jobs", fix="pick the number of GPUs to train on")
         with self._tx() as db:
             busy = db.execute("SELECT id FROM jobs WHERE run_dir=? AND status IN ('queued','running')", (str(run_dir),)).fetchone()
             if busy:
                 raise StudioError(f"run directory {run_dir} already has job {busy['id']} queued or running", where="jobs", fix="wait for it, stop it, or pick another run name")
             cur = db.execute(
-                "INSERT INTO jobs (user, kind, recipe_path, run_dir, status, created) VALUES (?,?,?,?, 'queued', ?)",
-                (user, kind, str(recipe_path) if recipe_path else None, str(run_dir), time.time()),
+                "INSERT INTO jobs (user, kind, recipe_path, run_dir, status, created, gpus) VALUES (?,?,?,?, 'queued', ?, ?)",
+                (user, kind, str(recipe_path) if recipe_path else None, str(run_dir), time.time(), gpus),
             )
             job_id = cur.lastrowid
             db.execute("UPDATE jobs SET log_path=? WHERE id=?", (str(self.home / "logs" / f"job-{job_id}.log"), job_id))
@@ -273,6 +288,15 @@ class JobQueue:
     def _escalate(self, job: Job, now: float) -> None:
         if job.stop_requested and now - job.stop_requested > STOP_GRACE_S:
             _signal(job.pid, signal.SIGTERM)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Add the columns a database made by an older studio lacks (inside the open transaction, so two
+    processes opening the same old database at once cannot both add a column)."""
+    have = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
+    for name, kind in _ADDED_COLUMNS.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
 
 def _signal(pid: int | None, sig: int) -> None:

@@ -1,5 +1,9 @@
 """The Data tab: upload or pick a dataset, see its format and columns, a sample exactly as training sees it,
-a histogram of token lengths against max_length, and warnings (empty rows, duplicates, rows over the limit)."""
+a histogram of token lengths against max_length, and warnings (empty rows, duplicates, rows over the limit).
+
+Preference data (prompt/chosen/rejected) is shown as a pair: the prompt rendered with the chat template once,
+then the chosen and rejected answers side by side, as preference training receives them.
+"""
 
 from __future__ import annotations
 
@@ -63,6 +67,31 @@ def token_html(tokenizer, encoded) -> str:
     return f"<div class='token-view'>{legend}{''.join(pieces)}</div>"
 
 
+def pair_html(pair: dict, counts: dict) -> str:
+    """A preference pair as HTML: the templated prompt once, then chosen (left) and rejected (right), each
+    with its token count. Everything shown is escaped: it is the user's data."""
+
+    def block(text: str) -> str:
+        return f"<div class='token-view' style='border:1px solid #d0d5dd;border-radius:6px;padding:6px 8px'>{html.escape(text)}</div>"
+
+    def column(key: str, title: str, color: str) -> str:
+        head = f"<div style='font-weight:600;color:{color};margin-bottom:4px'>{title} · {counts[key]} tokens</div>"
+        return f"<div class='pair-{key}' style='flex:1 1 0;min-width:0'>{head}{block(pair[key])}</div>"
+
+    prompt = f"<div class='pair-prompt' style='margin-bottom:8px'><div style='font-weight:600;margin-bottom:4px'>prompt (chat template) · {counts['prompt']} tokens</div>{block(pair['prompt'])}</div>"
+    columns = f"<div style='display:flex;gap:10px'>{column('chosen', 'chosen', '#067647')}{column('rejected', 'rejected', '#b42318')}</div>"
+    return f"<div class='pair-view'>{prompt}{columns}</div>"
+
+
+def pair_counts(tokenizer, pair: dict) -> dict:
+    """Tokens of the prompt and of each answer as it continues the prompt (how the pair is tokenized for training)."""
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    prompt = count(pair["prompt"])
+    return {"prompt": prompt, **{key: count(pair["prompt"] + pair[key]) - prompt for key in ("chosen", "rejected")}}
+
+
 def histogram_svg(lengths: list[int], max_length: int, bins: int = 30) -> str:
     """An SVG histogram of token lengths with a dashed line at max_length (bars past it in red)."""
     if not lengths:
@@ -105,26 +134,53 @@ def inspect(path: str, fmt: str, columns_text: str, raw: dict | None, sample: in
     warnings = row_warnings(rows)
     detected, examples = normalize(rows, recipe.data.format, recipe.data.columns, recipe.data.system_prompt)
     tokenizer = tokenizer_for(recipe)
-    renderer = Renderer(tokenizer, recipe.data.max_length, recipe.data.train_on)
-    # Full lengths (before truncation) so the histogram shows what the limit cuts.
-    full = Renderer(tokenizer, 10**9, recipe.data.train_on)
-    lengths = [len(full.encode(ex).input_ids) for ex in examples[:MAX_ENCODED]]
-    over = [ex.where for ex, n in zip(examples, lengths) if n > recipe.data.max_length]
-    warnings += [f"{len(over)} row(s) longer than max_length {recipe.data.max_length} will be truncated, e.g. {', '.join(over[:3])}"] if over else []
     index = min(max(int(sample or 0), 0), len(examples) - 1)
-    encoded = renderer.encode(examples[index])
-    if encoded.trained_tokens == 0:
-        warnings.append(f"row {index} has no trained token left after truncation and would be dropped")
+    view = _pair_view if detected == "preference" else _sft_view
+    lengths, sample_line, sample_html = view(tokenizer, recipe.data, examples, index, warnings)
     auto = detect_format(rows[0].data)
     summary = (
         f"**{len(rows)} rows** · format **{detected}**" + (f" (detected: {auto or 'none'})" if fmt == "auto" else f" (chosen; detected: {auto or 'none'})")
         + f" · columns: {', '.join(f'`{c}`' for c in columns_found)}  \n"
-        + f"sample row {index} ({examples[index].where}): {len(encoded.input_ids)} tokens, {encoded.trained_tokens} trained"
-        + (" — **truncated**" if encoded.truncated else "")
+        + f"sample row {index} ({examples[index].where}): {sample_line}"
         + (f"  \nlengths computed on the first {MAX_ENCODED} rows" if len(examples) > MAX_ENCODED else "")
     )
     warn = "\n".join(f"- ⚠ {w}" for w in warnings[:20]) + (f"\n- … and {len(warnings) - 20} more" if len(warnings) > 20 else "")
-    return summary, warn or "No warnings: no empty rows, no duplicates, nothing over the limit.", token_html(tokenizer, encoded), histogram_svg(lengths, recipe.data.max_length)
+    return summary, warn or "No warnings: no empty rows, no duplicates, nothing over the limit.", sample_html, histogram_svg(lengths, recipe.data.max_length)
+
+
+def _over_limit(examples, lengths: list[int], max_length: int, warnings: list[str]) -> None:
+    """Warn about the rows whose full length the limit will cut."""
+    over = [ex.where for ex, n in zip(examples, lengths) if n > max_length]
+    warnings += [f"{len(over)} row(s) longer than max_length {max_length} will be truncated, e.g. {', '.join(over[:3])}"] if over else []
+
+
+def _sft_view(tokenizer, spec, examples, index: int, warnings: list[str]) -> tuple[list[int], str, str]:
+    """Supervised data: full token lengths, and the sample with its trained tokens highlighted."""
+    # Full lengths (before truncation) so the histogram shows what the limit cuts.
+    full = Renderer(tokenizer, 10**9, spec.train_on)
+    lengths = [len(full.encode(ex).input_ids) for ex in examples[:MAX_ENCODED]]
+    _over_limit(examples, lengths, spec.max_length, warnings)
+    encoded = Renderer(tokenizer, spec.max_length, spec.train_on).encode(examples[index])
+    if encoded.trained_tokens == 0:
+        warnings.append(f"row {index} has no trained token left after truncation and would be dropped")
+    line = f"{len(encoded.input_ids)} tokens, {encoded.trained_tokens} trained" + (" — **truncated**" if encoded.truncated else "")
+    return lengths, line, token_html(tokenizer, encoded)
+
+
+def _pair_view(tokenizer, spec, examples, index: int, warnings: list[str]) -> tuple[list[int], str, str]:
+    """Preference data: lengths of prompt plus the longer answer, and the sample pair side by side, rendered
+    by the same code preference training uses."""
+    from ..preference import render_pairs
+
+    renderer = Renderer(tokenizer, spec.max_length)
+    counts = [pair_counts(tokenizer, pair) for pair in render_pairs(renderer, examples[:MAX_ENCODED])]
+    lengths = [c["prompt"] + max(c["chosen"], c["rejected"]) for c in counts]
+    _over_limit(examples, lengths, spec.max_length, warnings)
+    pair = render_pairs(renderer, [examples[index]])[0]
+    sample = counts[index] if index < len(counts) else pair_counts(tokenizer, pair)
+    longest = sample["prompt"] + max(sample["chosen"], sample["rejected"])
+    line = f"prompt {sample['prompt']} tokens, chosen {sample['chosen']}, rejected {sample['rejected']}" + (" — **truncated**" if longest > spec.max_length else "")
+    return lengths, line, pair_html(pair, sample)
 
 
 def store_upload(ctx: Context, request, file_path: str) -> str:
@@ -207,4 +263,4 @@ def build(ctx: Context, recipe: dict) -> None:
     apply.click(on_apply, [path, fmt, columns], [widgets["data.path"], widgets["data.format"], widgets["data.columns"]], api_visibility="undocumented")
 
 
-__all__ = ["build", "histogram_svg", "inspect", "row_warnings", "store_upload", "token_html"]
+__all__ = ["build", "histogram_svg", "inspect", "pair_counts", "pair_html", "row_warnings", "store_upload", "token_html"]

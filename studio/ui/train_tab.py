@@ -1,5 +1,8 @@
 """The Train tab: start, stop and resume jobs; watch loss, learning rate, tokens/s, progress, ETA and the log.
 
+On a machine with more than one visible GPU it also offers the GPU count: a job started with N > 1 GPUs
+runs `studio train RECIPE --gpus N` (DDP, or FSDP when the recipe says so).
+
 Everything shown is read back from the job queue and the run directory on each timer tick, so a closed
 browser or a restarted UI loses nothing.
 """
@@ -20,6 +23,41 @@ from .workspace import check_name, inside, safe_path
 POLL_S = 2.0
 LOG_LINES = 40
 JOB_COLUMNS = ["job", "user", "run", "kind", "status", "queue", "exit"]
+
+
+def visible_gpus() -> int:
+    """CUDA GPUs this process sees (CUDA_VISIBLE_DEVICES applies); 0 without CUDA. Tests patch it."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def gpu_choices() -> list[int]:
+    """The GPU counts the picker offers: 1..N with N > 1 visible GPUs, none (picker hidden) otherwise."""
+    n = visible_gpus()
+    return list(range(1, n + 1)) if n > 1 else []
+
+
+def check_gpus(value) -> int | None:
+    """The picked GPU count as an int, refused outside 1..visible GPUs; None when none was picked.
+
+    Checked on the server because a client can send any value, even for a hidden picker.
+    """
+    if value in (None, ""):
+        return None
+    where = "Train tab: GPUs"
+    try:
+        gpus = int(value)
+        if isinstance(value, bool) or gpus != float(value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise StudioError(f"the GPU count must be a whole number, got {value!r}", where=where, fix="pick a number of GPUs from the list") from None
+    visible = visible_gpus()
+    top = max(visible, 1)  # without CUDA a job still runs in one process (on the CPU)
+    if not 1 <= gpus <= top:
+        raise StudioError(f"{gpus} GPUs asked for, but this machine has {visible} visible", where=where,
+                          fix=f"pick 1 to {top} GPUs (check CUDA_VISIBLE_DEVICES if GPUs are missing)")
+    return gpus
 
 
 def job_rows(ctx: Context, request) -> list[list]:
@@ -110,15 +148,24 @@ def job_view(ctx: Context, request, job_id) -> tuple:
     run_dir = Path(job.run_dir)
     records = read_metrics(run_dir)
     status = job.status + (f" (position {ctx.queue.position(job.id)} in the queue)" if job.status == "queued" else "")
-    stats = progress_text(records, total_steps(run_dir), status) + f"  \nrun directory: `{run_dir}`"
+    stats = progress_text(records, total_steps(run_dir), status) + f"  \nrun directory: `{run_dir}`" + (f" · {job.gpus} GPUs" if job.gpus and job.gpus > 1 else "")
     return stats, *curves(records), log_tail(job.log_path)
 
 
-def start_job(ctx: Context, request, run_name: str, raw: dict | None) -> int:
-    """Write the form's recipe into the user's workspace and enqueue a training job; return its id."""
+def start_job(ctx: Context, request, run_name: str, raw: dict | None, gpus=None) -> int:
+    """Write the form's recipe into the user's workspace and enqueue a training job; return its id.
+
+    `gpus` is the picked GPU count (None: the recipe alone decides, as on a machine with one GPU).
+    """
     if raw is None:
         raise StudioError("the recipe has errors", where="Recipe tab", fix="fix the recipe first")
+    gpus = check_gpus(gpus)
     recipe = validate_recipe(raw, where="form")
+    wanted = recipe.distributed.num_processes
+    if gpus == 1 and wanted > 1:
+        # `--gpus 1` cannot shrink a ddp/fsdp recipe, and running it on more GPUs than picked would surprise.
+        raise StudioError(f"the recipe asks for {wanted} processes (distributed.num_processes) but 1 GPU is picked", where="Train tab: GPUs",
+                          fix=f"pick {wanted} GPUs, or set distributed.strategy to none in the recipe")
     name = check_name((run_name or "").strip() or recipe.output.name or "run")
     space = ctx.workspace(request)
     if ctx.shared:
@@ -130,7 +177,7 @@ def start_job(ctx: Context, request, run_name: str, raw: dict | None) -> int:
     data["output"] = {"dir": str(run_dir), "name": name}
     recipe_path = safe_path(space / "recipes", f"{name}.yaml")
     recipe_path.write_text(dump_recipe(validate_recipe(data)), encoding="utf-8")
-    return ctx.queue.enqueue(ctx.user(request), recipe_path, run_dir).id
+    return ctx.queue.enqueue(ctx.user(request), recipe_path, run_dir, gpus=gpus).id
 
 
 def check_paths_allowed(space: Path, recipe) -> None:
@@ -149,6 +196,9 @@ def build(ctx: Context, recipe: dict) -> dict:
     """Lay out the Train tab; return its components."""
     with gr.Row():
         run_name = gr.Textbox(label="Run name", placeholder="defaults to output.name", max_lines=1, scale=2, elem_id="run-name")
+        choices = gpu_choices()
+        gpus = gr.Dropdown(label="GPUs", choices=choices, value=1 if choices else None, visible=bool(choices), scale=1, elem_id="train-gpus",
+                           info="more than 1: one process per GPU (DDP, or FSDP if the recipe says so)")
         start = gr.Button("Start training", variant="primary", scale=1, elem_id="start-training")
     message = gr.Markdown(elem_id="train-message")
     with gr.Row():
@@ -173,9 +223,9 @@ def build(ctx: Context, recipe: dict) -> dict:
             job_id = ids[0] if ids else None
         return job_rows(ctx, request), gr.update(choices=choices, value=job_id), *job_view(ctx, request, job_id)
 
-    def on_start(name, raw, request: gr.Request):
+    def on_start(name, raw, count, request: gr.Request):
         try:
-            job_id = start_job(ctx, request, name, raw)
+            job_id = start_job(ctx, request, name, raw, count)
         except StudioError as exc:
             raise gr.Error(exc.format()) from None
         return f"Queued job #{job_id} (position {ctx.queue.position(job_id)}).", job_id
@@ -190,16 +240,16 @@ def build(ctx: Context, recipe: dict) -> dict:
         return f"Queued job #{new.id} to resume {Path(new.run_dir).name}.", new.id
 
     views = [jobs, selected, stats, loss_plot, lr_plot, log]
-    start.click(on_start, [run_name, recipe["recipe_state"]], [message, selected], api_visibility="undocumented").then(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
+    start.click(on_start, [run_name, recipe["recipe_state"], gpus], [message, selected], api_visibility="undocumented").then(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
     stop.click(on_stop, [selected], [message], api_visibility="undocumented").then(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
     resume.click(on_resume, [selected], [message, selected], api_visibility="undocumented").then(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
     selected.input(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
     timer.tick(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
 
-    def api_start_training(recipe_yaml: str, run_name: str = "", request: gr.Request = None) -> int:
-        """Queue a training job for a recipe given as YAML text; returns the job id (run lands in your workspace)."""
+    def api_start_training(recipe_yaml: str, run_name: str = "", gpus: int | None = None, request: gr.Request = None) -> int:
+        """Queue a training job for a recipe given as YAML text, on `gpus` GPUs (1..visible; default: as the recipe says); returns the job id (run lands in your workspace)."""
         try:
-            return start_job(ctx, request, run_name, recipe_data(recipe_yaml, where="start_training"))
+            return start_job(ctx, request, run_name, recipe_data(recipe_yaml, where="start_training"), gpus)
         except StudioError as exc:
             raise gr.Error(exc.format()) from None
 
@@ -212,7 +262,7 @@ def build(ctx: Context, recipe: dict) -> dict:
         user = ctx.user(request)
         if job.user != user and not ctx.is_teacher(user):
             raise gr.Error("not your job")
-        return {"id": job.id, "status": job.status, "position": ctx.queue.position(job.id), "exit_code": job.exit_code,
+        return {"id": job.id, "status": job.status, "position": ctx.queue.position(job.id), "exit_code": job.exit_code, "gpus": job.gpus,
                 "run_dir": job.run_dir, "metrics": read_metrics(Path(job.run_dir)), "log_tail": log_tail(job.log_path)}
 
     def api_resume_job(job_id: int, request: gr.Request = None) -> int:
@@ -222,24 +272,32 @@ def build(ctx: Context, recipe: dict) -> dict:
     def api_list_jobs(request: gr.Request = None) -> list[dict]:
         """The jobs you may see (your own; every user's for a teacher), newest first."""
         return [{"id": j.id, "user": j.user, "run": Path(j.run_dir).name, "kind": j.kind, "status": j.status, "position": ctx.queue.position(j.id) if j.status == "queued" else 0,
-                 "exit_code": j.exit_code, "created": j.created, "started": j.started, "finished": j.finished} for j in ctx.visible_jobs(request)]
+                 "exit_code": j.exit_code, "gpus": j.gpus, "created": j.created, "started": j.started, "finished": j.finished} for j in ctx.visible_jobs(request)]
 
     gr.api(api_start_training, api_name="start_training")
     gr.api(api_job_status, api_name="job_status")
     gr.api(api_resume_job, api_name="resume_job")
     gr.api(api_list_jobs, api_name="list_jobs")
-    return {"refresh": refresh, "views": views, "selected": selected}
+    return {"refresh": refresh, "views": views, "selected": selected, "gpus": gpus}
 
 
 def resume_job(ctx: Context, request, job_id):
-    """Enqueue `studio train --resume` for one of the user's jobs that has ended (one click in the tab, or /resume_job)."""
+    """Enqueue `studio train --resume` for one of the user's jobs that has ended (one click in the tab, or /resume_job).
+
+    The new job keeps the old one's GPU count: the run directory's recipe holds it, so the resumed run uses
+    it again; it is checked here against the GPUs visible now, before the job waits in the queue.
+    """
     job = _own_job(ctx, request, job_id)
     if job.status in ("queued", "running"):
         raise gr.Error(f"job #{job.id} is still {job.status}")
     if not (Path(job.run_dir) / "recipe.yaml").exists():
         raise gr.Error("this run never started, so there is nothing to resume; start it again")
+    visible = visible_gpus()
     try:
-        return ctx.queue.enqueue(job.user, None, job.run_dir, kind="resume")
+        if job.gpus and job.gpus > max(visible, 1):
+            raise StudioError(f"job #{job.id} trained on {job.gpus} GPUs, but this machine has {visible} visible now", where=job.run_dir,
+                              fix=f"resume it where {job.gpus} GPUs are visible (check CUDA_VISIBLE_DEVICES)")
+        return ctx.queue.enqueue(job.user, None, job.run_dir, kind="resume", gpus=job.gpus)
     except StudioError as exc:
         raise gr.Error(exc.format()) from None
 
