@@ -54,7 +54,7 @@ def format_table(report: dict) -> str:
         lines.append(f"  {key:<{width}}  {value:8.2f} GiB")
     lines.append(f"  {'peak':<{width}}  {report['peak_gib']:8.2f} GiB   (torch allocated ≈ {report['allocated_gib']:.2f} GiB)")
     if report.get("cpu_offload_gib"):
-        lines.append(f"  pinned CPU memory for offloaded activations: {report['cpu_offload_gib']:.2f} GiB")
+        lines.append(f"  CPU memory for offloaded activations and embeddings: {report['cpu_offload_gib']:.2f} GiB")
     lines.append("")
     lines.append(f"fits {report['gpu_gib']:g} GiB: {'yes' if report['fits'] else 'no'}")
     lines.append(f"largest train.batch_size that fits: {report['max_batch_size'] or 'none'}")

@@ -11,7 +11,8 @@ b = bytes of the compute dtype (bf16: 2).
                  fp32) + with double quant ceil(n/64/256) fp32 second-level scales, one fp32 offset and
                  the 256-entry fp32 code (exactly the QuantLinear buffers of `studio.models.quantize_onto`,
                  byte-identical to bitsandbytes' Linear4bit). Embeddings, lm_head, norms and biases stay
-                 16-bit (model dtype). lora/dora: every parameter in the model dtype.
+                 16-bit (model dtype). lora/dora: every parameter in the model dtype. With
+                 train.offload_embeddings an untied input embedding (V x h x b) is in CPU memory instead.
     lora         adapter parameters x 4 (peft keeps adapters in fp32 on a 16-bit base); parameters =
                  sum over adapted linears of r x (in + out) (+ out magnitudes for DoRA)
     gradients    adapter parameters x 4 (fp32)
@@ -375,6 +376,8 @@ def _terms(recipe: Recipe, shape: Shape, batch: int, length: int, loss: str) -> 
         weights = quant_bytes + other * model_b
     else:
         weights = (linear_params + other) * model_b
+    embedding_cpu = V * h * model_b if recipe.train.offload_embeddings and not shape.tied else 0
+    weights -= embedding_cpu  # train.offload_embeddings: the input table lives in CPU memory
     largest_block = max(largest_block, V * h * model_b)  # the embedding (and head) gathered whole
 
     # Activations: values per token per layer (see the docstring).
@@ -426,7 +429,7 @@ def _terms(recipe: Recipe, shape: Shape, batch: int, length: int, loss: str) -> 
         optimizer=lora_params * ADAM_BYTES,
         activations=activations,
         logits=logits,
-        cpu_offload=cpu,
+        cpu_offload=cpu + embedding_cpu,
         params=int(linear_params + other),
         lora_params=int(lora_params),
         block_weights=largest_block,
@@ -631,7 +634,8 @@ def auto_fit(recipe: Recipe, gpu: float | str | None = None, model_config: dict 
     """A recipe that fits `gpu` (detected when None): batch size, gradient accumulation, checkpointing, offload.
 
     Tried in order, keeping the first that fits: the recipe's own checkpointing setting, then gradient
-    checkpointing, then checkpointing with the layer inputs offloaded to CPU. For each, the batch size is
+    checkpointing, then also the input-embedding table on the CPU (untied tables only), then also the
+    layer inputs offloaded to CPU. For each, the batch size is
     the largest divisor of the effective batch (batch_size x grad_accum) that fits and is no larger than
     the recipe's, and grad_accum = effective / batch_size, so the effective batch is kept exactly. A recipe
     that already fits is returned unchanged. Returns (recipe, info) with info["changes"] as
@@ -647,18 +651,25 @@ def auto_fit(recipe: Recipe, gpu: float | str | None = None, model_config: dict 
     t = recipe.train
     effective = t.batch_size * t.grad_accum
     loss = loss_kind(recipe)
-    ladder = [(t.gradient_checkpointing, t.offload_activations)]  # the recipe's own, then checkpointing, then + offload
-    ladder += [step for step in ((True, t.offload_activations), (True, True)) if step not in ladder]
-    for ckpt, offload in ladder:
-        trial = _with_train(recipe, gradient_checkpointing=ckpt, offload_activations=offload)
+    # The recipe's own settings, then checkpointing, then the embedding table on the CPU (no cost in step
+    # time for a frozen table; only untied tables move), then activation offload.
+    emb = t.offload_embeddings
+    ladder = [(t.gradient_checkpointing, emb, t.offload_activations)]
+    steps = [(True, emb, t.offload_activations)]
+    if not shape.tied:
+        steps.append((True, True, t.offload_activations))
+    steps.append((True, True if not shape.tied else emb, True))
+    ladder += [step for step in steps if step not in ladder]
+    for ckpt, emb_off, offload in ladder:
+        trial = _with_train(recipe, gradient_checkpointing=ckpt, offload_embeddings=emb_off, offload_activations=offload)
         largest = _largest(lambda b, r=trial: _peak(r, shape, b, recipe.data.max_length, loss) <= gpu_gib, 1, t.batch_size)
         if largest < 1:
             continue
         batch = max(d for d in range(1, largest + 1) if effective % d == 0)
         fitted = _with_train(trial, batch_size=batch, grad_accum=effective // batch)
-        changes = {f"train.{k}": (getattr(t, k), getattr(fitted.train, k)) for k in ("batch_size", "grad_accum", "gradient_checkpointing", "offload_activations") if getattr(t, k) != getattr(fitted.train, k)}
+        changes = {f"train.{k}": (getattr(t, k), getattr(fitted.train, k)) for k in ("batch_size", "grad_accum", "gradient_checkpointing", "offload_embeddings", "offload_activations") if getattr(t, k) != getattr(fitted.train, k)}
         return fitted, {"changes": changes, "gpu_gib": gpu_gib, "effective_batch": effective, "estimate": estimate(fitted, gpu_gib, model_config)}
-    best = _with_train(recipe, batch_size=1, grad_accum=effective, gradient_checkpointing=True, offload_activations=True)
+    best = _with_train(recipe, batch_size=1, grad_accum=effective, gradient_checkpointing=True, offload_embeddings=not shape.tied or t.offload_embeddings, offload_activations=True)
     result = estimate(best, gpu_gib, model_config)
     fix = []
     if result["max_length"] >= 8:

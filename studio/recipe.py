@@ -151,6 +151,10 @@ class TrainSpec(_Section):
     offload_activations: bool = False
     """Move the activations saved for backward to pinned CPU memory, overlapped with compute (GPU only):
     less GPU memory for long sequences at a small cost in step time."""
+    offload_embeddings: bool = False
+    """Keep the frozen input-embedding table in CPU memory: the lookup runs on the CPU and only the batch's
+    rows go to the GPU (saves vocabulary x hidden x 2 bytes: 1 GiB for Llama-3's 128k vocabulary). Not for
+    models whose embedding is tied to the output head; on a CPU run it changes nothing."""
     fused_loss: bool = False
     """Compute the loss with the studio's chunked linear + cross-entropy kernel, never materialising the
     tokens x vocabulary logits (they dominate memory for 128k-262k vocabularies)."""

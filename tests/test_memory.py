@@ -404,3 +404,19 @@ def test_a_sharded_run_is_checked_per_gpu_before_loading():
         check_fits_sharded(sharded("meta-llama/Llama-3.1-70B-Instruct", needed - 1), "24GB")
     assert f"on each of its {needed - 1} GPUs" in err.value.what and f"--gpus {needed}" in err.value.fix
     assert check_fits_sharded(recipe(model={"name": "/nowhere/unknown-model"}, distributed={"strategy": "fsdp", "num_processes": 2}), "24GB") is None
+
+
+def test_offloaded_embeddings_leave_the_gpu_estimate_and_auto_fit_uses_them_before_activation_offload():
+    base = recipe(model={"name": LLAMA8B}, data={"max_length": 2048}, train={"batch_size": 1, "gradient_checkpointing": True, "fused_loss": True})
+    off = recipe(model={"name": LLAMA8B}, data={"max_length": 2048}, train={"batch_size": 1, "gradient_checkpointing": True, "fused_loss": True, "offload_embeddings": True})
+    a, b = estimate(base, 8), estimate(off, 8)
+    table = 128256 * 4096 * 2 / GIB  # Llama 3.1's untied input table in bf16
+    assert a["breakdown"]["weights"] - b["breakdown"]["weights"] == pytest.approx(table)
+    assert b["cpu_offload_gib"] - a["cpu_offload_gib"] == pytest.approx(table)
+    tied = recipe(train={"offload_embeddings": True})  # Qwen2.5-0.5B ties its table to the head: nothing moves
+    assert estimate(tied, 8)["breakdown"]["weights"] == estimate(recipe(), 8)["breakdown"]["weights"]
+    # A GPU between the two estimates: the embedding table alone makes the run fit, activations stay put.
+    gpu = (a["peak_gib"] + b["peak_gib"]) / 2
+    fitted, info = auto_fit(base, gpu)
+    assert fitted.train.offload_embeddings and not fitted.train.offload_activations
+    assert info["changes"] == {"train.offload_embeddings": (False, True)}
