@@ -13,7 +13,8 @@ b = bytes of the compute dtype (bf16: 2).
                  byte-identical to bitsandbytes' Linear4bit). Embeddings, lm_head, norms and biases stay
                  16-bit (model dtype). lora/dora: every parameter in the model dtype. With
                  train.offload_embeddings an untied input embedding (V x h x b) is in CPU memory instead.
-    lora         adapter parameters x 4 (peft keeps adapters in fp32 on a 16-bit base); parameters =
+    lora         adapter parameters x 4 (fp32), or x 2 when the adapter trains in bf16 (lora.dtype; auto
+                 = bf16 for QLoRA with bf16 compute; gradients and optimizer halve too); parameters =
                  sum over adapted linears of r x (in + out) (+ out magnitudes for DoRA)
     gradients    adapter parameters x 4 (fp32)
     optimizer    adapter parameters x 8 (AdamW's two fp32 moments; `optim="adamw_torch"` in train.py)
@@ -380,6 +381,13 @@ def _terms(recipe: Recipe, shape: Shape, batch: int, length: int, loss: str) -> 
     weights -= embedding_cpu  # train.offload_embeddings: the input table lives in CPU memory
     largest_block = max(largest_block, V * h * model_b)  # the embedding (and head) gathered whole
 
+    # lora.dtype auto trains a QLoRA adapter in bf16 when the compute dtype is bf16 (studio.train.adapter_dtype):
+    # weights, gradients and AdamW moments all take half the fp32 bytes.
+    lora_dtype = recipe.lora.dtype
+    if lora_dtype == "auto":
+        lora_dtype = "bfloat16" if recipe.adapter_method == "qlora" and recipe.quant.compute_dtype in ("auto", "bfloat16") else "float32"
+    adapter_scale = 0.5 if lora_dtype == "bfloat16" else 1.0
+
     # Activations: values per token per layer (see the docstring).
     tokens = batch * length
     attn_vals = 2 * q_dim + 2 * kv_dim
@@ -424,9 +432,9 @@ def _terms(recipe: Recipe, shape: Shape, batch: int, length: int, loss: str) -> 
 
     return _Terms(
         weights=weights,
-        lora=lora_params * ADAPTER_BYTES,
-        gradients=lora_params * GRAD_BYTES,
-        optimizer=lora_params * ADAM_BYTES,
+        lora=lora_params * ADAPTER_BYTES * adapter_scale,
+        gradients=lora_params * GRAD_BYTES * adapter_scale,
+        optimizer=lora_params * ADAM_BYTES * adapter_scale,
         activations=activations,
         logits=logits,
         cpu_offload=cpu + embedding_cpu,

@@ -62,6 +62,10 @@ class LoraSpec(_Section):
     targets: Literal["all-linear"] | list[str] = "all-linear"
     """Modules that get adapters: `all-linear` (every linear layer but the output head, the QLoRA paper's
     choice) or a list of module names such as [q_proj, v_proj]. More targets: better quality, more memory."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Storage dtype of the adapter weights (their gradients and AdamW moments follow). auto: bfloat16 for
+    QLoRA with bfloat16 compute (the QLoRA paper's setting, and what trl does for 4-bit models: half the
+    adapter memory), float32 otherwise. float32 keeps small updates that bfloat16 would round away."""
 
     @field_validator("targets", mode="before")
     @classmethod

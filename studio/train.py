@@ -107,6 +107,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
         trainer = build_preference_trainer(recipe, model, tokenizer, pairs, val_pairs, run_dir, device, training_callbacks(run_dir, progress))
     else:
         trainer = build_trainer(recipe, model, tokenizer, data, run_dir, device, progress)
+    set_adapter_dtype(trainer.model, adapter_dtype(recipe, device))  # after trl's own cast, before the optimizer exists
     checkpoint = last_checkpoint(run_dir) if resume else None
     if resume and rank.is_main:
         # Steps logged after the checkpoint (or any, when there is none) will be run and logged again.
@@ -283,6 +284,34 @@ def _holds_a_run(run_dir: Path) -> bool:
         return True
     known = {RECIPE, ENV, DATA, METRICS}
     return any(p.name not in known for p in run_dir.iterdir())
+
+
+def adapter_dtype(recipe: Recipe, device):
+    """The dtype the adapter trains in (`lora.dtype`): auto = bfloat16 for QLoRA computing in bfloat16, else float32."""
+    import torch
+
+    from .models import pick_dtype
+
+    if recipe.lora.dtype != "auto":
+        return getattr(torch, recipe.lora.dtype)
+    if recipe.adapter_method == "qlora" and pick_dtype(recipe.quant.compute_dtype, device) == torch.bfloat16:
+        return torch.bfloat16
+    return torch.float32
+
+
+def set_adapter_dtype(model, dtype) -> int:
+    """Cast the trainable adapter weights to `dtype`; returns how many changed.
+
+    trl casts every 4-bit (bitsandbytes) model's adapter to bfloat16 whatever the recipe says, and leaves
+    the studio's own 4-bit layers alone: one explicit rule here keeps both backends the same. DoRA's
+    magnitude vector stays float32, as in trl: its updates are often smaller than bfloat16 can represent.
+    """
+    changed = 0
+    for name, param in model.named_parameters():
+        if param.requires_grad and "lora_magnitude_vector" not in name and param.dtype != dtype:
+            param.data = param.data.to(dtype)
+            changed += 1
+    return changed
 
 
 def fsdp_over_gloo() -> bool:
