@@ -128,7 +128,7 @@ def test_every_named_api_endpoint_answers(finished_job, tiny_raw, tiny_data, tmp
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         named = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-        expected = {"/list_recipes", "/resume_job", "/list_jobs", "/validate_recipe", "/estimate_memory", "/inspect_data", "/start_training", "/job_status", "/compare", "/merge", "/adapter_zip", "/merged_zip"}
+        expected = {"/list_recipes", "/resume_job", "/list_jobs", "/validate_recipe", "/estimate_memory", "/inspect_data", "/start_training", "/job_status", "/compare", "/merge", "/adapter_zip", "/merged_zip", "/export"}
         assert named == expected
         assert DEMO_RECIPE in client.predict(api_name="/list_recipes")
         assert client.predict(recipe_yaml, api_name="/validate_recipe") == "valid"
