@@ -383,10 +383,8 @@ def _terms(recipe: Recipe, shape: Shape, batch: int, length: int, loss: str) -> 
 
     # lora.dtype auto trains a QLoRA adapter in bf16 when the compute dtype is bf16 (studio.train.adapter_dtype):
     # weights, gradients and AdamW moments all take half the fp32 bytes.
-    lora_dtype = recipe.lora.dtype
-    if lora_dtype == "auto":
-        lora_dtype = "bfloat16" if recipe.adapter_method == "qlora" and recipe.quant.compute_dtype in ("auto", "bfloat16") else "float32"
-    adapter_scale = 0.5 if lora_dtype == "bfloat16" else 1.0
+    compute_name = "bfloat16" if recipe.quant.compute_dtype == "auto" else recipe.quant.compute_dtype  # auto = bf16 on a GPU
+    adapter_scale = 0.5 if recipe.adapter_dtype_for(compute_name) == "bfloat16" else 1.0
 
     # Activations: values per token per layer (see the docstring).
     tokens = batch * length

@@ -128,15 +128,14 @@ def load_for_training(recipe: Recipe, device: torch.device):
         # Loaded on the CPU, then moved to the device one block at a time as it is quantized, so the
         # GPU never holds more than one full-precision block: an 8B model fits where its bf16 copy would not.
         model = load_base(model_dir, dtype, torch.device("cpu"), recipe.model.trust_remote_code, allow_pickle=recipe.model.allow_pickle)
-        if recipe.train.offload_embeddings:  # before the move, so the table never reaches the GPU
-            offload_input_embeddings(model)
+    else:
+        model = load_base(model_dir, dtype, device, recipe.model.trust_remote_code, allow_pickle=recipe.model.allow_pickle)
+    if recipe.train.offload_embeddings:  # for the studio backend before the move, so the table never reaches the GPU
+        offload_input_embeddings(model)
+    if backend == "studio":
         # Architectures whose projections are not nn.Linear (GPT-2's Conv1D) keep them in full
         # precision, as bitsandbytes does; LoRA then attaches to them as usual.
         quantized = quantize_onto(model, device, pick_dtype(recipe.quant.compute_dtype, device))
-    else:
-        model = load_base(model_dir, dtype, device, recipe.model.trust_remote_code, allow_pickle=recipe.model.allow_pickle)
-    if recipe.train.offload_embeddings:
-        offload_input_embeddings(model)
     if recipe.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

@@ -280,6 +280,14 @@ class Recipe(_Section):
         """The adapter kind trained: the method itself, or preference.adapter for dpo and orpo."""
         return self.preference.adapter if self.method in ("dpo", "orpo") else self.method
 
+    def adapter_dtype_for(self, compute_dtype: str) -> str:
+        """The adapter's storage dtype name given the resolved compute dtype name (the one rule training
+        and the memory estimator share): lora.dtype, or for auto bfloat16 when a QLoRA run computes in
+        bfloat16 (as trl does for 4-bit models) and float32 otherwise."""
+        if self.lora.dtype != "auto":
+            return self.lora.dtype
+        return "bfloat16" if self.adapter_method == "qlora" and compute_dtype == "bfloat16" else "float32"
+
     @property
     def run_name(self) -> str:
         """The run's name: output.name, else 'run'."""

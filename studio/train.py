@@ -287,16 +287,13 @@ def _holds_a_run(run_dir: Path) -> bool:
 
 
 def adapter_dtype(recipe: Recipe, device):
-    """The dtype the adapter trains in (`lora.dtype`): auto = bfloat16 for QLoRA computing in bfloat16, else float32."""
+    """The dtype the adapter trains in on `device` (`lora.dtype`, see Recipe.adapter_dtype_for)."""
     import torch
 
     from .models import pick_dtype
 
-    if recipe.lora.dtype != "auto":
-        return getattr(torch, recipe.lora.dtype)
-    if recipe.adapter_method == "qlora" and pick_dtype(recipe.quant.compute_dtype, device) == torch.bfloat16:
-        return torch.bfloat16
-    return torch.float32
+    compute = str(pick_dtype(recipe.quant.compute_dtype, device)).removeprefix("torch.")
+    return getattr(torch, recipe.adapter_dtype_for(compute))
 
 
 def set_adapter_dtype(model, dtype) -> int:
@@ -314,16 +311,11 @@ def set_adapter_dtype(model, dtype) -> int:
     return changed
 
 
-def fsdp_over_gloo() -> bool:
-    """True in a CPU worker of an FSDP run whose accelerate state was prepared for FSDP over gloo."""
-    from .distributed import fsdp_state_prepared
-
-    return fsdp_state_prepared()
-
-
 def trainer_arguments(recipe: Recipe, model, run_dir: Path, device, has_val: bool) -> dict:
     """The Trainer arguments every studio trainer shares (SFT, DPO, ORPO), from the recipe."""
     import torch
+
+    from .distributed import fsdp_state_prepared
 
     t = recipe.train
     half = model.dtype if hasattr(model, "dtype") else torch.float32
@@ -356,7 +348,7 @@ def trainer_arguments(recipe: Recipe, model, run_dir: Path, device, has_val: boo
         gradient_checkpointing=False,  # enabled on the model already, before adapters were attached
         # A CPU FSDP worker has prepared accelerate's state itself (distributed.enable_fsdp_over_gloo);
         # the trainer must use it instead of resetting it to plain data parallel.
-        accelerator_config={"use_configured_state": fsdp_over_gloo()},
+        accelerator_config={"use_configured_state": fsdp_state_prepared()},
     )
 
 

@@ -86,6 +86,17 @@ def timed_browser_loads(url: str, user: str, profile: Path, times: int = 2) -> l
     return loads
 
 
+
+def timed_threads(target, users, timeout: float = 120) -> float:
+    """Run `target(user)` in one thread per user, all at once; seconds until every thread has finished."""
+    start = time.perf_counter()
+    threads = [threading.Thread(target=target, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    return time.perf_counter() - start
+
 @pytest.mark.load
 def test_twenty_users_fifty_jobs(tiny_llama_dir, tiny_data, tmp_path, monkeypatch, record_property):
     from gradio_client import Client
@@ -128,13 +139,7 @@ def test_twenty_users_fifty_jobs(tiny_llama_dir, tiny_data, tmp_path, monkeypatc
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
-        start = time.perf_counter()
-        threads = [threading.Thread(target=login, args=(u,)) for u in users]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        figures["login_s"] = time.perf_counter() - start
+        figures["login_s"] = timed_threads(login, users)
         assert not errors and len(clients) == USERS, errors
 
         if helpers.CHROMIUM.exists():  # the same page load with an empty queue, for comparison
@@ -154,13 +159,7 @@ def test_twenty_users_fifty_jobs(tiny_llama_dir, tiny_data, tmp_path, monkeypatc
             except BaseException as exc:  # noqa: BLE001
                 errors.append(exc)
 
-        start = time.perf_counter()
-        threads = [threading.Thread(target=submit, args=(u,)) for u in users]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        figures["submit_s"] = time.perf_counter() - start
+        figures["submit_s"] = timed_threads(submit, users)
         submit_done = time.time()
         assert not errors, errors
         ids = sorted(j for js in submitted.values() for j in js)
