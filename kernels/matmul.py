@@ -32,10 +32,12 @@ import triton.language as tl
 from ._nf4_tile import _cast, _load_nf4
 from ._runtime import check_triton_device, interpreting
 from .dequant import dequantize_nf4_triton
+from .dispatch import large_m_threshold
 from .nf4 import NF4Weight, dequantize_nf4_reference, nf4_code
 
 SMALL_M = 16  # at or below this many rows, use the read-weights-once kernel
-LARGE_M = 1024  # at or above this, large_m="auto" dequantizes into a scratch buffer for cuBLAS
+# At or above large_m_threshold(device) rows, large_m="auto" dequantizes into a scratch buffer for cuBLAS:
+# the crossover is measured per GPU (dispatch.py).
 
 
 @triton.jit
@@ -138,6 +140,7 @@ _nf4_matmul_tiled = triton.autotune(
         _cfg(32, 64, 64, 4, 4),
     ],
     key=_KEY,
+    cache_results=True,  # on disk: a later process on this machine skips the tuning and its first step is fast
 )(_nf4_matmul_kernel)
 # Small-M tiles: one 16-row tile, split R to fill the SMs; the atomics need a zeroed output.
 _nf4_matmul_small = triton.autotune(
@@ -150,6 +153,7 @@ _nf4_matmul_small = triton.autotune(
     ],
     key=_KEY,
     reset_to_zero=["c_ptr"],
+    cache_results=True,
 )(_nf4_matmul_kernel)
 
 # Under the interpreter: one fixed configuration (no timing loop), large tiles because the
@@ -244,10 +248,12 @@ def _scratch_weight(weight: NF4Weight, dtype: torch.dtype) -> torch.Tensor:
     return dequantize_nf4_triton(weight, dtype, out=buf[: weight.numel])
 
 
-def _use_dequant(M: int, large_m: str) -> bool:
+def _use_dequant(M: int, large_m: str, device: torch.device) -> bool:
     if large_m not in ("auto", "fused", "dequant"):
         raise ValueError(f"large_m must be 'auto', 'fused' or 'dequant', got {large_m!r}")
-    return large_m == "dequant" and M > SMALL_M or large_m == "auto" and M >= LARGE_M
+    if large_m == "auto":
+        return M > SMALL_M and M >= large_m_threshold(device)
+    return large_m == "dequant" and M > SMALL_M
 
 
 def nf4_matmul_triton(
@@ -256,14 +262,15 @@ def nf4_matmul_triton(
     """Y = X @ dequant(W)^T (+ bias) on the GPU, for 2-D X of shape (M, in_features).
 
     large_m: "fused" always uses the fused kernel; "dequant" dequantizes into a reused buffer
-    and calls cuBLAS whenever M > 16; "auto" does that from M >= LARGE_M.
+    and calls cuBLAS whenever M > 16; "auto" does that from the M measured fastest on this GPU
+    (dispatch.large_m_threshold).
     """
     _check_operands(x, weight, weight.shape[1], "X")
     if bias is not None:
         if bias.shape != (weight.shape[0],):
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
         bias = bias.to(x.dtype).contiguous()
-    if _use_dequant(x.shape[0], large_m):
+    if _use_dequant(x.shape[0], large_m, x.device):
         return torch.nn.functional.linear(x, _scratch_weight(weight, x.dtype), bias)
     return _launch(x, weight, transposed=True, bias=bias)
 
@@ -271,7 +278,7 @@ def nf4_matmul_triton(
 def nf4_matmul_grad_input_triton(dy: torch.Tensor, weight: NF4Weight, large_m: str = "auto") -> torch.Tensor:
     """dX = dY @ dequant(W) on the GPU, for 2-D dY of shape (M, out_features)."""
     _check_operands(dy, weight, weight.shape[0], "dY")
-    if _use_dequant(dy.shape[0], large_m):
+    if _use_dequant(dy.shape[0], large_m, dy.device):
         return dy @ _scratch_weight(weight, dy.dtype)
     return _launch(dy, weight, transposed=False, bias=None)
 

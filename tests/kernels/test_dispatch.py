@@ -1,0 +1,80 @@
+"""The batch-size dispatch of the NF4 matmul: measured per-GPU thresholds, the crossover rule, the override."""
+
+import json
+
+import pytest
+import torch
+
+import studio_kernels.matmul as matmul_module
+from studio_kernels import nf4_matmul_reference, nf4_matmul_triton, quantize_nf4
+from studio_kernels.dispatch import (
+    DEFAULT_LARGE_M,
+    NEVER,
+    _threshold_for,
+    crossover_m,
+    large_m_threshold,
+    record_threshold,
+)
+
+
+def _rows(times):
+    """Rows for two shapes from {M: (fused_ms, dequant_ms)} (the same timings for both shapes)."""
+    return [{"shape": s, "M": m, "fused_ms": f, "dequant_ms": d} for s in ("a", "b") for m, (f, d) in times.items()]
+
+
+def test_crossover_is_where_dequant_wins_from_there_on():
+    times = {16: (1.0, 2.0), 256: (1.0, 1.5), 2048: (1.0, 0.9), 4096: (1.0, 0.8), 8192: (1.0, 0.7)}
+    assert crossover_m(_rows(times)) == 2048
+
+
+def test_crossover_ignores_an_early_win_that_does_not_hold():
+    # dequant wins at 256 by noise but loses at 2048: only the run of wins up to the largest M counts
+    times = {256: (1.0, 0.9), 2048: (1.0, 1.1), 4096: (1.0, 0.9), 8192: (1.0, 0.8)}
+    assert crossover_m(_rows(times)) == 4096
+
+
+def test_crossover_needs_every_shape_to_agree():
+    rows = _rows({4096: (1.0, 0.8), 8192: (1.0, 0.7)})
+    rows[0]["dequant_ms"] = 1.2  # shape "a" at M=4096: the fused kernel wins there
+    assert crossover_m(rows) == 8192
+
+
+def test_no_crossover_when_the_fused_kernel_wins_at_the_largest_m():
+    assert crossover_m(_rows({2048: (1.0, 0.9), 8192: (1.0, 1.0)})) is None
+
+
+def test_table_round_trip_and_lookup(tmp_path):
+    table = tmp_path / "dispatch.json"
+    record_threshold("GPU A", 2048, "benchmarks/results/nf4-a.json", table)
+    record_threshold("GPU B", None, "benchmarks/results/nf4-b.json", table)
+    record_threshold("GPU A", 4096, "benchmarks/results/nf4-a2.json", table)  # re-measured: replaced
+    saved = json.loads(table.read_text())
+    assert saved == {"GPU A": {"large_m": 4096, "source": "benchmarks/results/nf4-a2.json"},
+                     "GPU B": {"large_m": None, "source": "benchmarks/results/nf4-b.json"}}
+    assert _threshold_for("GPU A", str(table)) == 4096
+    assert _threshold_for("GPU B", str(table)) == NEVER  # measured: the fused kernel always wins
+    assert _threshold_for("GPU C", str(table)) == DEFAULT_LARGE_M  # never measured
+    assert _threshold_for("GPU A", str(tmp_path / "missing.json")) == DEFAULT_LARGE_M
+
+
+def test_environment_override_and_its_error(monkeypatch):
+    assert large_m_threshold(torch.device("cpu")) == DEFAULT_LARGE_M
+    monkeypatch.setenv("STUDIO_NF4_LARGE_M", "64")
+    assert large_m_threshold(torch.device("cpu")) == 64
+    monkeypatch.setenv("STUDIO_NF4_LARGE_M", "lots")
+    with pytest.raises(ValueError, match="STUDIO_NF4_LARGE_M must be an integer"):
+        large_m_threshold(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("threshold, expect_dequant", [("32", True), ("4096", False)])
+def test_auto_dispatch_follows_the_threshold(monkeypatch, threshold, expect_dequant):
+    """large_m="auto" at M = 40 takes the dequantize path exactly when the threshold says so; same result either way."""
+    weight = quantize_nf4(torch.randn(70, 96, generator=torch.Generator().manual_seed(0)) * 0.1)
+    x = torch.randn(40, 96, generator=torch.Generator().manual_seed(1))
+    used = []
+    real = matmul_module._scratch_weight
+    monkeypatch.setattr(matmul_module, "_scratch_weight", lambda w, d: used.append(True) or real(w, d))
+    monkeypatch.setenv("STUDIO_NF4_LARGE_M", threshold)
+    y = nf4_matmul_triton(x, weight, large_m="auto")
+    assert bool(used) == expect_dequant
+    torch.testing.assert_close(y, nf4_matmul_reference(x, weight), atol=2e-5, rtol=2e-5)
