@@ -7,7 +7,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast test-load clean browser
+.PHONY: setup demo test test-fast test-load clean browser bench-gpu
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ test-load: $(STAMP)
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+
+# Every GPU check and benchmark in one run, within a time budget (benchmarks/README.md); needs a CUDA device.
+bench-gpu: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/gpu_session.py --out benchmarks/results/session-$$(date +%Y%m%d-%H%M%S)
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,0 +1,201 @@
+"""Every GPU check of the project in one command, inside a fixed time budget: tests on CUDA, then the benchmarks.
+
+    python benchmarks/gpu_session.py --out DIR [--budget-s 520] [--wheels .whl] [--stages a,b,...]
+    python benchmarks/gpu_session.py --smoke --out DIR      # the same plan on the CPU, tiny shapes (CI runs this)
+
+A GPU is often lent for a few minutes only, on a machine that cannot download anything. This script is what
+such a session runs: it installs the project's pinned packages from carried wheels (benchmarks/gpu_wheels.sh
+downloads them on a machine with a package index), checks that everything imports and sees the GPU, then runs
+the stages in order of what the open targets need most, each under its own time limit and all of them under
+one budget. The benchmarks rewrite their JSON after every measurement, so a stage cut off by its limit still
+leaves what it measured. At the end DIR holds three files: session.log (everything printed), summary.md (each
+stage's status and time, and every target verdict the benchmarks printed) and results.tar.gz (the benchmarks'
+JSON and markdown and the test reports).
+
+Only the standard library is used here: the script must start before the wheels are installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# What a stage prints that the summary repeats: the benchmarks' target verdicts and pytest's final count.
+VERDICT = re.compile(r"\b(pass|FAIL)\b|\b\d+ (passed|failed|errors?)\b")
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+
+PREFLIGHT = """
+import importlib, torch
+names = ["triton", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "pydantic", "studio", "studio_kernels"]
+for name in names:
+    module = importlib.import_module(name)
+    print(f"{name} {getattr(module, '__version__', '(project)')}")
+print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, device: "
+      + (torch.cuda.get_device_name() if torch.cuda.is_available() else "none"))
+"""
+NEEDS_CUDA = """
+if not torch.cuda.is_available():
+    raise SystemExit("gpu_session: no CUDA device found; the session measures a GPU (--smoke runs its plan on the CPU)")
+"""
+
+
+@dataclass
+class Stage:
+    """One step of the session: a command, its time limit, and the least time worth starting it with."""
+
+    name: str
+    args: list[str]
+    limit_s: int
+    min_s: int = 30
+    gpu_only: bool = False  # skipped by --smoke (the CPU has nothing to check there)
+
+
+def stages(smoke: bool, results: Path) -> list[Stage]:
+    """The session's plan, most needed first: GPU correctness, the kernel speed targets, memory, the fused loss.
+
+    Under --smoke each benchmark runs its own tiny CPU variant, so CI exercises this plan end to end.
+    """
+    py = sys.executable
+    out = ["--out", str(results)]
+    smoke_flag = ["--smoke"] if smoke else []
+    junit = ["--junitxml", str(results / "gpu-tests.xml"), "-p", "no:cacheprovider"]
+    return [
+        Stage("preflight", [py, "-c", PREFLIGHT + ("" if smoke else NEEDS_CUDA)], 90, min_s=10),
+        # The kernels compiled for the GPU against bitsandbytes' CUDA kernels, and the fused loss on CUDA.
+        Stage("gpu-tests", [py, "-m", "pytest", "-q", "-m", "gpu", "tests/kernels", *junit], 150, gpu_only=True),
+        # Matmul at the four Llama-3-8B shapes over M, then the 1B and 8B training steps of the three methods.
+        Stage("nf4", [py, str(BENCH / "bench_nf4.py"), *smoke_flag, *out], 240, min_s=60),
+        # Estimate vs measured peak on the 1B shape, then the 8B target setting.
+        Stage("memory", [py, str(BENCH / "bench_memory.py"), "--quick", *smoke_flag, *out], 180, min_s=60),
+        Stage("fused_ce", [py, str(BENCH / "bench_fused_ce.py"), "--quick", *smoke_flag, *out], 90),
+        # Whatever time is left: the whole kernel suite compiled for the GPU (the interpreter's tests, not interpreted).
+        Stage("kernel-tests", [py, "-m", "pytest", "-q", "tests/kernels", "-p", "no:cacheprovider",
+                               "--junitxml", str(results / "kernel-tests.xml")], 300, min_s=60, gpu_only=True),
+    ]
+
+
+def install_wheels(wheels: Path, log) -> Path | None:
+    """pip-install every wheel in `wheels` into a fresh folder (no index, no dependencies); return it, or None if none."""
+    found = sorted(wheels.glob("*.whl")) if wheels.is_dir() else []
+    if not found:
+        return None
+    target = Path(tempfile.mkdtemp(prefix="studio-site-"))
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+           "--no-cache-dir", "--upgrade", "--target", str(target), *map(str, found)]
+    done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise SystemExit(f"gpu_session: installing the {len(found)} wheels in {wheels} failed (see session.log)")
+    return target
+
+
+def project_path() -> Path:
+    """A folder that makes `studio` and `studio_kernels` importable without installing the project.
+
+    The repository root cannot go on sys.path itself: its kernels/ folder would shadow the PyPI package
+    `kernels` that bitsandbytes probes for, and studio_kernels is that folder under another name.
+    """
+    shim = Path(tempfile.mkdtemp(prefix="studio-src-"))
+    (shim / "studio").symlink_to(ROOT / "studio")
+    (shim / "studio_kernels").symlink_to(ROOT / "kernels")
+    return shim
+
+
+def stage_environment(site: Path | None, smoke: bool) -> dict:
+    """The environment every stage runs in: offline, the wheels and the project first on the path."""
+    env = dict(os.environ)
+    paths = [str(p) for p in (site, project_path()) if p] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    env.update(PYTHONPATH=os.pathsep.join(paths), PYTHONSAFEPATH="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
+               HF_HUB_DISABLE_TELEMETRY="1", TOKENIZERS_PARALLELISM="false")
+    if smoke:
+        env["TRITON_INTERPRET"] = "1"
+    return env
+
+
+def run_stage(stage: Stage, env: dict, log, limit_s: float) -> tuple[str, float, list[str]]:
+    """Run one stage under `limit_s`; return its status (ok, failed rc=N, cut off), seconds, and its verdict lines."""
+    log.write(f"\n===== {stage.name}: {' '.join(stage.args)} (limit {limit_s:.0f} s)\n")
+    log.flush()
+    start = time.monotonic()
+    proc = subprocess.Popen(stage.args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=limit_s)
+        status = "ok" if proc.returncode == 0 else f"failed (rc={proc.returncode})"
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)  # the whole group: pytest and benchmark children too
+        out, _ = proc.communicate()
+        status = "cut off at its time limit"
+    log.write(out)
+    log.flush()
+    print(f"[{stage.name}] {status} in {time.monotonic() - start:.0f} s", flush=True)
+    lines = [line.strip() for line in out.splitlines() if VERDICT.search(line)]
+    return status, time.monotonic() - start, lines
+
+
+def summary(rows: list[tuple[str, str, float, list[str]]], budget_s: float, used_s: float, smoke: bool) -> str:
+    """The session in markdown: one row per stage, then every verdict line the stages printed."""
+    lines = ["# GPU session" + (" (smoke run on the CPU: the numbers mean nothing)" if smoke else ""), "",
+             f"Budget {budget_s:.0f} s, used {used_s:.0f} s.", "", "| stage | status | seconds |", "|---|---|---|"]
+    lines += [f"| {name} | {status} | {secs:.0f} |" for name, status, secs, _ in rows]
+    for name, _, _, verdicts in rows:
+        if verdicts:
+            lines += ["", f"## {name}", "", *[f"- {v}" for v in verdicts]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="where session.log, summary.md and results.tar.gz go")
+    parser.add_argument("--budget-s", type=float, default=520, help="the whole session's seconds (default 520)")
+    parser.add_argument("--wheels", type=Path, default=ROOT / ".whl", help="wheels to install first (default .whl)")
+    parser.add_argument("--stages", help="comma-separated stage names to run (default: all, in plan order)")
+    parser.add_argument("--smoke", action="store_true", help="the same plan on the CPU at tiny shapes")
+    args = parser.parse_args(argv)
+
+    start = time.monotonic()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = Path(tempfile.mkdtemp(prefix="studio-results-"))
+    plan = stages(args.smoke, results)
+    known = [s.name for s in plan]
+    wanted = args.stages.split(",") if args.stages else known
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        print(f"gpu_session: unknown stage(s) {', '.join(unknown)}; the stages are {', '.join(known)}", file=sys.stderr)
+        return 2
+    rows = []
+    with open(args.out / "session.log", "w") as log:
+        site = install_wheels(args.wheels, log)
+        env = stage_environment(site, args.smoke)
+        for stage in plan:
+            left = args.budget_s - (time.monotonic() - start)
+            if stage.name not in wanted:
+                continue
+            if args.smoke and stage.gpu_only:
+                rows.append((stage.name, "skipped (GPU only)", 0.0, []))
+            elif left < stage.min_s:
+                rows.append((stage.name, f"skipped ({left:.0f} s left, needs {stage.min_s})", 0.0, []))
+            else:
+                rows.append((stage.name, *run_stage(stage, env, log, min(stage.limit_s, left))))
+            if stage.name == "preflight" and not rows[-1][1].startswith(("ok", "skipped")):
+                break  # nothing else can run when the packages do not import
+    used = time.monotonic() - start
+    (args.out / "summary.md").write_text(summary(rows, args.budget_s, used, args.smoke))
+    with tarfile.open(args.out / "results.tar.gz", "w:gz") as tar:
+        tar.add(results, arcname="results")
+    shutil.rmtree(results, ignore_errors=True)
+    print((args.out / "summary.md").read_text())
+    return 0 if all(status == "ok" or status.startswith("skipped") for _, status, _, _ in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
