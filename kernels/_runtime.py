@@ -35,7 +35,7 @@ def check_triton_device(*tensors: torch.Tensor) -> None:
     for t in tensors:
         if not triton_can_run(t):
             raise ValueError(
-                f"the Triton NF4 kernels need CUDA tensors, got a tensor on {t.device}; "
+                f"the Triton kernels need CUDA tensors, got a tensor on {t.device}; "
                 "use backend='torch' (the reference path) on CPU, or set TRITON_INTERPRET=1 "
                 "before importing studio_kernels to run the kernels in Triton's interpreter"
             )

@@ -120,10 +120,22 @@ def _ce_rows_kernel(
             tl.store(row_ptr + vv, _cast(g, out_dtype, EMULATE_BF16_RNE), mask=mask)
 
 
+# On a GPU the block width is tuned per vocabulary size rather than fixed: wide blocks mean few loop trips
+# per row, but at 32768 columns the kernel spills registers (seen in ptxas output for Hopper), so narrower
+# blocks are candidates too. The kernel overwrites its logits, so every trial starts from restored values;
+# results are cached on disk, so only the first process on a machine pays for the tuning.
+_ce_rows_tuned = triton.autotune(
+    configs=[triton.Config({"BLOCK_V": bv}, num_warps=w) for bv, w in ((4096, 8), (8192, 16), (16384, 16), (32768, 32))],
+    key=["V", "HAS_SOFTCAP", "COMPUTE_GRAD"],
+    restore_value=["logits_ptr"],
+    cache_results=True,
+)(_ce_rows_kernel)
+
+
 def _launch_config(V: int, block_v: int | None) -> tuple[int, int]:
-    """(BLOCK_V, num_warps). Big blocks: few loop trips per row; the interpreter's cost is per op."""
+    """(BLOCK_V, num_warps) for a fixed launch. Big blocks: few loop trips per row; the interpreter's cost is per op."""
     if block_v is None:
-        block_v = min(triton.next_power_of_2(V), 4096 if interpreting() else 32768)
+        block_v = min(triton.next_power_of_2(V), 4096)
     if block_v & (block_v - 1):
         raise ValueError(f"block_v must be a power of two, got {block_v}")
     return block_v, max(4, min(32, block_v // 1024))
@@ -163,22 +175,13 @@ def cross_entropy_rows_triton(
     loss = torch.empty(rows, device=logits.device, dtype=torch.float32)
     if rows == 0:
         return loss
-    BLOCK_V, num_warps = _launch_config(V, block_v)
-    _ce_rows_kernel[(rows,)](
-        logits,
-        logits.stride(0),
-        labels,
-        loss,
-        scale,
-        V,
-        ignore_index,
-        float(softcap) if softcap is not None else 1.0,
-        HAS_SOFTCAP=softcap is not None,
-        COMPUTE_GRAD=compute_grad,
-        EMULATE_BF16_RNE=interpreting(),
-        BLOCK_V=BLOCK_V,
-        num_warps=num_warps,
-    )
+    args = (logits, logits.stride(0), labels, loss, scale, V, ignore_index, float(softcap) if softcap is not None else 1.0)
+    flags = dict(HAS_SOFTCAP=softcap is not None, COMPUTE_GRAD=compute_grad, EMULATE_BF16_RNE=interpreting())
+    if block_v is None and not interpreting() and V > 4096:
+        _ce_rows_tuned[(rows,)](*args, **flags)
+    else:
+        BLOCK_V, num_warps = _launch_config(V, block_v)
+        _ce_rows_kernel[(rows,)](*args, **flags, BLOCK_V=BLOCK_V, num_warps=num_warps)
     return loss
 
 
