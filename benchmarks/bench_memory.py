@@ -2,6 +2,7 @@
 
     python benchmarks/bench_memory.py            # 1B and 8B shapes, the full grid (tens of minutes)
     python benchmarks/bench_memory.py --quick    # 1B shape, a few cases
+    python benchmarks/bench_memory.py --smoke    # every code path on the CPU, a tiny shape (no GPU needed)
 
 For each model shape it writes a random-weight model directory (save_pretrained of a from_config model,
 safetensors, with a word-level tokenizer over the full vocabulary; nothing is downloaded) and loads it
@@ -18,8 +19,12 @@ runs), "fused" the studio kernel (`train.fused_loss`). Offload wraps forward and
 activation-offloading context, as SFTTrainer does for `train.offload_activations`. Packing feeds rows of
 several examples with position ids restarting per example (same tokens per row, so the same memory).
 
-Writes benchmarks/results/memory-<gpu>-<time>.json and .md naming GPU, driver, CUDA, torch, triton,
-bitsandbytes. Without CUDA it exits with status 2 and one line on stderr.
+--smoke runs every case kind and method on the CPU at a tiny shape (Triton kernels in the interpreter):
+memory is not measured there (the estimates still are), and activation offload, which needs a GPU, is
+skipped with its reason recorded in the row. It exists so that a GPU session never finds a crash.
+
+Writes benchmarks/results/memory-<gpu>-<time>.json (rewritten after every row) and .md naming GPU, driver,
+CUDA, torch, triton, bitsandbytes. Without CUDA (and without --smoke) it exits with status 2 and one line on stderr.
 """
 
 from __future__ import annotations
@@ -30,34 +35,48 @@ import gc
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 
 if __package__:  # imported as `benchmarks.bench_memory` (the tests)
-    from ._gpu_env import NO_CUDA_EXIT, cuda_missing, environment, timed_steps, write_results
-else:  # run as `python benchmarks/bench_memory.py`: this folder is on sys.path. (Not the repository root:
-    # its kernels/ folder would shadow the PyPI package `kernels` that bitsandbytes imports; `studio` is installed.)
-    from _gpu_env import NO_CUDA_EXIT, cuda_missing, environment, timed_steps, write_results
+    from ._gpu_env import NO_CUDA_EXIT, Results, cuda_missing, environment, start_smoke, timed_steps
+else:  # run as `python benchmarks/bench_memory.py`: this folder goes on sys.path (Python leaves it off under
+    # PYTHONSAFEPATH). Not the repository root: its kernels/ folder would shadow the PyPI package `kernels`
+    # that bitsandbytes imports; `studio` is installed.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _gpu_env import NO_CUDA_EXIT, Results, cuda_missing, environment, start_smoke, timed_steps
 
 SHAPES = {
     "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                     num_key_value_heads=8, head_dim=64, tie_word_embeddings=True),
+                     num_key_value_heads=8, head_dim=64, tie_word_embeddings=True, vocab_size=128256),
     "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                     num_key_value_heads=8, head_dim=128, tie_word_embeddings=False),
+                     num_key_value_heads=8, head_dim=128, tie_word_embeddings=False, vocab_size=128256),
+    # --smoke only: untied, so the embedding-offload cases run too.
+    "llama-tiny": dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, head_dim=16, tie_word_embeddings=False, vocab_size=512),
 }
-VOCAB = 128256
+GPU_SHAPES = ["llama-1b", "llama-8b"]
+SMOKE_SHAPE = "llama-tiny"
 METHODS = {"bf16-lora": ("lora", "auto"), "qlora-studio": ("qlora", "studio"), "qlora-bnb": ("qlora", "bitsandbytes")}
 GiB = 2**30
+# The estimate's verdicts (fits, largest batch) need a GPU size; on the CPU its memory terms are still
+# computed, against a nominal 80 GiB card. They do not depend on the size.
+NOMINAL_GPU_GIB = 80
+NO_OFFLOAD_ON_CPU = ("activation offload needs a GPU: trl's context moves activations between GPU and CPU memory "
+                     "(the studio refuses train.offload_activations on the CPU)")
+
+
+def case(batch: int, seq: int, ckpt: bool = True, offload: bool = False, packing: bool = False, loss: str = "chunked", emb: bool = False) -> dict:
+    """One grid point: the settings that change activation memory, as the row's columns."""
+    return dict(batch=batch, seq=seq, ckpt=ckpt, offload=offload, packing=packing, loss=loss, emb=emb)
 
 
 def cases(shape: str, quick: bool) -> list[dict]:
     """The grid: (batch, seq, checkpointing, offload, packing, loss) per model shape."""
-    def case(batch, seq, ckpt=True, offload=False, packing=False, loss="chunked", emb=False):
-        return dict(batch=batch, seq=seq, ckpt=ckpt, offload=offload, packing=packing, loss=loss, emb=emb)
-
     if quick:
         grid = [case(1, 1024, ckpt=False), case(2, 1024), case(1, 2048, loss="fused"), case(1, 2048, loss="fused", emb=True)]
-        return [c for c in grid if not (c["emb"] and SHAPES[shape]["tie_word_embeddings"])]
+        return untied_only(shape, grid)
     grid = [case(b, s) for b in (1, 2, 4) for s in (512, 2048)]
     grid += [case(1, 1024, ckpt=False), case(2, 1024, ckpt=False)]
     grid += [case(2, 2048, loss="full"), case(2, 2048, loss="fused"), case(2, 2048, packing=True),
@@ -66,12 +85,22 @@ def cases(shape: str, quick: bool) -> list[dict]:
     grid += [case(1, 2048, loss="fused"), case(1, 2048, loss="fused", emb=True), case(2, 2048, loss="fused", emb=True)]
     if shape == "llama-8b":
         grid = [c for c in grid if c["batch"] * c["seq"] <= 8192]
-    # A table tied to the head (Llama-3.2-1B's) stays on the GPU: the studio refuses to offload it.
+    return untied_only(shape, grid)
+
+
+def smoke_cases() -> list[dict]:
+    """Every case kind once at a tiny length: checkpointing on and off, packing, each loss, offload, embeddings on the CPU."""
+    return [case(1, 64, ckpt=False, loss="full"), case(2, 64), case(1, 64, packing=True), case(1, 64, loss="fused"),
+            case(1, 64, offload=True), case(1, 64, loss="fused", offload=True), case(1, 64, loss="fused", emb=True)]
+
+
+def untied_only(shape: str, grid: list[dict]) -> list[dict]:
+    """Drop the embedding-offload cases of a shape whose table is tied to the head: the studio refuses to offload it."""
     return [c for c in grid if not (c["emb"] and SHAPES[shape]["tie_word_embeddings"])]
 
 
-def write_model_dir(path: Path, shape: str) -> Path:
-    """A random bf16 Llama of `shape` with a word-level tokenizer over VOCAB ids, saved like a real one."""
+def write_model_dir(path: Path, shape: str, device: str = "cuda") -> Path:
+    """A random bf16 Llama of `shape` with a word-level tokenizer over its vocabulary, saved like a real one."""
     import torch
     from tokenizers import Tokenizer, models
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -79,22 +108,23 @@ def write_model_dir(path: Path, shape: str) -> Path:
     if (path / "config.json").exists():
         return path
     path.mkdir(parents=True, exist_ok=True)
-    vocab = {f"t{i}": i for i in range(VOCAB)}
+    vocab = {f"t{i}": i for i in range(SHAPES[shape]["vocab_size"])}
     tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="t0")), eos_token="t1", pad_token="t2")
     tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     tok.save_pretrained(path)
-    config = LlamaConfig(vocab_size=VOCAB, max_position_embeddings=16384, bos_token_id=0, eos_token_id=1, pad_token_id=2, **SHAPES[shape])
+    config = LlamaConfig(max_position_embeddings=16384, bos_token_id=0, eos_token_id=1, pad_token_id=2, **SHAPES[shape])
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    # Built in bf16 directly: an fp32 8B model first would need 32 GiB of GPU memory for a moment.
+    with torch.device(device):
+        model = LlamaForCausalLM._from_config(config, dtype=torch.bfloat16)
     model.save_pretrained(path, safe_serialization=True)
     del model
-    gc.collect()
-    torch.cuda.empty_cache()
+    free_memory(device)
     return path
 
 
-def make_recipe(model_dir: Path, method: str, c: dict):
+def make_recipe(model_dir: Path, method: str, c: dict, device: str = "cuda"):
+    """The training recipe of one (method, case): what is loaded, and what the estimate is asked about."""
     from studio.recipe_io import validate_recipe
 
     kind, backend = METHODS[method]
@@ -104,127 +134,213 @@ def make_recipe(model_dir: Path, method: str, c: dict):
         "lora": {"rank": 16, "alpha": 32, "targets": "all-linear"},
         "data": {"max_length": c["seq"], "packing": c["packing"]},
         "train": {"batch_size": c["batch"], "gradient_checkpointing": c["ckpt"], "offload_activations": c["offload"],
-                  "fused_loss": c["loss"] == "fused", "offload_embeddings": c.get("emb", False), "device": "cuda"},
+                  "fused_loss": c["loss"] == "fused", "offload_embeddings": c.get("emb", False), "device": device},
     })
 
 
-def run_case(model, c: dict, steps: int, offload_ctx=None) -> dict:
-    """Mean step time and peak memory of `steps` AdamW steps after two warm-up steps."""
+def free_memory(device: str) -> None:
+    """Collect garbage and, on CUDA, return cached blocks, so each measurement starts from the same allocator state."""
     import torch
 
+    gc.collect()
+    if device != "cpu":
+        torch.cuda.empty_cache()
+
+
+def gpu_total_gib(device: str) -> float:
+    """The GPU's size for the estimate's verdicts: the device's own, or NOMINAL_GPU_GIB on the CPU."""
+    import torch
+
+    return NOMINAL_GPU_GIB if device == "cpu" else torch.cuda.get_device_properties(0).total_memory / GiB
+
+
+def measured_memory(device: str) -> dict:
+    """Peak allocated and reserved GiB since the last reset, and the CUDA context; all None on the CPU (not measured)."""
+    import torch
+
+    if device == "cpu":
+        return {"allocated_gib": None, "reserved_gib": None, "context_gib": None}
+    free, total = torch.cuda.mem_get_info()
+    return {"allocated_gib": torch.cuda.max_memory_allocated() / GiB, "reserved_gib": torch.cuda.max_memory_reserved() / GiB,
+            "context_gib": (total - free - torch.cuda.memory_reserved()) / GiB}
+
+
+def set_checkpointing(model, on: bool) -> None:
+    """Turn gradient checkpointing on or off for the next case, as load_for_training sets it for a recipe."""
     base = model.get_base_model()
-    if c["ckpt"]:
+    drop_input_grad_hooks(base)
+    if on:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        base.enable_input_require_grads()
+        if not input_grad_hooks(base):  # transformers 5 registers it in the enable itself, older versions do not
+            base.enable_input_require_grads()
     else:
         base.gradient_checkpointing_disable()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    ids = torch.randint(3, VOCAB, (c["batch"], c["seq"]), device="cuda")
+
+
+def input_grad_hooks(base) -> list:
+    """The keys of the forward hooks that make the input embedding's output require grad."""
+    hooks = base.get_input_embeddings()._forward_hooks
+    return [key for key, hook in hooks.items() if getattr(hook, "__name__", "") == "make_inputs_require_grads"]
+
+
+def drop_input_grad_hooks(base) -> None:
+    """Remove every requires-grad hook from the input embedding.
+
+    Loading registers it three times (the checkpointing enable, load_for_training, peft) and transformers
+    can remove only the last. One left behind would make a case without checkpointing differentiate down to
+    the embedding output, keeping layer 0's norm intermediates alive, which training without it does not.
+    """
+    hooks = base.get_input_embeddings()._forward_hooks
+    for key in input_grad_hooks(base):
+        del hooks[key]
+
+
+def batch_inputs(c: dict, vocab: int, device: str) -> dict:
+    """Random token ids (labels = inputs); packed cases restart positions four times per row."""
+    import torch
+
+    ids = torch.randint(3, vocab, (c["batch"], c["seq"]), device=device)
     inputs = {"input_ids": ids, "labels": ids}
-    if c["packing"]:  # four examples per row, positions restarting at each
+    if c["packing"]:
         per = c["seq"] // 4
-        inputs["position_ids"] = (torch.arange(c["seq"], device="cuda") % per).expand(c["batch"], -1)
+        inputs["position_ids"] = (torch.arange(c["seq"], device=device) % per).expand(c["batch"], -1)
+    return inputs
+
+
+def case_loss(model, inputs: dict, loss: str):
+    """The training loss the case's recipe would run: the model's own (full logits), trl's chunked head, or the studio kernel."""
+    if loss == "fused":
+        from studio.fused_loss import fused_causal_lm_loss
+
+        return fused_causal_lm_loss(model, inputs)
+    if loss == "chunked":
+        return model(**inputs, fused_lm_head=True).loss
+    return model(**inputs).loss
+
+
+def run_case(model, c: dict, steps: int, offload_ctx=None, device: str = "cuda", warmup: int = 2) -> dict:
+    """Mean step time and peak memory of `steps` AdamW steps after `warmup` warm-up steps."""
+    import torch
+
+    set_checkpointing(model, c["ckpt"])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    inputs = batch_inputs(c, model.config.vocab_size, device)
     offload = offload_ctx if c["offload"] else contextlib.nullcontext()
 
     def step():
         with offload:
-            if c["loss"] == "fused":
-                from studio.fused_loss import fused_causal_lm_loss
-
-                loss = fused_causal_lm_loss(model, inputs)
-            elif c["loss"] == "chunked":
-                loss = model(**inputs, fused_lm_head=True).loss
-            else:
-                loss = model(**inputs).loss
-            loss.backward()
+            case_loss(model, inputs, c["loss"]).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    step_s = timed_steps(step, steps, warmup=2)
-    free, total = torch.cuda.mem_get_info()
-    out = {"step_ms": step_s * 1e3, "tokens_per_s": c["batch"] * c["seq"] / step_s,
-           "allocated_gib": torch.cuda.max_memory_allocated() / GiB, "reserved_gib": torch.cuda.max_memory_reserved() / GiB,
-           "context_gib": (total - free - torch.cuda.memory_reserved()) / GiB}
-    del opt, ids, inputs
+    step_s = timed_steps(step, steps, warmup=warmup, device=device)
+    out = {"step_ms": step_s * 1e3, "tokens_per_s": c["batch"] * c["seq"] / step_s, **measured_memory(device)}
+    del opt, inputs
     return out
 
 
-def bench(shape: str, method: str, model_dir: Path, grid: list[dict], steps: int) -> list[dict]:
+def with_estimate(row: dict, recipe, c: dict, device: str) -> dict:
+    """`row` plus the estimate for the same recipe, and the relative errors where memory was measured."""
+    from studio.memory import estimate
+
+    est = estimate(recipe, gpu_total_gib(device), loss=c["loss"])
+    row = {**row, "estimate_allocated_gib": est["allocated_gib"], "estimate_reserved_gib": est["reserved_gib"],
+           "estimate_peak_gib": est["peak_gib"], "estimate_breakdown": est["breakdown"]}
+    if row.get("allocated_gib") is not None:
+        row["error_allocated"] = est["allocated_gib"] / row["allocated_gib"] - 1
+        row["error_reserved"] = est["reserved_gib"] / row["reserved_gib"] - 1
+    return row
+
+
+def bench(shape: str, method: str, model_dir: Path, grid: list[dict], steps: int, device: str = "cuda",
+          record: Callable[[dict], None] = lambda row: None, warmup: int = 2) -> list[dict]:
     """Every case of the grid for one shape and method; the model is loaded once per embedding placement."""
     rows = []
     for emb in (False, True):
         group = [c for c in grid if c.get("emb", False) == emb]
         if group:
-            rows += bench_loaded(shape, method, model_dir, group, steps)
+            rows += bench_loaded(shape, method, model_dir, group, steps, device, record, warmup)
     return rows
 
 
-def bench_loaded(shape: str, method: str, model_dir: Path, grid: list[dict], steps: int) -> list[dict]:
-    """The cases of `grid` (all with the same embedding placement) on one loaded model."""
+def offload_context(model):
+    """trl's activation-offloading context, made once per model as SFTTrainer does (it adds hooks to the head)."""
+    from trl.models import get_act_offloading_ctx_manager
+
+    return get_act_offloading_ctx_manager(model=model)
+
+
+def bench_loaded(shape: str, method: str, model_dir: Path, grid: list[dict], steps: int, device: str = "cuda",
+                 record: Callable[[dict], None] = lambda row: None, warmup: int = 2) -> list[dict]:
+    """The cases of `grid` (all with the same embedding placement) on one loaded model; record(row) after each."""
     import torch
     from trl.trainer.utils import add_fused_lm_head
 
-    from studio.memory import estimate
     from studio.models import load_for_training
 
-    gc.collect()
-    torch.cuda.empty_cache()
-    model, _, _ = load_for_training(make_recipe(model_dir, method, grid[0]), torch.device("cuda"))
-    add_fused_lm_head(model.get_base_model(), outputs=("log_probs",))  # trl's chunked head, as SFTTrainer adds it
+    free_memory(device)
+    model, _, _ = load_for_training(make_recipe(model_dir, method, grid[0], device), torch.device(device))
+    # trl's chunked head with the outputs SFTTrainer asks for (its is_top1 feeds the accuracy metric).
+    add_fused_lm_head(model.get_base_model(), outputs=("log_probs", "entropy", "is_top1"))
     model.train()
     rows = []
     offload_ctx = None
     for c in grid:
-        if c["offload"] and offload_ctx is None:  # made once per model, as SFTTrainer does (it adds hooks)
-            from trl.models import get_act_offloading_ctx_manager
-
-            offload_ctx = get_act_offloading_ctx_manager(model=model)
-        gc.collect()
-        torch.cuda.empty_cache()
-        try:
-            measured = run_case(model, c, steps, offload_ctx)
-        except torch.OutOfMemoryError:
-            measured = {"oom": True}
-        est = estimate(make_recipe(model_dir, method, c), torch.cuda.get_device_properties(0).total_memory / GiB, loss=c["loss"])
-        row = {"model": shape, "method": method, **c, **measured, "estimate_allocated_gib": est["allocated_gib"],
-               "estimate_reserved_gib": est["reserved_gib"], "estimate_peak_gib": est["peak_gib"], "estimate_breakdown": est["breakdown"]}
-        if "allocated_gib" in measured:
-            row["error_allocated"] = est["allocated_gib"] / measured["allocated_gib"] - 1
-            row["error_reserved"] = est["reserved_gib"] / measured["reserved_gib"] - 1
+        row = {"model": shape, "method": method, **c}
+        if c["offload"] and device == "cpu":
+            row["skipped"] = NO_OFFLOAD_ON_CPU
+        else:
+            if c["offload"] and offload_ctx is None:
+                offload_ctx = offload_context(model)
+            free_memory(device)
+            try:
+                row.update(run_case(model, c, steps, offload_ctx, device, warmup))
+            except torch.OutOfMemoryError:
+                row["oom"] = True
+                # The failed step left gradients behind, and the offload context half a step of saved activations.
+                model.zero_grad(set_to_none=True)
+                offload_ctx = None
+        row = with_estimate(row, make_recipe(model_dir, method, c, device), c, device)
         rows.append(row)
+        record(row)
         print(describe(row), flush=True)
-    del model
-    gc.collect()
-    torch.cuda.empty_cache()
+    del model, offload_ctx
+    free_memory(device)
     return rows
 
 
 def describe(r: dict) -> str:
-    settings = f"{r['model']} {r['method']:12s} b{r['batch']} s{r['seq']} ckpt={int(r['ckpt'])} off={int(r['offload'])} emb={int(r.get('emb', False))} pack={int(r['packing'])} {r['loss']:7s}"
+    """One progress line for a row: settings, then the measurement against the estimate (or why there is none)."""
+    settings = (f"{r['model']} {r['method']:12s} b{r['batch']} s{r['seq']} ckpt={int(r['ckpt'])} off={int(r['offload'])} "
+                f"emb={int(r.get('emb', False))} pack={int(r['packing'])} {r['loss']:7s}")
+    estimate = f"estimate {r['estimate_allocated_gib']:.2f} GiB"
+    if r.get("skipped"):
+        return f"{settings}  skipped: {r['skipped']} ({estimate})"
     if r.get("oom"):
-        return f"{settings}  OOM (estimate {r['estimate_allocated_gib']:.2f} GiB)"
+        return f"{settings}  OOM ({estimate})"
+    if r.get("allocated_gib") is None:
+        return f"{settings}  {r['step_ms']:8.1f} ms  memory not measured ({estimate})"
     return (f"{settings}  {r['step_ms']:8.1f} ms  allocated {r['allocated_gib']:6.2f} GiB (estimate {r['estimate_allocated_gib']:6.2f}, "
             f"{r['error_allocated']:+.1%})  reserved {r['reserved_gib']:6.2f} ({r['error_reserved']:+.1%})")
 
 
 def markdown(env: dict, rows: list[dict]) -> str:
+    """The results table, the share of cases within 10% of allocated, and the 8B target verdicts."""
     lines = [f"# Memory estimate vs measurement: {env['gpu']}", "", " | ".join(f"{k} {v}" for k, v in env.items()), "",
              "Measured: torch.cuda.max_memory_allocated / max_memory_reserved over the timed steps. Estimate: "
              "`studio.memory.estimate` for the same recipe. Error = estimate / measured - 1 (target: within 10% of allocated).", "",
              "| model | method | batch | seq | ckpt | offload | emb on CPU | packing | loss | step ms | tokens/s | allocated GiB | estimate | error | reserved GiB | estimate | error | context GiB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        head = f"| {r['model']} | {r['method']} | {r['batch']} | {r['seq']} | {r['ckpt']} | {r['offload']} | {r.get('emb', False)} | {r['packing']} | {r['loss']} |"
-        if r.get("oom"):
-            lines.append(f"{head} OOM | | | {r['estimate_allocated_gib']:.2f} | | | {r['estimate_reserved_gib']:.2f} | | |")
-        else:
-            lines.append(f"{head} {r['step_ms']:.1f} | {r['tokens_per_s']:.0f} | {r['allocated_gib']:.2f} | {r['estimate_allocated_gib']:.2f} | "
-                         f"{r['error_allocated']:+.1%} | {r['reserved_gib']:.2f} | {r['estimate_reserved_gib']:.2f} | {r['error_reserved']:+.1%} | {r['context_gib']:.2f} |")
+    lines += [table_row(r) for r in rows]
     errors = [abs(r["error_allocated"]) for r in rows if "error_allocated" in r]
     if errors:
         within = sum(e <= 0.10 for e in errors)
         lines += ["", f"Within 10% of allocated: {within} of {len(errors)} cases; worst {max(errors):.1%}."]
-    target = [r for r in rows if r["model"] == "llama-8b" and r["method"].startswith("qlora") and r["batch"] == 1 and r["seq"] == 2048 and "allocated_gib" in r]
+    skipped = sorted({r["skipped"] for r in rows if r.get("skipped")})
+    if skipped:
+        lines += [""] + [f"Skipped: {reason}." for reason in skipped]
+    target = [r for r in rows if r["model"] == "llama-8b" and r["method"].startswith("qlora") and r["batch"] == 1 and r["seq"] == 2048
+              and r.get("allocated_gib") is not None]
     for r in target:  # the issue's bar: Llama-3.1-8B QLoRA r=16 all linear, batch 1, seq 2048, peak at most 7.0 GB
         gb = r["allocated_gib"] * GiB / 1e9
         lines.append(f"8B target ({r['method']}, loss {r['loss']}, embeddings on CPU: {r.get('emb', False)}): "
@@ -232,29 +348,63 @@ def markdown(env: dict, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table_row(r: dict) -> str:
+    """One markdown row; the estimate columns are filled even where nothing was measured."""
+    head = f"| {r['model']} | {r['method']} | {r['batch']} | {r['seq']} | {r['ckpt']} | {r['offload']} | {r.get('emb', False)} | {r['packing']} | {r['loss']} |"
+    est_alloc, est_res = f"{r['estimate_allocated_gib']:.2f}", f"{r['estimate_reserved_gib']:.2f}"
+    if r.get("skipped"):
+        return f"{head} skipped | | | {est_alloc} | | | {est_res} | | |"
+    if r.get("oom"):
+        return f"{head} OOM | | | {est_alloc} | | | {est_res} | | |"
+    timing = f"{r['step_ms']:.1f} | {r['tokens_per_s']:.0f}"
+    if r.get("allocated_gib") is None:
+        return f"{head} {timing} | not measured | {est_alloc} | | not measured | {est_res} | | not measured |"
+    return (f"{head} {timing} | {r['allocated_gib']:.2f} | {est_alloc} | {r['error_allocated']:+.1%} | "
+            f"{r['reserved_gib']:.2f} | {est_res} | {r['error_reserved']:+.1%} | {r['context_gib']:.2f} |")
+
+
 def main(argv=None) -> int:
+    """Run the grid (or the smoke grid on the CPU) and write the results, saving after every row."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the 1B shape and three cases per method")
-    parser.add_argument("--shapes", nargs="*", choices=list(SHAPES), help="model shapes (default: both; --quick: llama-1b)")
+    parser.add_argument("--smoke", action="store_true", help="every case kind on the CPU at a tiny shape: checks the code, measures nothing")
+    parser.add_argument("--shapes", nargs="*", choices=GPU_SHAPES, help="model shapes (default: both; --quick: llama-1b)")
     parser.add_argument("--methods", nargs="*", choices=list(METHODS), default=list(METHODS))
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per case (default 3)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per case (default 3; --smoke: 1)")
     parser.add_argument("--models-dir", type=Path, help="where to keep the random model directories (default: a temporary folder)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
 
-    if cuda_missing("bench_memory", "it measures GPU memory"):
+    if args.smoke:
+        device = start_smoke()
+    elif cuda_missing("bench_memory", "it measures GPU memory"):
         return NO_CUDA_EXIT
-    env = environment(gpu_gib=True, bitsandbytes=True)
+    else:
+        device = "cuda"
+    env = environment(device, gpu_gib=True, bitsandbytes=True)
+    results = Results(args.out, "memory-smoke" if args.smoke else "memory", env)
     print(" | ".join(f"{k} {v}" for k, v in env.items()), flush=True)
-    shapes = args.shapes or (["llama-1b"] if args.quick else list(SHAPES))
+    if args.smoke:
+        shapes, steps, warmup = [SMOKE_SHAPE], 1, 1
+    else:
+        shapes, steps, warmup = args.shapes or (["llama-1b"] if args.quick else GPU_SHAPES), args.steps, 2
     rows: list[dict] = []
+
+    def result() -> dict:
+        return {"environment": env, "quick": args.quick, "smoke": args.smoke, "rows": rows}
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        results.save(result())
+
     with tempfile.TemporaryDirectory() as tmp:
         models_dir = args.models_dir or Path(tmp)
         for shape in shapes:
-            model_dir = write_model_dir(models_dir / shape, shape)
+            model_dir = write_model_dir(models_dir / shape, shape, device)
+            grid = smoke_cases() if args.smoke else cases(shape, args.quick)
             for method in args.methods:
-                rows += bench(shape, method, model_dir, cases(shape, args.quick), args.steps)
-    write_results(args.out, "memory", env, {"environment": env, "quick": args.quick, "rows": rows}, lambda: markdown(env, rows))
+                bench(shape, method, model_dir, grid, steps, device, record, warmup)
+    results.finish(result(), lambda: markdown(env, rows))
     return 0
 
 

@@ -367,32 +367,6 @@ def test_estimate_subcommand_parses():
     assert callable(cmd_estimate)
 
 
-# --- benchmarks/bench_memory.py ------------------------------------------------------------------
-
-
-def test_bench_memory_refuses_without_cuda_and_reports_errors():
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root))
-    from benchmarks import bench_memory
-
-    if not torch.cuda.is_available():
-        done = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_memory.py"), "--quick"], capture_output=True, text=True, timeout=120)
-        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "no CUDA device" in done.stderr
-    grid = bench_memory.cases("llama-8b", quick=False)
-    assert {c["loss"] for c in grid} == {"full", "chunked", "fused"} and any(c["offload"] for c in grid) and any(c["packing"] for c in grid)
-    assert any(not c["ckpt"] for c in grid) and all(c["batch"] * c["seq"] <= 8192 for c in grid)
-    r = bench_memory.make_recipe(Path("/models/x"), "qlora-bnb", grid[0])
-    assert (r.method, r.quant.backend, r.train.batch_size, r.data.max_length) == ("qlora", "bitsandbytes", grid[0]["batch"], grid[0]["seq"])
-    row = {"model": "llama-1b", "method": "qlora-studio", **grid[0], "step_ms": 100.0, "tokens_per_s": 5000.0, "allocated_gib": 4.0,
-           "reserved_gib": 4.4, "context_gib": 0.5, "estimate_allocated_gib": 4.2, "estimate_reserved_gib": 4.41, "error_allocated": 0.05, "error_reserved": 0.002}
-    md = bench_memory.markdown({"gpu": "X", "driver": "1", "torch": "2", "triton": "3"}, [row])
-    assert "+5.0%" in md and "Within 10% of allocated: 1 of 1" in md
-
-
 def test_a_sharded_run_is_checked_per_gpu_before_loading():
     """`studio train` on GPUs with strategy fsdp: the verdict uses each GPU's share and names the count that fits."""
     from studio.memory import check_fits_sharded
