@@ -83,3 +83,24 @@ def test_bench_memory_refuses_without_cuda_and_reports_errors():
            "reserved_gib": 4.4, "context_gib": 0.5, "estimate_allocated_gib": 4.2, "estimate_reserved_gib": 4.41, "error_allocated": 0.05, "error_reserved": 0.002}
     md = bench.markdown({"gpu": "X", "driver": "1", "torch": "2", "triton": "3"}, [row])
     assert "+5.0%" in md and "Within 10% of allocated: 1 of 1" in md
+
+
+def test_target_verdicts_and_a_failed_case_in_the_report():
+    """The printed pass/FAIL lines a GPU session summarises, and a case that raised reported without the rest lost."""
+    bench = bench_memory()
+    assert bench.target_cases() == [bench.case(1, 2048, loss="fused"), bench.case(1, 2048, loss="fused", emb=True)]
+    measured = {"step_ms": 900.0, "tokens_per_s": 2275.0, "reserved_gib": 7.0, "context_gib": 0.5,
+                "estimate_reserved_gib": 7.1, "error_reserved": 0.01}
+    under = {"model": "llama-8b", "method": "qlora-studio", **bench.target_cases()[1], **measured,
+             "allocated_gib": 6.0, "estimate_allocated_gib": 6.3, "error_allocated": 0.05}
+    over = {"model": "llama-8b", "method": "qlora-bnb", **bench.target_cases()[0], **measured,
+            "allocated_gib": 7.0, "estimate_allocated_gib": 6.0, "error_allocated": 6.0 / 7.0 - 1}
+    lines = bench.target_verdicts([under, over])
+    assert lines[0].startswith("[FAIL] estimate within 10% of measured allocation: 1 of 2 cases (worst 14.3%)")
+    assert lines[1].startswith("[pass] 8B target (qlora-studio") and "6.44 GB allocated" in lines[1]  # 6 GiB = 6.44 GB
+    assert lines[2].startswith("[FAIL] 8B target (qlora-bnb") and "7.52 GB allocated" in lines[2]
+    broken = {"model": "llama-8b", "method": "qlora-bnb", **bench.target_cases()[0], "error": "RuntimeError: boom",
+              "estimate_allocated_gib": 6.0, "estimate_reserved_gib": 6.5}
+    md = bench.markdown({"gpu": "X", "driver": "1", "torch": "2", "triton": "3"}, [under, broken])
+    assert "| failed |" in md and "Failed: qlora-bnb b1 s2048 fused: RuntimeError: boom" in md and "[pass] 8B target" in md
+    assert "FAILED: RuntimeError: boom" in bench.describe(broken)
