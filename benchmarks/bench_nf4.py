@@ -2,6 +2,7 @@
 
     python benchmarks/bench_nf4.py            # full run (several minutes)
     python benchmarks/bench_nf4.py --quick    # two shapes, three batch sizes, the 1B model only
+    python benchmarks/bench_nf4.py --smoke    # every code path on the CPU at tiny shapes (numbers mean nothing)
 
 Measures, all in one process so the ratios compare like with like:
   1. matmul forward  Y = X W^T  and input gradient  dX = dY W  for W of shape (out x in) in
@@ -9,7 +10,8 @@ Measures, all in one process so the ratios compare like with like:
      ours (fused kernel, and dequantize-into-buffer + cuBLAS), bf16 torch.matmul, bitsandbytes.
   2. one LoRA training step (seq 2048, batch 1) of randomly initialised Llama-3.2-1B- and
      Llama-3-8B-shaped models: bf16 LoRA, bitsandbytes QLoRA, studio QLoRA; time and peak memory.
-Writes benchmarks/results/nf4-<gpu>-<time>.json and .md naming GPU, driver, torch, triton, bnb.
+Writes benchmarks/results/nf4-<gpu>-<time>.json (rewritten after every measurement) and, at the end,
+the .md beside it, naming GPU, driver, torch, triton, bnb.
 """
 
 from __future__ import annotations
@@ -17,26 +19,56 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 if __package__:  # imported as `benchmarks.bench_nf4` (the tests)
-    from ._gpu_env import NO_CUDA_EXIT, cuda_missing, environment, timed_steps, write_results
-else:  # run as `python benchmarks/bench_nf4.py`: this folder is on sys.path. (Not the repository root:
-    # its kernels/ folder would shadow the PyPI package `kernels` that bitsandbytes imports.)
-    from _gpu_env import NO_CUDA_EXIT, cuda_missing, environment, timed_steps, write_results
+    from ._gpu_env import (
+        NO_CUDA_EXIT,
+        Results,
+        cuda_missing,
+        environment,
+        median_ms,
+        peak_allocated_gib,
+        start_smoke,
+        timed_steps,
+    )
+else:  # run as `python benchmarks/bench_nf4.py`. This folder goes on sys.path by hand: under PYTHONSAFEPATH=1
+    # (how benchmarks/gpu_session.py runs it) Python leaves it off. Not the repository root: its kernels/
+    # folder would shadow the PyPI package `kernels` that bitsandbytes imports.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _gpu_env import (
+        NO_CUDA_EXIT,
+        Results,
+        cuda_missing,
+        environment,
+        median_ms,
+        peak_allocated_gib,
+        start_smoke,
+        timed_steps,
+    )
 
+DTYPE = torch.bfloat16  # activations, dense weights and the QLoRA compute dtype
 SHAPES = [(4096, 4096), (14336, 4096), (4096, 14336), (1024, 4096)]  # (out, in)
 MS = [1, 8, 16, 256, 2048, 4096, 8192]
 QUICK_SHAPES = [(4096, 4096), (14336, 4096)]
 QUICK_MS = [1, 16, 4096]
+# --smoke: in/out features that are not multiples of the 64-value NF4 block or of a tile, and one M per
+# kernel variant (read-weights-once at M <= 16, the tiled kernel with one and with two row tiles).
+SMOKE_SHAPES = [(96, 160), (160, 96)]
+SMOKE_MS = [1, 17, 80]
 MODELS = {
     "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                     num_attention_heads=32, num_key_value_heads=8),
+                     num_attention_heads=32, num_key_value_heads=8, vocab_size=128256),
     "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                     num_attention_heads=32, num_key_value_heads=8),
+                     num_attention_heads=32, num_key_value_heads=8, vocab_size=128256),
+    "tiny": dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, vocab_size=512),
 }
+METHODS = ("bf16_lora", "bnb_qlora", "studio_qlora")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TARGETS = {
     "fwd_large_m": "fused NF4 matmul >= 0.90x bf16 speed at M >= 4096 (0.85x at M = 2048)",
@@ -47,145 +79,231 @@ TARGETS = {
 }
 
 
-def _bench(fn) -> float:
-    """Median milliseconds of fn(), L2 flushed between runs (triton.testing.do_bench)."""
-    from triton.testing import do_bench
+@dataclass(frozen=True)
+class Plan:
+    """What one run measures: matmul shapes and row counts, the models trained and how long.
 
-    return do_bench(fn, warmup=25, rep=100, return_mode="median")
+    large_m and mid_m are the row counts the forward-speed target is judged at (4096 and 2048 on the GPU);
+    the smoke plan maps them onto its own tiny M so that the verdict code runs too.
+    """
+
+    shapes: list[tuple[int, int]]
+    ms: list[int]
+    models: list[str]
+    seq: int
+    steps: int
+    warmup: int
+    large_m: int = 4096
+    mid_m: int = 2048
 
 
-def bench_matmul(shapes, ms) -> list[dict]:
-    """Forward and input-gradient timings of every implementation at every (shape, M)."""
+def plan_for(args: argparse.Namespace) -> Plan:
+    """The plan that --smoke / --quick / the full run stand for, with --seq and --steps applied."""
+    if args.smoke:
+        # One warm-up step is enough to run the warm-up code; the interpreter makes every step cost seconds.
+        return Plan(SMOKE_SHAPES, SMOKE_MS, ["tiny"], args.seq or 64, args.steps or 2, warmup=1, large_m=80, mid_m=17)
+    models = ["llama-1b"] if args.quick else ["llama-1b", "llama-8b"]
+    return Plan(QUICK_SHAPES if args.quick else SHAPES, QUICK_MS if args.quick else MS, models,
+                args.seq or 2048, args.steps or 5, warmup=2)
+
+
+def free_memory(device: str) -> None:
+    """Drop the previous measurement's tensors so the next one starts from an empty allocator."""
+    gc.collect()
+    if device != "cpu":
+        torch.cuda.empty_cache()
+
+
+def _speeds(t: dict) -> dict:
+    """Speed ratios of one matmul row (bf16 or bnb time / ours; >1 means ours is faster)."""
+    row = {}
+    for kind in ("fwd", "bwd"):
+        best = min(t[f"{kind}_fused"], t[f"{kind}_dequant"])
+        row[f"{kind}_speed_vs_bf16_fused"] = t[f"{kind}_bf16"] / t[f"{kind}_fused"]
+        row[f"{kind}_speed_vs_bf16_best"] = t[f"{kind}_bf16"] / best
+        row[f"{kind}_speed_vs_bnb_best"] = t[f"{kind}_bnb"] / best
+    return row
+
+
+def matmul_rows(shapes, ms, device: str = "cuda") -> Iterator[dict]:
+    """Forward and input-gradient timings of every implementation at every (shape, M), one row at a time.
+
+    A generator, so the caller can write each row to disk before the next (slow) one is measured.
+    """
     import bitsandbytes as bnb
     import bitsandbytes.functional as bnbF
 
     from studio_kernels import NF4Weight, nf4_matmul_grad_input_triton, nf4_matmul_triton
 
-    rows = []
     for out_f, in_f in shapes:
-        w = torch.randn(out_f, in_f, device="cuda", dtype=torch.bfloat16) * 0.02
+        w = torch.randn(out_f, in_f, device=device, dtype=DTYPE) * 0.02
         packed, qs = bnbF.quantize_4bit(w, quant_type="nf4", compress_statistics=True)
         weight = NF4Weight.from_bnb(packed, qs)  # same bytes for both 4-bit contenders
         for m in ms:
-            x = torch.randn(m, in_f, device="cuda", dtype=torch.bfloat16)
-            dy = torch.randn(m, out_f, device="cuda", dtype=torch.bfloat16)
+            x = torch.randn(m, in_f, device=device, dtype=DTYPE)
+            dy = torch.randn(m, out_f, device=device, dtype=DTYPE)
             t = {
-                "fwd_bf16": _bench(lambda: x @ w.t()),
-                "fwd_fused": _bench(lambda: nf4_matmul_triton(x, weight, large_m="fused")),
-                "fwd_dequant": _bench(lambda: nf4_matmul_triton(x, weight, large_m="dequant")),
-                "fwd_bnb": _bench(lambda: bnb.matmul_4bit(x, packed.t(), quant_state=qs)),
-                "bwd_bf16": _bench(lambda: dy @ w),
-                "bwd_fused": _bench(lambda: nf4_matmul_grad_input_triton(dy, weight, large_m="fused")),
-                "bwd_dequant": _bench(lambda: nf4_matmul_grad_input_triton(dy, weight, large_m="dequant")),
+                "fwd_bf16": median_ms(lambda: x @ w.t(), device),
+                "fwd_fused": median_ms(lambda: nf4_matmul_triton(x, weight, large_m="fused"), device),
+                "fwd_dequant": median_ms(lambda: nf4_matmul_triton(x, weight, large_m="dequant"), device),
+                "fwd_bnb": median_ms(lambda: bnb.matmul_4bit(x, packed.t(), quant_state=qs), device),
+                "bwd_bf16": median_ms(lambda: dy @ w, device),
+                "bwd_fused": median_ms(lambda: nf4_matmul_grad_input_triton(dy, weight, large_m="fused"), device),
+                "bwd_dequant": median_ms(lambda: nf4_matmul_grad_input_triton(dy, weight, large_m="dequant"), device),
                 # what bnb's MatMul4Bit.backward does for the input gradient
-                "bwd_bnb": _bench(lambda: dy @ bnbF.dequantize_4bit(packed, qs).to(dy.dtype)),
+                "bwd_bnb": median_ms(lambda: dy @ bnbF.dequantize_4bit(packed, qs).to(dy.dtype), device),
             }
-            row = {"out": out_f, "in": in_f, "M": m, "ms": t}
-            for kind in ("fwd", "bwd"):
-                best = min(t[f"{kind}_fused"], t[f"{kind}_dequant"])
-                row[f"{kind}_speed_vs_bf16_fused"] = t[f"{kind}_bf16"] / t[f"{kind}_fused"]
-                row[f"{kind}_speed_vs_bf16_best"] = t[f"{kind}_bf16"] / best
-                row[f"{kind}_speed_vs_bnb_best"] = t[f"{kind}_bnb"] / best
-            rows.append(row)
+            row = {"out": out_f, "in": in_f, "M": m, "ms": t, **_speeds(t)}
             print(
                 f"  W {out_f}x{in_f} M={m:5d}  fwd fused {row['fwd_speed_vs_bf16_fused']:.2f}x bf16, "
                 f"best {row['fwd_speed_vs_bf16_best']:.2f}x bf16, {row['fwd_speed_vs_bnb_best']:.2f}x bnb | "
                 f"dX best {row['bwd_speed_vs_bf16_best']:.2f}x bf16",
                 flush=True,
             )
+            yield row
         del w, packed, qs, weight
-        torch.cuda.empty_cache()
-    return rows
+        free_memory(device)
 
 
-def _swap_for_bnb(model) -> None:
-    """bitsandbytes QLoRA: every linear but lm_head becomes a Linear4bit (NF4, double quant)."""
+def _swap_for_bnb(model, device: str) -> None:
+    """bitsandbytes QLoRA: every linear but lm_head becomes a Linear4bit (NF4, double quant).
+
+    The model is then marked the way transformers marks a model it loaded in 4 bits, so that peft wraps
+    these layers in its bitsandbytes LoRA layer, as it does in a real bitsandbytes QLoRA run.
+    """
     import bitsandbytes as bnb
     from torch import nn
 
     for name, module in list(model.named_modules()):
         if type(module) is nn.Linear and not name.endswith("lm_head"):
+            # On the meta device: its placeholder weight is replaced at once, so initialising it would be wasted.
             q = bnb.nn.Linear4bit(module.in_features, module.out_features, bias=module.bias is not None,
-                                  compute_dtype=torch.bfloat16, quant_type="nf4", compress_statistics=True)
-            # .to() quantizes an unquantized Params4bit, also when it is already on the GPU
+                                  compute_dtype=DTYPE, quant_type="nf4", compress_statistics=True, device="meta")
+            # .to() quantizes an unquantized Params4bit, also when it is already on the device
             q.weight = bnb.nn.Params4bit(module.weight.data, requires_grad=False, quant_type="nf4",
-                                         compress_statistics=True).to("cuda")
+                                         compress_statistics=True, module=q).to(device)
+            if module.bias is not None:
+                q.bias = module.bias
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, q)
             del module
+    model.is_loaded_in_4bit = True
 
 
-def bench_training(model_names, seq: int, steps: int) -> list[dict]:
-    """Step time and peak memory of one LoRA training step per (model, method)."""
-    from peft import LoraConfig, get_peft_model
+def build_model(name: str, method: str, device: str, lora):
+    """A randomly initialised model of shape MODELS[name], prepared for `method`, with LoRA attached."""
+    from peft import get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from studio.quant import quantize_model_linears, register_studio_lora
 
-    rows = []
-    for name in model_names:
-        for method in ("bf16_lora", "bnb_qlora", "studio_qlora"):
-            gc.collect()
-            torch.cuda.empty_cache()
-            config = LlamaConfig(vocab_size=128256, max_position_embeddings=8192, **MODELS[name])
-            torch.manual_seed(0)
-            default_dtype = torch.get_default_dtype()
-            torch.set_default_dtype(torch.bfloat16)  # build in bf16: an fp32 8B model would not fit twice
-            try:
-                with torch.device("cuda"):
-                    model = LlamaForCausalLM(config)
-            finally:
-                torch.set_default_dtype(default_dtype)
-            lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=LORA_TARGETS)
-            if method == "bnb_qlora":
-                _swap_for_bnb(model)
-            elif method == "studio_qlora":
-                quantize_model_linears(model, torch.bfloat16)
-                register_studio_lora(lora)
-            gc.collect()
-            torch.cuda.empty_cache()
-            model = get_peft_model(model, lora)
-            model.train()
-            opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-            ids = torch.randint(0, config.vocab_size, (1, seq), device="cuda")
-
-            def step():
-                loss = model(input_ids=ids, labels=ids).loss
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-
-            step_ms = timed_steps(step, steps, warmup=2) * 1e3  # warm-up: autotuning, allocator, optimizer state
-            peak_gib = torch.cuda.max_memory_allocated() / 2**30
-            rows.append({"model": name, "method": method, "seq": seq, "step_ms": step_ms, "peak_gib": peak_gib})
-            print(f"  {name} {method:13s} step {step_ms:8.1f} ms  peak {peak_gib:6.2f} GiB", flush=True)
-            del model, opt, ids
-    return rows
+    config = LlamaConfig(max_position_embeddings=8192, **MODELS[name])
+    torch.manual_seed(0)
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(DTYPE)  # build in bf16: an fp32 8B model would not fit twice
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default_dtype)
+    if method == "bnb_qlora":
+        _swap_for_bnb(model, device)
+    elif method == "studio_qlora":
+        # "triton" is what "auto" picks on CUDA; naming it makes --smoke run the kernels (interpreted) too.
+        quantize_model_linears(model, DTYPE, backend="triton")
+        register_studio_lora(lora)
+    free_memory(device)
+    return get_peft_model(model, lora), config.vocab_size
 
 
-def _verdicts(matmul_rows, train_rows) -> dict:
-    """Each target with the measured value and pass/fail."""
+def training_row(name: str, method: str, plan: Plan, device: str = "cuda") -> dict:
+    """Mean step time and peak memory of LoRA training steps of model `name` with `method`."""
+    from peft import LoraConfig
+
+    free_memory(device)
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=LORA_TARGETS)
+    model, vocab_size = build_model(name, method, device, lora)
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    ids = torch.randint(0, vocab_size, (1, plan.seq), device=device)
+
+    def step():
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    # warm-up: autotuning, allocator, optimizer state; the peak counters cover the timed steps only
+    step_ms = timed_steps(step, plan.steps, warmup=plan.warmup, device=device) * 1e3
+    peak_gib = peak_allocated_gib(device)
+    print(f"  {name} {method:13s} step {step_ms:8.1f} ms  peak {_gib(peak_gib):>6s} GiB", flush=True)
+    return {"model": name, "method": method, "seq": plan.seq, "step_ms": step_ms, "peak_gib": peak_gib}
+
+
+def training_rows(plan: Plan, device: str = "cuda") -> Iterator[dict]:
+    """training_row for every (model, method) of the plan, one at a time (a generator, like matmul_rows)."""
+    for name in plan.models:
+        for method in METHODS:
+            yield training_row(name, method, plan, device)
+
+
+def _gib(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def verdicts(matmul_rows, train_rows, plan: Plan) -> dict:
+    """Each target with the measured value and pass (True/False; None when it could not be measured).
+
+    Works on a partial run: a model's training targets appear once all three of its methods are measured.
+    """
     out = {}
-    big = [r["fwd_speed_vs_bf16_fused"] for r in matmul_rows if r["M"] >= 4096]
-    at2k = [r["fwd_speed_vs_bf16_fused"] for r in matmul_rows if r["M"] == 2048]
-    if big or at2k:
-        ok = all(v >= 0.90 for v in big) and all(v >= 0.85 for v in at2k)
-        out["fwd_large_m"] = {"worst_M>=4096": min(big, default=None), "worst_M=2048": min(at2k, default=None), "pass": ok}
+    big = [r["fwd_speed_vs_bf16_fused"] for r in matmul_rows if r["M"] >= plan.large_m]
+    mid = [r["fwd_speed_vs_bf16_fused"] for r in matmul_rows if r["M"] == plan.mid_m]
+    if big or mid:
+        ok = all(v >= 0.90 for v in big) and all(v >= 0.85 for v in mid)
+        out["fwd_large_m"] = {f"worst_M>={plan.large_m}": min(big, default=None),
+                              f"worst_M={plan.mid_m}": min(mid, default=None), "pass": ok}
     dec = [r["fwd_speed_vs_bf16_best"] for r in matmul_rows if r["M"] == 1]
     if dec:
         out["decode"] = {"worst": min(dec), "pass": min(dec) >= 3.0}
     by = {(r["model"], r["method"]): r for r in train_rows}
-    for model in {r["model"] for r in train_rows}:
-        ours, bf16, bnb = by[(model, "studio_qlora")], by[(model, "bf16_lora")], by[(model, "bnb_qlora")]
+    for model in dict.fromkeys(r["model"] for r in train_rows):
+        if any((model, m) not in by for m in METHODS):
+            continue
+        ours, bf16, bnb = (by[(model, m)] for m in ("studio_qlora", "bf16_lora", "bnb_qlora"))
         r1, r2 = ours["step_ms"] / bf16["step_ms"], ours["step_ms"] / bnb["step_ms"]
         out[f"step_vs_bf16[{model}]"] = {"ratio": r1, "pass": r1 <= 1.10}
         out[f"step_vs_bnb[{model}]"] = {"ratio": r2, "pass": r2 <= 0.75}
+        measured = ours["peak_gib"] is not None and bnb["peak_gib"] is not None
         out[f"memory[{model}]"] = {"studio_gib": ours["peak_gib"], "bnb_gib": bnb["peak_gib"],
-                                   "pass": ours["peak_gib"] <= bnb["peak_gib"]}
+                                   "pass": ours["peak_gib"] <= bnb["peak_gib"] if measured else None}
     return out
 
 
-def _markdown(env, matmul_rows, train_rows, verdicts) -> str:
+def _target_text(key: str) -> str:
+    """The target's description followed by its model, e.g. "... <= bitsandbytes QLoRA [llama-1b]"."""
+    base = key.split("[")[0]
+    return f"{TARGETS[base]} {key[len(base):]}".rstrip()
+
+
+def _measured_text(v: dict) -> str:
+    return ", ".join(f"{k}={x:.3f}" if isinstance(x, float) else f"{k}={x}" for k, x in v.items() if k != "pass")
+
+
+def _verdict_word(passed: bool | None, yes: str, no: str) -> str:
+    return "not measured" if passed is None else yes if passed else no
+
+
+def print_new_verdicts(targets: dict, shown: set) -> None:
+    """Print the verdicts not printed yet, so a run cut off by its time limit has printed those it reached."""
+    for key, v in targets.items():
+        if key not in shown:
+            shown.add(key)
+            print(f"  [{_verdict_word(v['pass'], 'pass', 'FAIL')}] {_target_text(key)} -> {_measured_text(v)}", flush=True)
+
+
+def markdown(env, matmul_rows, train_rows, targets) -> str:
+    """The results as markdown: environment line, matmul table, training table, targets table."""
     lines = [f"# NF4 benchmark: {env['gpu']}", "",
              " | ".join(f"{k} {v}" for k, v in env.items()), "",
              "## Matmul (speed = bf16 time / our time; >1 is faster)", "",
@@ -202,44 +320,62 @@ def _markdown(env, matmul_rows, train_rows, verdicts) -> str:
     if train_rows:
         lines += ["", "## LoRA training step (batch 1)", "", "| model | method | seq | step ms | peak GiB |",
                   "|---|---|---|---|---|"]
-        lines += [f"| {r['model']} | {r['method']} | {r['seq']} | {r['step_ms']:.1f} | {r['peak_gib']:.2f} |"
+        lines += [f"| {r['model']} | {r['method']} | {r['seq']} | {r['step_ms']:.1f} | {_gib(r['peak_gib'])} |"
                   for r in train_rows]
     lines += ["", "## Targets", "", "| target | measured | pass |", "|---|---|---|"]
-    for key, v in verdicts.items():
-        measured = ", ".join(f"{k}={x:.3f}" if isinstance(x, float) else f"{k}={x}" for k, x in v.items() if k != "pass")
-        lines.append(f"| {TARGETS[key.split('[')[0]]} {key[len(key.split('[')[0]):]} | {measured} | {'yes' if v['pass'] else 'NO'} |")
+    for key, v in targets.items():
+        lines.append(f"| {_target_text(key)} | {_measured_text(v)} | {_verdict_word(v['pass'], 'yes', 'NO')} |")
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two shapes, M in {1, 16, 4096}, 1B model only")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny shapes on the CPU, Triton kernels interpreted: checks that every code path runs")
     parser.add_argument("--skip-training", action="store_true", help="only the matmul benchmarks")
-    parser.add_argument("--seq", type=int, default=2048, help="training sequence length (default 2048)")
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps per method (default 5)")
+    parser.add_argument("--seq", type=int, default=None, help="training sequence length (default 2048; 64 with --smoke)")
+    parser.add_argument("--steps", type=int, default=None, help="timed training steps per method (default 5; 2 with --smoke)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    if cuda_missing("bench_nf4", "this benchmark measures GPU kernels"):
+
+def main(argv=None) -> int:
+    """Run the plan, rewriting the results JSON after every row; return the exit status."""
+    args = parse_args(argv)
+    if args.smoke:
+        device = start_smoke()  # before anything imports studio_kernels
+    elif cuda_missing("bench_nf4", "this benchmark measures GPU kernels"):
         return NO_CUDA_EXIT
+    else:
+        device = "cuda"
+    plan = plan_for(args)
 
-    env = environment(bitsandbytes=True)
+    env = environment(device, bitsandbytes=True)
+    results = Results(args.out, "nf4-smoke" if args.smoke else "nf4", env)
+    result = {"environment": env, "quick": args.quick, "smoke": args.smoke, "matmul": [], "training": [], "targets": {}}
+    results.save(result)
     print(f"GPU {env['gpu']} | driver {env['driver']} | torch {env['torch']} | triton {env['triton']}", flush=True)
+
+    def record(section: str, row: dict) -> None:
+        result[section].append(row)
+        result["targets"] = verdicts(result["matmul"], result["training"], plan)
+        results.save(result)
+
+    shown: set = set()
     print("matmul (speed relative to bf16 torch.matmul; >1 is faster):", flush=True)
-    matmul_rows = bench_matmul(QUICK_SHAPES if args.quick else SHAPES, QUICK_MS if args.quick else MS)
-    train_rows = []
+    for row in matmul_rows(plan.shapes, plan.ms, device):
+        record("matmul", row)
+    print("targets:", flush=True)
+    print_new_verdicts(result["targets"], shown)
     if not args.skip_training:
         print("LoRA training step:", flush=True)
-        train_rows = bench_training(["llama-1b"] if args.quick else ["llama-1b", "llama-8b"], args.seq, args.steps)
-    verdicts = _verdicts(matmul_rows, train_rows)
-    print("targets:")
-    for key, v in verdicts.items():
-        print(f"  [{'pass' if v['pass'] else 'FAIL'}] {TARGETS[key.split('[')[0]]} {key} -> "
-              + ", ".join(f"{k}={x:.3f}" if isinstance(x, float) else f"{k}={x}" for k, x in v.items() if k != "pass"))
+        for row in training_rows(plan, device):
+            record("training", row)
+            print_new_verdicts(result["targets"], shown)
 
-    result = {"environment": env, "quick": args.quick, "matmul": matmul_rows, "training": train_rows,
-              "targets": verdicts}
-    write_results(args.out, "nf4", env, result, lambda: _markdown(env, matmul_rows, train_rows, verdicts))
+    results.finish(result, lambda: markdown(env, result["matmul"], result["training"], result["targets"]))
     return 0
 
 
