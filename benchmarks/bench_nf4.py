@@ -335,15 +335,52 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny shapes on the CPU, Triton kernels interpreted: checks that every code path runs")
     parser.add_argument("--skip-training", action="store_true", help="only the matmul benchmarks")
+    parser.add_argument("--skip-matmul", action="store_true", help="only the training steps")
+    parser.add_argument("--record-dispatch", type=Path, metavar="RESULTS_JSON",
+                        help="no benchmark: write the matmul dispatch threshold measured in RESULTS_JSON into "
+                             "kernels/dispatch.json under that run's GPU name (needs no GPU)")
     parser.add_argument("--seq", type=int, default=None, help="training sequence length (default 2048; 64 with --smoke)")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per method (default 5; 2 with --smoke)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     return parser.parse_args(argv)
 
 
+def dispatch_proposal(rows: list[dict]) -> dict | None:
+    """Where dequantize + cuBLAS starts beating the fused kernel on this GPU, from the matmul rows (None: no M > 16 measured).
+
+    {"large_m": M} from which "auto" should dequantize, or {"large_m": None} when the fused kernel is as fast at
+    the largest M measured; forward and input gradient must both agree, at every shape.
+    """
+    from studio_kernels.dispatch import crossover_m
+    from studio_kernels.matmul import SMALL_M
+
+    pairs = [{"shape": (r["out"], r["in"], kind), "M": r["M"], "fused_ms": r["ms"][f"{kind}_fused"],
+              "dequant_ms": r["ms"][f"{kind}_dequant"]} for r in rows if r["M"] > SMALL_M for kind in ("fwd", "bwd")]
+    return {"large_m": crossover_m(pairs)} if pairs else None
+
+
+def record_dispatch(results_json: Path) -> int:
+    """Copy a finished GPU run's dispatch threshold into kernels/dispatch.json, where the kernels read it."""
+    import json
+
+    from studio_kernels.dispatch import TABLE, record_threshold
+
+    result = json.loads(results_json.read_text())
+    gpu, proposal = result["environment"]["gpu"], result.get("dispatch")
+    if result.get("smoke") or proposal is None:
+        print(f"bench_nf4: {results_json} holds no GPU-measured dispatch threshold "
+              "(a smoke run, or no matmul rows above M = 16)", file=sys.stderr)
+        return 2
+    record_threshold(gpu, proposal["large_m"], results_json.name)
+    print(f"recorded large_m={proposal['large_m']} for {gpu} in {TABLE}")
+    return 0
+
+
 def main(argv=None) -> int:
     """Run the plan, rewriting the results JSON after every row; return the exit status."""
     args = parse_args(argv)
+    if args.record_dispatch:
+        return record_dispatch(args.record_dispatch)
     if args.smoke:
         device = start_smoke()  # before anything imports studio_kernels
     elif cuda_missing("bench_nf4", "this benchmark measures GPU kernels"):
@@ -364,11 +401,16 @@ def main(argv=None) -> int:
         results.save(result)
 
     shown: set = set()
-    print("matmul (speed relative to bf16 torch.matmul; >1 is faster):", flush=True)
-    for row in matmul_rows(plan.shapes, plan.ms, device):
-        record("matmul", row)
-    print("targets:", flush=True)
-    print_new_verdicts(result["targets"], shown)
+    if not args.skip_matmul:
+        print("matmul (speed relative to bf16 torch.matmul; >1 is faster):", flush=True)
+        for row in matmul_rows(plan.shapes, plan.ms, device):
+            record("matmul", row)
+        result["dispatch"] = dispatch_proposal(result["matmul"])
+        results.save(result)
+        print(f"dispatch: dequantize + cuBLAS from M = {(result['dispatch'] or {}).get('large_m', 'not measured')} "
+              "(None: the fused kernel at every M measured)", flush=True)
+        print("targets:", flush=True)
+        print_new_verdicts(result["targets"], shown)
     if not args.skip_training:
         print("LoRA training step:", flush=True)
         for row in training_rows(plan, device):

@@ -73,10 +73,13 @@ def stages(smoke: bool, results: Path) -> list[Stage]:
         Stage("preflight", [py, "-c", PREFLIGHT + ("" if smoke else NEEDS_CUDA)], 90, min_s=10),
         # The kernels compiled for the GPU against bitsandbytes' CUDA kernels, and the fused loss on CUDA.
         Stage("gpu-tests", [py, "-m", "pytest", "-q", "-m", "gpu", "tests/kernels", *junit], 150, gpu_only=True),
-        # Matmul at the four Llama-3-8B shapes over M, then the 1B and 8B training steps of the three methods.
-        Stage("nf4", [py, str(BENCH / "bench_nf4.py"), *smoke_flag, *out], 240, min_s=60),
-        # Estimate vs measured peak on the 1B shape, then the 8B target setting.
-        Stage("memory", [py, str(BENCH / "bench_memory.py"), "--quick", *smoke_flag, *out], 180, min_s=60),
+        # Matmul at the four Llama-3-8B shapes over M (proposes the dispatch threshold), then the 1B and 8B
+        # training steps of the three methods, run with that threshold.
+        Stage("nf4-matmul", [py, str(BENCH / "bench_nf4.py"), "--skip-training", *smoke_flag, *out], 150, min_s=60),
+        Stage("nf4-training", [py, str(BENCH / "bench_nf4.py"), "--skip-matmul", *smoke_flag, *out], 150, min_s=60),
+        # The 8B QLoRA target setting (batch 1, seq 2048), then estimate vs measured peak over the 1B grid.
+        Stage("memory-target", [py, str(BENCH / "bench_memory.py"), "--target", *smoke_flag, *out], 120, min_s=60),
+        Stage("memory", [py, str(BENCH / "bench_memory.py"), "--quick", *smoke_flag, *out], 150, min_s=60),
         Stage("fused_ce", [py, str(BENCH / "bench_fused_ce.py"), "--quick", *smoke_flag, *out], 90),
         # Whatever time is left: the whole kernel suite compiled for the GPU (the interpreter's tests, not interpreted).
         Stage("kernel-tests", [py, "-m", "pytest", "-q", "tests/kernels", "-p", "no:cacheprovider",
@@ -119,6 +122,17 @@ def stage_environment(site: Path | None, smoke: bool) -> dict:
     if smoke:
         env["TRITON_INTERPRET"] = "1"
     return env
+
+
+def measured_dispatch(results: Path) -> str | None:
+    """STUDIO_NF4_LARGE_M for the stages after the matmul benchmark: the threshold it just measured, if any."""
+    import json
+
+    for path in sorted(results.glob("nf4*.json"), reverse=True):
+        proposal = json.loads(path.read_text()).get("dispatch")
+        if proposal:
+            return str(proposal["large_m"] if proposal["large_m"] is not None else 2**62)  # None: fused at every M
+    return None
 
 
 def run_stage(stage: Stage, env: dict, log, limit_s: float) -> tuple[str, float, list[str]]:
@@ -186,6 +200,9 @@ def main(argv=None) -> int:
                 rows.append((stage.name, f"skipped ({left:.0f} s left, needs {stage.min_s})", 0.0, []))
             else:
                 rows.append((stage.name, *run_stage(stage, env, log, min(stage.limit_s, left))))
+            if stage.name == "nf4-matmul" and measured_dispatch(results):
+                env["STUDIO_NF4_LARGE_M"] = measured_dispatch(results)
+                log.write(f"\n(later stages dispatch with STUDIO_NF4_LARGE_M={env['STUDIO_NF4_LARGE_M']})\n")
             if stage.name == "preflight" and not rows[-1][1].startswith(("ok", "skipped")):
                 break  # nothing else can run when the packages do not import
     used = time.monotonic() - start

@@ -71,8 +71,9 @@ def crossover_m(rows: list[dict]) -> int | None:
     return best
 
 
-def record_threshold(gpu: str, large_m: int | None, source: str, path: Path = TABLE) -> None:
-    """Write the measured threshold for `gpu` into the table (other GPUs' entries kept)."""
+def record_threshold(gpu: str, large_m: int | None, source: str, path: Path | None = None) -> None:
+    """Write the measured threshold for `gpu` into the table (default: TABLE; other GPUs' entries kept)."""
+    path = path or TABLE
     table = _read_table(path)
     table[gpu] = {"large_m": large_m, "source": source}
     tmp = path.with_name(path.name + ".tmp")

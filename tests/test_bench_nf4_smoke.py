@@ -70,6 +70,10 @@ def test_smoke_run_measures_every_row_and_writes_complete_results(tmp_path):
     assert targets["memory[tiny]"]["pass"] is None  # the CPU has no peak-memory counter
     assert all(isinstance(targets[k]["pass"], bool) for k in targets if not k.startswith("memory"))
 
+    # The dispatch threshold proposed from the fused vs dequantize timings (meaningless here, but computed)
+    assert set(result["dispatch"]) == {"large_m"} and result["dispatch"]["large_m"] in (None, 17, 80)
+    assert "dispatch: dequantize + cuBLAS from M = " in done.stdout
+
     md = mds[0].read_text()
     assert "# NF4 benchmark: cpu-smoke" in md and "## LoRA training step" in md and "## Targets" in md
     assert "| tiny | studio_qlora | 64 |" in md and "not measured" in md
@@ -142,3 +146,36 @@ def test_without_cuda_and_without_smoke_it_refuses_in_one_line(tmp_path):
     done = run_script("--out", str(tmp_path), timeout=120)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "no CUDA device" in done.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_record_dispatch_writes_a_gpu_runs_threshold_and_refuses_a_smoke_run(tmp_path, monkeypatch, capsys):
+    """--record-dispatch copies a GPU run's measured crossover into the kernels' table; a smoke run's numbers never get there."""
+    import studio_kernels.dispatch as dispatch
+
+    bench = bench_module()
+    table = tmp_path / "dispatch.json"
+    monkeypatch.setattr(dispatch, "TABLE", table)
+    gpu_run = tmp_path / "nf4-NVIDIA_H200-1.json"
+    gpu_run.write_text(json.dumps({"environment": {"gpu": "NVIDIA H200"}, "smoke": False, "dispatch": {"large_m": 4096}}))
+    assert bench.main(["--record-dispatch", str(gpu_run)]) == 0
+    assert json.loads(table.read_text()) == {"NVIDIA H200": {"large_m": 4096, "source": gpu_run.name}}
+
+    smoke_run = tmp_path / "nf4-smoke.json"
+    smoke_run.write_text(json.dumps({"environment": {"gpu": "cpu-smoke"}, "smoke": True, "dispatch": {"large_m": 80}}))
+    assert bench.main(["--record-dispatch", str(smoke_run)]) == 2
+    assert "holds no GPU-measured dispatch threshold" in capsys.readouterr().err
+    assert "cpu-smoke" not in json.loads(table.read_text())
+
+
+def test_dispatch_proposal_from_rows():
+    """Forward and input gradient at every shape must agree before "auto" leaves the fused kernel."""
+    bench = bench_module()
+
+    def row(m, fused, dequant, bwd_dequant=None):
+        ms = {"fwd_fused": fused, "fwd_dequant": dequant, "bwd_fused": fused, "bwd_dequant": bwd_dequant or dequant}
+        return {"out": 4096, "in": 4096, "M": m, "ms": ms}
+
+    assert bench.dispatch_proposal([row(1, 1.0, 5.0)]) is None  # only decode rows: nothing to decide
+    assert bench.dispatch_proposal([row(256, 1.0, 2.0), row(2048, 1.0, 0.9), row(4096, 1.0, 0.8)]) == {"large_m": 2048}
+    assert bench.dispatch_proposal([row(2048, 1.0, 0.9, bwd_dequant=1.1), row(4096, 1.0, 0.8)]) == {"large_m": 4096}
+    assert bench.dispatch_proposal([row(2048, 1.0, 1.2), row(4096, 1.0, 1.1)]) == {"large_m": None}

@@ -29,21 +29,24 @@ def _stage_rows(summary: str) -> dict:
 
 @pytest.mark.slow
 def test_smoke_session_runs_its_stages_and_packs_the_results(tmp_path):
-    done, out = _session(tmp_path, "--smoke", "--stages", "preflight,fused_ce,gpu-tests")
+    done, out = _session(tmp_path, "--smoke", "--stages", "preflight,fused_ce,gpu-tests,nf4-matmul")
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["results.tar.gz", "session.log", "summary.md"]
     summary = (out / "summary.md").read_text()
     rows = _stage_rows(summary)
-    assert rows == {"preflight": "ok", "gpu-tests": "skipped (GPU only)", "fused_ce": "ok"}
+    assert rows == {"preflight": "ok", "gpu-tests": "skipped (GPU only)", "nf4-matmul": "ok", "fused_ce": "ok"}
     # the benchmark's target verdicts are repeated under its stage (at smoke shapes they are meaningless FAILs)
     verdicts = summary.split("## fused_ce", 1)[1]
     assert verdicts.count("\n- ") >= 4 and "speed_vs_torch_bf16" in verdicts
     log = (out / "session.log").read_text()
     assert "studio_kernels (project)" in log and "device: none" in log  # the preflight's import check ran
+    # the matmul benchmark's measured dispatch threshold is handed to the stages after it
+    assert "(later stages dispatch with STUDIO_NF4_LARGE_M=" in log
     with tarfile.open(out / "results.tar.gz") as tar:
         names = tar.getnames()
     assert any(n.startswith("results/fused_ce-smoke") and n.endswith(".json") for n in names), names
     assert any(n.startswith("results/fused_ce-smoke") and n.endswith(".md") for n in names), names
+    assert any(n.startswith("results/nf4-smoke") and n.endswith(".json") for n in names), names
 
 
 def test_stages_that_do_not_fit_the_budget_are_skipped_and_said_so(tmp_path):
@@ -51,7 +54,7 @@ def test_stages_that_do_not_fit_the_budget_are_skipped_and_said_so(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = _stage_rows((out / "summary.md").read_text())
     assert rows["preflight"].startswith("skipped (") and "needs 10" in rows["preflight"]
-    assert rows["nf4"].startswith("skipped (") and rows["gpu-tests"] == "skipped (GPU only)"
+    assert rows["nf4-matmul"].startswith("skipped (") and rows["gpu-tests"] == "skipped (GPU only)"
 
 
 def test_unknown_stage_is_refused_with_the_list(tmp_path):
