@@ -126,15 +126,20 @@ def median_ms(fn: Callable[[], object], device: str, *, warmup: int = 25, rep: i
     return sorted(times)[1]
 
 
-def timed_steps(step: Callable[[], object], steps: int, warmup: int = 2, device: str = "cuda") -> float:
-    """Mean seconds of one step() over `steps` timed calls, after `warmup` untimed ones.
+def first_and_mean_step(step: Callable[[], object], steps: int, warmup: int = 2, device: str = "cuda") -> tuple[float, float]:
+    """Seconds of the first step() (it pays for compiling and autotuning), and the mean over `steps` timed ones after `warmup` untimed.
 
-    The warm-up absorbs autotuning, allocator growth and optimizer-state creation. The CUDA device is
-    synchronized before the timer starts and before it stops, so the time covers all the queued GPU work.
+    The warm-up (the first step included) absorbs autotuning, allocator growth and optimizer-state creation.
+    The CUDA device is synchronized around each timed span, so the time covers all the queued GPU work.
     The peak-memory counters are reset after the warm-up: torch.cuda.max_memory_allocated() and
     max_memory_reserved() read afterwards cover the timed steps only.
     """
-    for _ in range(warmup):
+    synchronize(device)
+    start = time.perf_counter()
+    step()
+    synchronize(device)
+    first = time.perf_counter() - start
+    for _ in range(warmup - 1):
         step()
     synchronize(device)
     reset_peak_memory(device)
@@ -142,7 +147,12 @@ def timed_steps(step: Callable[[], object], steps: int, warmup: int = 2, device:
     for _ in range(steps):
         step()
     synchronize(device)
-    return (time.perf_counter() - start) / steps
+    return first, (time.perf_counter() - start) / steps
+
+
+def timed_steps(step: Callable[[], object], steps: int, warmup: int = 2, device: str = "cuda") -> float:
+    """Mean seconds of one step() over `steps` timed calls, after `warmup` untimed ones (see first_and_mean_step)."""
+    return first_and_mean_step(step, steps, max(warmup, 1), device)[1]
 
 
 class Results:

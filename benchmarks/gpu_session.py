@@ -34,11 +34,19 @@ VERDICT = re.compile(r"\b(pass|FAIL)\b|\b\d+ (passed|failed|errors?)\b")
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 
+# Required: what the kernels and the nf4 benchmark need. Optional: what only some stages need (bench_memory
+# imports trl, which imports datasets, which needs a recent pyarrow): a failure there costs those stages, not all.
 PREFLIGHT = """
 import importlib, torch
-names = ["triton", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "pydantic", "studio", "studio_kernels"]
-for name in names:
-    module = importlib.import_module(name)
+for name, required in [("triton", 1), ("transformers", 1), ("peft", 1), ("accelerate", 1), ("bitsandbytes", 1),
+                       ("pydantic", 1), ("studio", 1), ("studio_kernels", 1), ("trl", 0), ("datasets", 0)]:
+    try:
+        module = importlib.import_module(name)
+    except Exception as err:
+        if required:
+            raise
+        print(f"{name} does not import ({type(err).__name__}: {err}); the stages that need it will fail")
+        continue
     print(f"{name} {getattr(module, '__version__', '(project)')}")
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, device: "
       + (torch.cuda.get_device_name() if torch.cuda.is_available() else "none"))

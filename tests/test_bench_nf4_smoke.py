@@ -64,6 +64,7 @@ def test_smoke_run_measures_every_row_and_writes_complete_results(tmp_path):
     assert sorted(training) == sorted(bench.METHODS)
     for row in training.values():
         assert row["model"] == "tiny" and row["seq"] == 64 and positive(row["step_ms"]) and row["peak_gib"] is None
+        assert positive(row["first_step_ms"])  # the process's first call, compiling included, reported apart
 
     targets = result["targets"]
     assert {"fwd_large_m", "decode", "step_vs_bf16[tiny]", "step_vs_bnb[tiny]", "memory[tiny]"} <= set(targets)
@@ -76,7 +77,7 @@ def test_smoke_run_measures_every_row_and_writes_complete_results(tmp_path):
 
     md = mds[0].read_text()
     assert "# NF4 benchmark: cpu-smoke" in md and "## LoRA training step" in md and "## Targets" in md
-    assert "| tiny | studio_qlora | 64 |" in md and "not measured" in md
+    assert "| tiny | studio_qlora | 64 |" in md and "first step ms" in md and "not measured" in md
     assert "[not measured] studio QLoRA peak memory" in done.stdout
 
 
@@ -135,7 +136,7 @@ def test_gpu_results_are_judged_and_formatted():
 
     env = {"gpu": "NVIDIA H200", "driver": "1", "cuda": "12.8", "torch": "2", "triton": "3", "bitsandbytes": "0.50"}
     md = bench.markdown(env, rows, train + [{**train[0], "model": "llama-8b"}], targets)
-    assert "| llama-1b | studio_qlora | 2048 | 105.0 | 5.00 |" in md
+    assert "| llama-1b | studio_qlora | 2048 | 105.0 | - | 5.00 |" in md
     assert "studio QLoRA peak memory <= bitsandbytes QLoRA [llama-1b] | studio_gib=5.000, bnb_gib=5.500 | yes |" in md
     # A model with one method measured has no verdicts yet.
     assert not any("llama-8b" in k for k in bench.verdicts(rows, train + [{**train[0], "model": "llama-8b"}], plan))
