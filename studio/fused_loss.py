@@ -14,8 +14,16 @@ from .errors import StudioError
 
 
 def causal_lm_of(model):
-    """The transformers causal-LM module inside a (peft-wrapped) model."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+    """The transformers causal-LM module inside a (DDP- or compile-wrapped, peft-wrapped) model.
+
+    For reading its head and config only: the forward pass still goes through `model` itself, so every
+    wrapper's hooks run (DDP's gradient reducer, FSDP's gathers).
+    """
+    from accelerate.utils import extract_model_from_parallel
+
+    # The trainer hands compute_loss its DDP wrapper, which forwards no attributes of the model inside.
+    inner = extract_model_from_parallel(model, keep_torch_compile=False)
+    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
 
 
 def check_fused_loss_supported(model) -> None:

@@ -32,7 +32,9 @@ def pick_dtype(choice: str, device: torch.device) -> torch.dtype:
     """float32 on CPU (bf16 matmuls are slow there), bfloat16 on a GPU that supports it, unless set."""
     if choice != "auto":
         return _DTYPES[choice]
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    # Without including_emulation=False torch calls a pre-Ampere GPU (T4, V100, RTX 20xx) bf16-capable
+    # because it can hold bf16 tensors; its bf16 math is emulated and slow, so float16 is the choice there.
+    if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.bfloat16
     return torch.float32 if device.type == "cpu" else torch.float16
 

@@ -95,8 +95,12 @@ def check_run_dir(run_dir: str | Path, need_adapter: bool = True) -> Path:
     return run_dir
 
 
-def environment() -> dict:
-    """Versions, device and project commit: what env.json records to make a run reproducible."""
+def environment(device=None) -> dict:
+    """Versions, device and project commit: what env.json records to make a run reproducible.
+
+    `device` is where the run trains (a torch.device); a run on the CPU records the CPU even where a GPU is
+    visible. Without it the first visible GPU is recorded when there is one.
+    """
     import accelerate
     import peft
     import torch
@@ -123,8 +127,8 @@ def environment() -> dict:
         env["packages"]["bitsandbytes"] = bitsandbytes.__version__
     except ImportError:
         pass
-    if torch.cuda.is_available():
-        env["device"] = torch.cuda.get_device_name(0)
+    if torch.cuda.is_available() and (device is None or device.type == "cuda"):
+        env["device"] = torch.cuda.get_device_name(0 if device is None or device.index is None else device.index)
         env["cuda"] = torch.version.cuda
     else:
         env["cpu_count"] = os.cpu_count()

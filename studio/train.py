@@ -84,7 +84,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     from .models import load_for_training
 
     set_seed(recipe.train.seed)
-    model, tokenizer, model_dir = load_for_training(recipe, device)
+    model, tokenizer, model_dir = _load_or_explain(recipe, device, load_for_training)
     if recipe.distributed.strategy == "fsdp" and recipe.adapter_method == "qlora":
         from .quant import make_quantized_weights_shardable
 
@@ -152,23 +152,33 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     return TrainResult(run_dir, adapter_dir, int(output.global_step), train_loss, eval_loss)
 
 
+def _load_or_explain(recipe: Recipe, device, load):
+    """`load(recipe, device)`, with running out of GPU memory while loading turned into a StudioError.
+
+    The estimator's check before loading cannot catch every case (a model whose shape it does not know, a
+    GPU other processes share), and the design promises a clear error for a GPU that is too small.
+    """
+    import torch
+
+    try:
+        return load(recipe, device)
+    except torch.cuda.OutOfMemoryError:
+        smaller = "a smaller model" if recipe.adapter_method == "qlora" else "method: qlora (4-bit base weights), a smaller model"
+        raise StudioError(
+            f"out of GPU memory while loading {recipe.model.name} for {recipe.adapter_method}",
+            where=f"model.name={recipe.model.name}, method={recipe.method}",
+            fix=f"use {smaller}, or a GPU with more free memory; `studio estimate RECIPE` shows what fits",
+        ) from None
+
+
 def prepare_run(recipe: Recipe, device, resume: bool, overwrite: bool) -> tuple[Recipe, Path]:
     """Fit the recipe to the GPU, check its inputs, create the run directory, write recipe.yaml and env.json.
 
     Done once per run, by the single process or by the launcher of a distributed run (before any worker starts).
     """
     fitted = None
-    if device.type == "cuda" and not resume and recipe.distributed.strategy == "fsdp":
-        from .memory import check_fits_sharded, detect_gpu_gib
-
-        check_fits_sharded(recipe, detect_gpu_gib())  # auto_fit sizes one GPU's batch; a sharded run is checked as set
-    elif device.type == "cuda" and not resume:
-        from .memory import auto_fit, check_fits, detect_gpu_gib
-
-        if recipe.train.auto_fit:
-            recipe, fitted = auto_fit(recipe)
-        else:
-            check_fits(recipe, detect_gpu_gib())  # a clear verdict before minutes of loading
+    if device.type == "cuda" and not resume:
+        recipe, fitted = fit_to_gpu(recipe)
     run_dir = recipe.run_dir()
     if not resume:
         _check_inputs(recipe)  # before anything in the run directory is touched (--overwrite deletes it)
@@ -176,8 +186,41 @@ def prepare_run(recipe: Recipe, device, resume: bool, overwrite: bool) -> tuple[
     if not resume:
         # The resolved recipe is written after auto_fit, so a resume or a reproduction uses the fitted settings.
         write_atomic(run_dir / RECIPE, dump_recipe(recipe))
-        write_json(run_dir / ENV, {**environment(), "auto_fit": fitted and {k: list(v) for k, v in fitted.get("changes", {}).items()}})
+        write_json(run_dir / ENV, {**environment(device), "auto_fit": fitted and {k: list(v) for k, v in fitted.get("changes", {}).items()}})
     return recipe, run_dir
+
+
+def fit_to_gpu(recipe: Recipe) -> tuple[Recipe, dict | None]:
+    """Check the recipe against the visible GPU before anything is loaded (with `train.auto_fit`, pick the
+    settings that fit); returns the recipe to run and auto_fit's report (None when nothing was fitted)."""
+    from .memory import auto_fit, check_fits, check_fits_sharded, detect_gpu_gib
+
+    config = estimator_config(recipe)
+    if recipe.distributed.strategy == "fsdp":
+        check_fits_sharded(recipe, detect_gpu_gib(), config)  # auto_fit sizes one GPU's batch; a sharded run is checked as set
+        return recipe, None
+    if recipe.train.auto_fit:
+        return auto_fit(recipe, model_config=config)
+    check_fits(recipe, detect_gpu_gib(), config)  # a clear verdict before minutes of loading
+    return recipe, None
+
+
+def estimator_config(recipe: Recipe) -> dict | None:
+    """The model's config.json for the memory estimator when it knows no shape for the model by name (a hub
+    model outside its table); None when it does.
+
+    Such a model is resolved here (from the cache, or downloaded), as `_check_inputs` would do next anyway:
+    without its config `auto_fit` can only refuse the run and `check_fits` gives no verdict.
+    """
+    import json
+
+    from .memory import model_shape
+    from .model_source import resolve_model
+
+    if model_shape(recipe)[0] is not None:
+        return None
+    config = Path(resolve_model(recipe.model.name, recipe.model.revision)) / "config.json"
+    return json.loads(config.read_text(encoding="utf-8")) if config.exists() else None
 
 
 def launch_distributed(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
@@ -311,6 +354,24 @@ def set_adapter_dtype(model, dtype) -> int:
     return changed
 
 
+def mixed_precision_dtype(recipe: Recipe, device):
+    """The half dtype the trainer's mixed precision (bf16/fp16 flags) follows, or None for none.
+
+    It is the dtype the base model was loaded in (models.pick_dtype), read from the recipe rather than from
+    `model.dtype`: that property reports the first floating parameter, which is a float32 adapter weight when
+    the embedding table is offloaded and the QLoRA layers hold no float weight, so a bf16 model would then
+    train without autocast (and an fp16 one without loss scaling). Mixed precision is a GPU matter only.
+    """
+    import torch
+
+    from .models import pick_dtype
+
+    if device.type != "cuda":
+        return None
+    dtype = pick_dtype(recipe.model.dtype, device)
+    return dtype if dtype in (torch.bfloat16, torch.float16) else None
+
+
 def trainer_arguments(recipe: Recipe, model, run_dir: Path, device, has_val: bool) -> dict:
     """The Trainer arguments every studio trainer shares (SFT, DPO, ORPO), from the recipe."""
     import torch
@@ -318,7 +379,7 @@ def trainer_arguments(recipe: Recipe, model, run_dir: Path, device, has_val: boo
     from .distributed import fsdp_state_prepared
 
     t = recipe.train
-    half = model.dtype if hasattr(model, "dtype") else torch.float32
+    half = mixed_precision_dtype(recipe, device)
     return dict(
         output_dir=str(Path(run_dir) / CHECKPOINTS),
         max_steps=t.max_steps or -1,
@@ -342,10 +403,13 @@ def trainer_arguments(recipe: Recipe, model, run_dir: Path, device, has_val: boo
         report_to="none",
         disable_tqdm=True,
         use_cpu=device.type == "cpu",
-        bf16=device.type == "cuda" and half == torch.bfloat16,
-        fp16=device.type == "cuda" and half == torch.float16,
+        bf16=half == torch.bfloat16,
+        fp16=half == torch.float16,
         max_length=recipe.data.max_length,
         gradient_checkpointing=False,  # enabled on the model already, before adapters were attached
+        # Every rank quantizes the same weights, so DDP's per-forward broadcast of module buffers would only
+        # resend the whole 4-bit base (QuantLinear keeps it in buffers) from rank 0 on every micro-batch.
+        ddp_broadcast_buffers=False,
         # A CPU FSDP worker has prepared accelerate's state itself (distributed.enable_fsdp_over_gloo);
         # the trainer must use it instead of resetting it to plain data parallel.
         accelerator_config={"use_configured_state": fsdp_state_prepared()},
