@@ -248,11 +248,23 @@ def _scratch_weight(weight: NF4Weight, dtype: torch.dtype) -> torch.Tensor:
     return dequantize_nf4_triton(weight, dtype, out=buf[: weight.numel])
 
 
-def _use_dequant(M: int, large_m: str, device: torch.device) -> bool:
+INT32_LIMIT = 2**31  # the fused kernel addresses A and C with 32-bit offsets (row * row length)
+
+
+def _use_dequant(M: int, large_m: str, device: torch.device, row_length: int) -> bool:
+    """Whether this product goes through dequantize + cuBLAS rather than the fused kernel.
+
+    row_length: the longer of A's and C's rows. Past INT32_LIMIT elements the fused kernel's offsets would
+    wrap, so "auto" takes the cuBLAS path there whatever the table says, and "fused" is refused.
+    """
     if large_m not in ("auto", "fused", "dequant"):
         raise ValueError(f"large_m must be 'auto', 'fused' or 'dequant', got {large_m!r}")
+    too_big = M * row_length >= INT32_LIMIT
+    if large_m == "fused" and too_big:
+        raise ValueError(f"{M} rows of {row_length} elements are past the fused kernel's 32-bit offsets; "
+                         "use large_m='auto' or 'dequant'")
     if large_m == "auto":
-        return M > SMALL_M and M >= large_m_threshold(device)
+        return too_big or M > SMALL_M and M >= large_m_threshold(device)
     return large_m == "dequant" and M > SMALL_M
 
 
@@ -270,7 +282,7 @@ def nf4_matmul_triton(
         if bias.shape != (weight.shape[0],):
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
         bias = bias.to(x.dtype).contiguous()
-    if _use_dequant(x.shape[0], large_m, x.device):
+    if _use_dequant(x.shape[0], large_m, x.device, max(weight.shape)):
         return torch.nn.functional.linear(x, _scratch_weight(weight, x.dtype), bias)
     return _launch(x, weight, transposed=True, bias=bias)
 
@@ -278,7 +290,7 @@ def nf4_matmul_triton(
 def nf4_matmul_grad_input_triton(dy: torch.Tensor, weight: NF4Weight, large_m: str = "auto") -> torch.Tensor:
     """dX = dY @ dequant(W) on the GPU, for 2-D dY of shape (M, out_features)."""
     _check_operands(dy, weight, weight.shape[0], "dY")
-    if _use_dequant(dy.shape[0], large_m, dy.device):
+    if _use_dequant(dy.shape[0], large_m, dy.device, max(weight.shape)):
         return dy @ _scratch_weight(weight, dy.dtype)
     return _launch(dy, weight, transposed=False, bias=None)
 

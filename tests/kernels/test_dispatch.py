@@ -78,3 +78,14 @@ def test_auto_dispatch_follows_the_threshold(monkeypatch, threshold, expect_dequ
     y = nf4_matmul_triton(x, weight, large_m="auto")
     assert bool(used) == expect_dequant
     torch.testing.assert_close(y, nf4_matmul_reference(x, weight), atol=2e-5, rtol=2e-5)
+
+
+def test_products_past_32_bit_offsets_never_reach_the_fused_kernel(monkeypatch):
+    """150k rows of a 14336-wide layer would wrap the fused kernel's offsets: "auto" dequantizes, "fused" is refused."""
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("STUDIO_NF4_LARGE_M", str(NEVER))  # a GPU measured as "fused at every M"
+    assert not matmul_module._use_dequant(100_000, "auto", cpu, 14336)  # 1.43e9 elements: still addressable
+    assert matmul_module._use_dequant(150_000, "auto", cpu, 14336)  # 2.15e9: past 2**31
+    with pytest.raises(ValueError, match="past the fused kernel's 32-bit offsets"):
+        matmul_module._use_dequant(150_000, "fused", cpu, 14336)
+    assert matmul_module._use_dequant(150_000, "dequant", cpu, 14336)
