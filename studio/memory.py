@@ -610,14 +610,19 @@ def parse_gpu(gpu: float | int | str) -> float:
 
 
 def detect_gpu_gib() -> float | None:
-    """Total memory of the first visible CUDA GPU in GiB, or None without one."""
+    """Memory free on the first visible CUDA GPU in GiB (what this run can have), or None without one.
+
+    Free, not total: a GPU shared by a class or by other jobs may hold other processes' memory, and a run
+    sized for the whole card would then run out of memory minutes into loading.
+    """
     try:
         import torch
     except ImportError:
         return None
     if not torch.cuda.is_available():
         return None
-    return torch.cuda.get_device_properties(0).total_memory / GIB
+    free, _total = torch.cuda.mem_get_info(0)
+    return free / GIB
 
 
 # ---------------------------------------------------------------------------------------------
@@ -756,7 +761,7 @@ def check_fits(recipe: Recipe, gpu: float | str, model_config: dict | None = Non
     except StudioError as exc:
         fix = exc.fix or "use a smaller model, method qlora, or a shorter data.max_length"
     raise StudioError(
-        f"this run needs about {result['peak_gib']:.1f} GiB of GPU memory but the GPU has {result['gpu_gib']:.1f} GiB",
+        f"this run needs about {result['peak_gib']:.1f} GiB of GPU memory but the GPU has {result['gpu_gib']:.1f} GiB free",
         where=f"train.batch_size={recipe.train.batch_size}, data.max_length={recipe.data.max_length}, method={recipe.method}",
         fix=fix,
     )
@@ -779,7 +784,7 @@ def check_fits_sharded(recipe: Recipe, gpu: float | str, model_config: dict | No
     except StudioError as exc:
         fix = exc.fix
     raise StudioError(
-        f"this sharded run needs about {result['peak_gib']:.1f} GiB on each of its {gpus} GPUs but each has {result['gpu_gib']:.1f} GiB",
+        f"this sharded run needs about {result['peak_gib']:.1f} GiB on each of its {gpus} GPUs but each has {result['gpu_gib']:.1f} GiB free",
         where=f"distributed.num_processes={recipe.distributed.num_processes}, num_machines={recipe.distributed.num_machines}, train.batch_size={recipe.train.batch_size}, data.max_length={recipe.data.max_length}",
         fix=fix,
     )

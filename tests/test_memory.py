@@ -397,3 +397,14 @@ def test_offloaded_embeddings_leave_the_gpu_estimate_and_auto_fit_uses_them_befo
     fitted, info = auto_fit(base, gpu)
     assert fitted.train.offload_embeddings and not fitted.train.offload_activations
     assert info["changes"] == {"train.offload_embeddings": (False, True)}
+
+
+def test_the_gpu_is_sized_by_its_free_memory_not_its_total(monkeypatch):
+    """On a GPU that a class or other jobs share, only what is free can hold this run."""
+    from studio.memory import GIB, detect_gpu_gib
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(5.5 * GIB), 24 * GIB))
+    assert detect_gpu_gib() == 5.5
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert detect_gpu_gib() is None
