@@ -89,9 +89,6 @@ def stages(smoke: bool, results: Path) -> list[Stage]:
         Stage("memory-target", [py, str(BENCH / "bench_memory.py"), "--target", *smoke_flag, *out], 120, min_s=60),
         Stage("memory", [py, str(BENCH / "bench_memory.py"), "--quick", *smoke_flag, *out], 150, min_s=60),
         Stage("fused_ce", [py, str(BENCH / "bench_fused_ce.py"), "--quick", *smoke_flag, *out], 90),
-        # Whatever time is left: the whole kernel suite compiled for the GPU (the interpreter's tests, not interpreted).
-        Stage("kernel-tests", [py, "-m", "pytest", "-q", "tests/kernels", "-p", "no:cacheprovider",
-                               "--junitxml", str(results / "kernel-tests.xml")], 300, min_s=60, gpu_only=True),
     ]
 
 
