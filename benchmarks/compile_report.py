@@ -124,8 +124,15 @@ class Outcome:
 
 
 def _matmul_label(kw: dict) -> str:
-    """"128x256x64 G8 split1": BLOCK_M x BLOCK_P x BLOCK_R, GROUP_M, SPLIT_R."""
+    """The config's name in the report: BLOCK_M x BLOCK_P x BLOCK_R, GROUP_M, SPLIT_R ("128x256x64 G8 split1")."""
     return f"{kw['BLOCK_M']}x{kw['BLOCK_P']}x{kw['BLOCK_R']} G{kw['GROUP_M']} split{kw['SPLIT_R']}"
+
+
+def _pick(configs: list, indices) -> list:
+    """The configs at `indices` (negative ones count from the end); all of them when `indices` is None."""
+    if indices is None:
+        return list(configs)
+    return [c for i, c in enumerate(configs) if i in indices or i - len(configs) in indices]
 
 
 def _matmul_args(a: str, c: str, bias: str | None, m: int) -> dict:
@@ -152,7 +159,7 @@ def matmul_variants(which: str, dtypes, product_filter=None, config_filter=None)
 
     tuner = matmul._nf4_matmul_small if which == "small" else matmul._nf4_matmul_tiled
     small = which == "small"
-    configs = [c for i, c in enumerate(tuner.configs) if config_filter is None or i in config_filter]
+    configs = _pick(tuner.configs, config_filter)
     variants = []
     for dtype in dtypes:
         c_dtype = "fp32" if small else dtype
@@ -182,7 +189,7 @@ def ce_variants(dtypes, config_filter=None, flag_filter=None) -> list[Variant]:
     block_v, warps = fused_ce._launch_config(VOCAB, None)  # the launch without autotuning (V <= 4096)
     configs = [(c.kwargs["BLOCK_V"], c.num_warps, c.num_stages) for c in fused_ce._ce_rows_tuned.configs]
     configs.append((block_v, warps, 3))  # 3: Triton's default num_stages
-    configs = [c for i, c in enumerate(configs) if config_filter is None or i in config_filter]
+    configs = _pick(configs, config_filter)
     variants = []
     for dtype in dtypes:
         for softcap in (False, True):
@@ -218,12 +225,13 @@ def dequant_variants(dtypes) -> list[Variant]:
 
 
 def all_variants(quick: bool) -> list[Variant]:
-    """Every variant, or with `quick` a representative few in bf16: the largest and smallest tile of each
-    matmul kernel (forward with bias, and the input gradient), one loss config with every branch, dequant."""
+    """Every variant, or with `quick` a representative few in bf16: the first and last config of each matmul
+    kernel (tiled: the forward with bias; small-M: the input gradient), one loss config with every branch
+    taken, and dequant."""
     if quick:
         return (
-            matmul_variants("tiled", ["bf16"], [(True, True)], config_filter={0, 8})
-            + matmul_variants("small", ["bf16"], [(False, False)], config_filter={0, 31})
+            matmul_variants("tiled", ["bf16"], [(True, True)], config_filter={0, -1})
+            + matmul_variants("small", ["bf16"], [(False, False)], config_filter={0, -1})
             + ce_variants(["bf16"], config_filter={1}, flag_filter=[(True, True)])
             + dequant_variants(["bf16"])
         )
@@ -283,7 +291,10 @@ def parse_ptxas_log(log: str) -> dict:
 
 
 def _ptxas_rerun(ptx: str, arch: int) -> str:
-    """`ptxas -v` on the kernel's PTX: the log when the compile did not print it (other Triton versions)."""
+    """`ptxas -v` on the kernel's PTX, for a Triton version whose compile does not print the log.
+
+    Without Triton's own extra ptxas flags, so its figures may differ from the compile's by a few registers.
+    """
     from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -291,6 +302,17 @@ def _ptxas_rerun(ptx: str, arch: int) -> str:
         src.write_text(ptx)
         cmd = [get_ptxas(arch).path, "-v", f"--gpu-name={sm_arch_from_capability(arch)}", str(src), "-o", f"{src}.o"]
         return subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+
+
+def ptxas_stats(compile_log: str, ptx: str, arch: int) -> dict:
+    """Registers and spills from the compile's ptxas log, else from running ptxas again; {} if neither works."""
+    stats = parse_ptxas_log(compile_log)
+    if stats:
+        return stats
+    try:
+        return parse_ptxas_log(_ptxas_rerun(ptx, arch))
+    except (ImportError, AttributeError, OSError, subprocess.CalledProcessError):
+        return {}
 
 
 def _first_lines(text: str, n: int = 12) -> str:
@@ -319,7 +341,7 @@ def compile_variant(variant: Variant, arch: int) -> Outcome:
         out.error = _first_lines(f"{type(e).__name__}: {e}")
         out.seconds = time.perf_counter() - start
         return out
-    stats = parse_ptxas_log(log.getvalue()) or parse_ptxas_log(_ptxas_rerun(compiled.asm["ptx"], arch))
+    stats = ptxas_stats(log.getvalue(), compiled.asm["ptx"], arch)
     out.seconds = time.perf_counter() - start
     out.ok = bool(stats)
     out.error = None if stats else "compiled, but no ptxas statistics could be read"
@@ -345,6 +367,8 @@ def _init_worker(cache_dir: str) -> None:
 
 _COLUMNS = ("sm", "kernel", "dtype", "flags", "config", "warps", "stages", "regs", "spill st/ld", "smem KiB",
             "status")
+# Fixed widths, so rows printed as they finish (in completion order) still line up.
+_WIDTHS = (3, 16, 5, 12, 24, 5, 6, 4, 11, 8, 0)
 
 
 def _row(o: Outcome) -> list[str]:
@@ -363,11 +387,9 @@ def _row(o: Outcome) -> list[str]:
             smem, status]
 
 
-def format_table(outcomes: list[Outcome]) -> str:
-    """A fixed-width text table of `outcomes`, one line each."""
-    rows = [list(_COLUMNS)] + [_row(o) for o in outcomes]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+def format_row(cells) -> str:
+    """One line of the printed table."""
+    return "  ".join(str(c).ljust(w) for c, w in zip(cells, _WIDTHS)).rstrip()
 
 
 def _md_table(header, rows) -> list[str]:
@@ -408,9 +430,28 @@ def markdown(env: dict, outcomes: list[Outcome]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def print_findings(outcomes: list[Outcome]) -> None:
+    """Per-architecture counts, then every failure, shared-memory excess and spill (the rows to act on)."""
+    print()
+    for s in summary(outcomes):
+        print(f"sm_{s['arch']}: {s['variants']} variants, {s['failed']} failed, {s['over_shared']} over shared "
+              f"memory, {s['spilling']} spilling, max {s['max_regs']} registers")
+    for title, keep in (("failed to compile", lambda o: not o.ok),
+                        ("over the shared-memory limit (the autotuner prunes these)", lambda o: o.ok and o.over_shared),
+                        ("spilling registers", lambda o: o.ok and o.spills > 0)):
+        group = [o for o in outcomes if keep(o)]
+        if group:
+            print(f"\n{title}:")
+            print(format_row(_COLUMNS))
+            for o in group:
+                print(format_row(_row(o)))
+                if not o.ok:
+                    print("    " + (o.error or "").replace("\n", "\n    "))
+
+
 def _result_dict(env: dict, outcomes: list[Outcome]) -> dict:
     rows = [{**asdict(o), "over_shared": o.over_shared} for o in outcomes]
-    return {"env": env, "summary": summary(outcomes), "variants": rows}
+    return {"environment": env, "summary": summary(outcomes), "variants": rows}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,7 +460,7 @@ def _result_dict(env: dict, outcomes: list[Outcome]) -> dict:
 
 
 def parse_archs(text: str) -> list[int]:
-    """"80,90" -> [80, 90]; only architectures with a known shared-memory limit."""
+    """The --arch list ("80,90" -> [80, 90]); only architectures whose shared-memory limit is known."""
     archs = [int(a) for a in text.replace("sm_", "").split(",") if a.strip()]
     unknown = [a for a in archs if a not in ARCHS]
     if unknown or not archs:
@@ -449,6 +490,15 @@ def _check_compilable() -> None:
         sys.exit("compile_report: studio_kernels was imported under TRITON_INTERPRET=1; its kernels cannot be compiled")
 
 
+def _outcome(future, variant: Variant, arch: int) -> Outcome:
+    """The worker's outcome, or a failed one when the worker itself died (a crash in the compiler)."""
+    try:
+        return future.result()
+    except Exception as e:  # noqa: BLE001 - e.g. BrokenProcessPool: report the variant as failed, go on
+        return Outcome(arch, variant.kernel, variant.dtype, variant.flags, variant.config, variant.num_warps,
+                       variant.num_stages, error=f"worker died: {type(e).__name__}: {e}", shared_limit=ARCHS[arch][1])
+
+
 def run(variants: list[Variant], archs: list[int], jobs: int, results: Results, env: dict) -> list[Outcome]:
     """Compile every variant for every arch in `jobs` processes, printing rows and saving the JSON as they come."""
     import multiprocessing
@@ -457,22 +507,23 @@ def run(variants: list[Variant], archs: list[int], jobs: int, results: Results, 
     with tempfile.TemporaryDirectory(prefix="triton-aot-") as cache:
         # fork: the workers inherit the imported torch/triton/studio_kernels instead of importing them again.
         with ProcessPoolExecutor(jobs, multiprocessing.get_context("fork"), _init_worker, (cache,)) as pool:
-            futures = [pool.submit(compile_variant, v, a) for a in archs for v in variants]
-            print(format_table([]))
+            futures = {pool.submit(compile_variant, v, a): (v, a) for a in archs for v in variants}
+            print(format_row(_COLUMNS))
             for future in as_completed(futures):
-                outcome = future.result()
+                outcome = _outcome(future, *futures[future])
                 outcomes.append(outcome)
-                print(format_table([outcome]).splitlines()[1], flush=True)
+                print(format_row(_row(outcome)), flush=True)
                 results.save(_result_dict(env, outcomes))
-    order = {(v.kernel, v.dtype, v.flags, v.config, v.num_warps): i for i, v in enumerate(variants)}
-    outcomes.sort(key=lambda o: (o.arch, order[(o.kernel, o.dtype, o.flags, o.config, o.num_warps)]))
+    order = {(v.kernel, v.dtype, v.flags, v.config, v.num_warps, v.num_stages): i for i, v in enumerate(variants)}
+    outcomes.sort(key=lambda o: (o.arch, order[(o.kernel, o.dtype, o.flags, o.config, o.num_warps, o.num_stages)]))
     return outcomes
 
 
 def main(argv: list[str] | None = None) -> int:
     """Compile, print the table and a summary, write the results; 1 when any variant failed to compile."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=parse_archs, default=[90], help="comma list of compute capabilities (80,86,89,90)")
+    parser.add_argument("--arch", type=parse_archs, default=[90],
+                        help="comma list of compute capabilities: 80, 86, 89, 90")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--quick", action="store_true", help="a representative subset, bf16 only")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiler processes")
@@ -487,10 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = run(variants, args.arch, max(1, args.jobs), results, env)
     env["seconds"] = round(time.perf_counter() - start, 1)
     results.finish(_result_dict(env, outcomes), lambda: markdown(env, outcomes))
-    print()
-    for s in summary(outcomes):
-        print(f"sm_{s['arch']}: {s['variants']} variants, {s['failed']} failed, {s['over_shared']} over shared "
-              f"memory, {s['spilling']} spilling, max {s['max_regs']} registers")
+    print_findings(outcomes)
     return 1 if any(not o.ok for o in outcomes) else 0
 
 
