@@ -39,3 +39,12 @@ def check_triton_device(*tensors: torch.Tensor) -> None:
                 "use backend='torch' (the reference path) on CPU, or set TRITON_INTERPRET=1 "
                 "before importing studio_kernels to run the kernels in Triton's interpreter"
             )
+
+
+def autotuning() -> bool:
+    """Whether compiled launches autotune (the default), or use one fixed config each (STUDIO_KERNEL_AUTOTUNE=0).
+
+    Tuning compiles and times every candidate config once per shape, which is what a GPU test run that
+    checks values at many shapes cannot afford; the benchmarks and training keep it on.
+    """
+    return os.environ.get("STUDIO_KERNEL_AUTOTUNE", "1") != "0"

@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 
 from ._nf4_tile import _cast
-from ._runtime import check_triton_device, interpreting
+from ._runtime import autotuning, check_triton_device, interpreting
 
 DEFAULT_BUDGET_BYTES = 256 * 2**20  # logits chunk budget when chunk_size is not given
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -177,7 +177,7 @@ def cross_entropy_rows_triton(
         return loss
     args = (logits, logits.stride(0), labels, loss, scale, V, ignore_index, float(softcap) if softcap is not None else 1.0)
     flags = dict(HAS_SOFTCAP=softcap is not None, COMPUTE_GRAD=compute_grad, EMULATE_BF16_RNE=interpreting())
-    if block_v is None and not interpreting() and V > 4096:
+    if block_v is None and not interpreting() and V > 4096 and autotuning():
         _ce_rows_tuned[(rows,)](*args, **flags)
     else:
         BLOCK_V, num_warps = _launch_config(V, block_v)

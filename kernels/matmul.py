@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 
 from ._nf4_tile import _cast, _load_nf4
-from ._runtime import check_triton_device, interpreting
+from ._runtime import autotuning, check_triton_device, interpreting
 from .dequant import dequantize_nf4_triton
 from .dispatch import large_m_threshold
 from .nf4 import NF4Weight, dequantize_nf4_reference, nf4_code
@@ -125,37 +125,42 @@ def _cfg(bm, bp, br, warps, stages, split=1, group=8):
 
 
 _KEY = ["M_BUCKET", "P", "R", "W_IS_TRANSPOSED"]
-# Large-M tiles: the shapes that serve fp16/bf16 GEMMs well on Ampere/Hopper (Triton tutorial 03),
-# plus narrower R steps since decoding a weight tile costs registers.
+# Large-M tiles. Every config was compiled ahead of time for sm_80/86/89/90 (benchmarks/compile_report.py):
+# decoding a weight tile stages two fp32 gathers (code table, block scale) per element through shared
+# memory, so the usual GEMM tiles (128x256x64 s3, 128x128x64 s4, ...) need 240-336 KiB and fit no GPU.
+# Kept: the three that fit 99 KiB (RTX 30xx/40xx, A10, L4: none of the old list did) and three that fit
+# A100/H100 only; the autotuner drops a config a GPU cannot hold (after compiling it once).
+TILED_CONFIGS = [
+    _cfg(32, 64, 64, 4, 3),  # 72 KiB everywhere
+    _cfg(64, 64, 64, 4, 3),  # 80 KiB on sm_86, 96 on sm_90
+    _cfg(128, 128, 64, 8, 2),  # 80 KiB on sm_86, 112 on sm_90
+    _cfg(64, 64, 64, 4, 4),  # 120 KiB on sm_80, 136 on sm_90
+    _cfg(128, 128, 32, 4, 4),  # 120 / 136
+    _cfg(128, 64, 64, 4, 4),  # 144 / 168
+]
+# Small-M tiles: one 16-row tile, split R to fill the SMs (the atomics need a zeroed output). Tile shapes
+# that fit every GPU above; 64x256 and 128x128 needed over 260 KiB and spilled kilobytes of registers.
+SMALL_CONFIGS = [
+    _cfg(16, bp, br, 4, 3, split=s, group=1)
+    for bp, br in ((32, 256), (64, 64), (64, 128), (128, 64))
+    for s in (1, 2, 4, 8)
+]
 _nf4_matmul_tiled = triton.autotune(
-    configs=[
-        _cfg(128, 256, 64, 8, 3),
-        _cfg(256, 128, 64, 8, 3),
-        _cfg(128, 128, 64, 8, 4),
-        _cfg(128, 128, 64, 4, 4),
-        _cfg(128, 128, 32, 4, 4),
-        _cfg(128, 64, 64, 4, 4),
-        _cfg(64, 128, 64, 4, 4),
-        _cfg(64, 64, 64, 4, 4),
-        _cfg(32, 64, 64, 4, 4),
-    ],
+    configs=TILED_CONFIGS,
     key=_KEY,
     cache_results=True,  # on disk: a later process on this machine skips the tuning and its first step is fast
 )(_nf4_matmul_kernel)
-# Small-M tiles: one 16-row tile, split R to fill the SMs; the atomics need a zeroed output.
 _nf4_matmul_small = triton.autotune(
-    configs=[
-        _cfg(16, bp, br, 4, 3, split=s, group=1)
-        for bp in (32, 64, 128)
-        for br in (64, 128, 256)
-        for s in (1, 2, 4, 8)
-        if bp * br <= 128 * 128
-    ],
+    configs=SMALL_CONFIGS,
     key=_KEY,
     reset_to_zero=["c_ptr"],
     cache_results=True,
 )(_nf4_matmul_kernel)
 
+# Without autotuning (STUDIO_KERNEL_AUTOTUNE=0: GPU tests, where tuning every shape would cost minutes of
+# compiling): one config each that fits every GPU.
+_FIXED_TILED = TILED_CONFIGS[1]
+_FIXED_SMALL = _cfg(16, 64, 128, 4, 3, split=4, group=1)
 # Under the interpreter: one fixed configuration (no timing loop), large tiles because the
 # interpreter's cost is per program and per op, not per element.
 _INTERPRET_TILED = dict(BLOCK_M=64, BLOCK_P=64, BLOCK_R=64, GROUP_M=4, SPLIT_R=1)
@@ -224,6 +229,9 @@ def _launch(a: torch.Tensor, weight: NF4Weight, transposed: bool, bias: torch.Te
     if interp:
         meta = _INTERPRET_SMALL if small else _INTERPRET_TILED
         _nf4_matmul_kernel[grid(meta)](*args, **flags, **meta)
+    elif not autotuning():
+        cfg = _FIXED_SMALL if small else _FIXED_TILED
+        _nf4_matmul_kernel[grid(cfg.kwargs)](*args, **flags, **cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     elif small:
         _nf4_matmul_small[grid](*args, **flags)
     else:
@@ -251,12 +259,16 @@ def _scratch_weight(weight: NF4Weight, dtype: torch.dtype) -> torch.Tensor:
 INT32_LIMIT = 2**31  # the fused kernel addresses A and C with 32-bit offsets (row * row length)
 
 
-def _use_dequant(M: int, large_m: str, device: torch.device, row_length: int) -> bool:
+def _use_dequant(M: int, large_m: str, device: torch.device, row_length: int, dtype: torch.dtype = torch.bfloat16) -> bool:
     """Whether this product goes through dequantize + cuBLAS rather than the fused kernel.
 
     row_length: the longer of A's and C's rows. Past INT32_LIMIT elements the fused kernel's offsets would
     wrap, so "auto" takes the cuBLAS path there whatever the table says, and "fused" is refused.
+    fp32 activations on a GPU also take it above the small-M path under "auto": the fused kernel's fp32 dot
+    compiles to tiles that spill 10-110 KB of registers per thread (compile_report.py), so it is kept for
+    bf16/fp16, which is what the studio trains in on a GPU.
     """
+    fp32_on_gpu = dtype == torch.float32 and device.type == "cuda"
     if large_m not in ("auto", "fused", "dequant"):
         raise ValueError(f"large_m must be 'auto', 'fused' or 'dequant', got {large_m!r}")
     too_big = M * row_length >= INT32_LIMIT
@@ -264,7 +276,7 @@ def _use_dequant(M: int, large_m: str, device: torch.device, row_length: int) ->
         raise ValueError(f"{M} rows of {row_length} elements are past the fused kernel's 32-bit offsets; "
                          "use large_m='auto' or 'dequant'")
     if large_m == "auto":
-        return too_big or M > SMALL_M and M >= large_m_threshold(device)
+        return too_big or M > SMALL_M and (fp32_on_gpu or M >= large_m_threshold(device))
     return large_m == "dequant" and M > SMALL_M
 
 
@@ -282,7 +294,7 @@ def nf4_matmul_triton(
         if bias.shape != (weight.shape[0],):
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
         bias = bias.to(x.dtype).contiguous()
-    if _use_dequant(x.shape[0], large_m, x.device, max(weight.shape)):
+    if _use_dequant(x.shape[0], large_m, x.device, max(weight.shape), x.dtype):
         return torch.nn.functional.linear(x, _scratch_weight(weight, x.dtype), bias)
     return _launch(x, weight, transposed=True, bias=bias)
 
@@ -290,7 +302,7 @@ def nf4_matmul_triton(
 def nf4_matmul_grad_input_triton(dy: torch.Tensor, weight: NF4Weight, large_m: str = "auto") -> torch.Tensor:
     """dX = dY @ dequant(W) on the GPU, for 2-D dY of shape (M, out_features)."""
     _check_operands(dy, weight, weight.shape[0], "dY")
-    if _use_dequant(dy.shape[0], large_m, dy.device, max(weight.shape)):
+    if _use_dequant(dy.shape[0], large_m, dy.device, max(weight.shape), dy.dtype):
         return dy @ _scratch_weight(weight, dy.dtype)
     return _launch(dy, weight, transposed=False, bias=None)
 

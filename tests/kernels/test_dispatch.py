@@ -89,3 +89,34 @@ def test_products_past_32_bit_offsets_never_reach_the_fused_kernel(monkeypatch):
     with pytest.raises(ValueError, match="past the fused kernel's 32-bit offsets"):
         matmul_module._use_dequant(150_000, "fused", cpu, 14336)
     assert matmul_module._use_dequant(150_000, "dequant", cpu, 14336)
+
+
+def test_fp32_on_a_gpu_leaves_the_fused_kernel_above_small_m(monkeypatch):
+    """The fused kernel's fp32 dot spills registers on GPUs: "auto" sends fp32 above M = 16 to cuBLAS there."""
+    monkeypatch.setenv("STUDIO_NF4_LARGE_M", "4096")
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # only the device type is read
+    assert matmul_module._use_dequant(17, "auto", cuda, 4096, torch.float32)
+    assert not matmul_module._use_dequant(16, "auto", cuda, 4096, torch.float32)  # decode keeps the small-M kernel
+    assert not matmul_module._use_dequant(17, "auto", cuda, 4096, torch.bfloat16)
+    assert not matmul_module._use_dequant(17, "auto", cpu, 4096, torch.float32)  # interpreter tests keep it
+    assert not matmul_module._use_dequant(17, "fused", cuda, 4096, torch.float32)  # forced: as asked
+
+
+def test_autotuning_switch(monkeypatch):
+    from studio_kernels._runtime import autotuning
+
+    monkeypatch.delenv("STUDIO_KERNEL_AUTOTUNE", raising=False)
+    assert autotuning()
+    monkeypatch.setenv("STUDIO_KERNEL_AUTOTUNE", "0")
+    assert not autotuning()
+
+
+def test_every_config_fits_the_smallest_gpu_or_is_one_of_the_big_gpu_extras():
+    """The config lists as compile_report.py measured them: no tile shape that fits no GPU at all is left."""
+    never_fit = {(128, 256, 64), (256, 128, 64), (64, 128, 64)}  # 216-336 KiB at any stage count tried
+    tiled = [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_P"], c.kwargs["BLOCK_R"]) for c in matmul_module.TILED_CONFIGS]
+    assert not never_fit & set(tiled) and len(tiled) == len(set((*t, c.num_stages) for t, c in zip(tiled, matmul_module.TILED_CONFIGS)))
+    small = {(c.kwargs["BLOCK_P"], c.kwargs["BLOCK_R"]) for c in matmul_module.SMALL_CONFIGS}
+    assert not small & {(64, 256), (128, 128)}
+    fixed = matmul_module._FIXED_SMALL
+    assert (fixed.kwargs["BLOCK_P"], fixed.kwargs["BLOCK_R"]) in small and matmul_module._FIXED_TILED in matmul_module.TILED_CONFIGS
