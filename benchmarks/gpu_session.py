@@ -26,7 +26,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # What a stage prints that the summary repeats: the benchmarks' target verdicts and pytest's final count.
@@ -66,6 +66,7 @@ class Stage:
     limit_s: int
     min_s: int = 30
     gpu_only: bool = False  # skipped by --smoke (the CPU has nothing to check there)
+    env: dict = field(default_factory=dict)  # set for this stage only
 
 
 def stages(smoke: bool, results: Path) -> list[Stage]:
@@ -80,7 +81,9 @@ def stages(smoke: bool, results: Path) -> list[Stage]:
     return [
         Stage("preflight", [py, "-c", PREFLIGHT + ("" if smoke else NEEDS_CUDA)], 90, min_s=10),
         # The kernels compiled for the GPU against bitsandbytes' CUDA kernels, and the fused loss on CUDA.
-        Stage("gpu-tests", [py, "-m", "pytest", "-q", "-m", "gpu", "tests/kernels", *junit], 150, gpu_only=True),
+        # One fixed config per kernel: autotuning every shape these tests touch would compile for minutes.
+        Stage("gpu-tests", [py, "-m", "pytest", "-q", "-m", "gpu", "tests/kernels", *junit], 150, gpu_only=True,
+              env={"STUDIO_KERNEL_AUTOTUNE": "0"}),
         # Matmul at the four Llama-3-8B shapes over M (proposes the dispatch threshold), then the 1B and 8B
         # training steps of the three methods, run with that threshold.
         Stage("nf4-matmul", [py, str(BENCH / "bench_nf4.py"), "--skip-training", *smoke_flag, *out], 150, min_s=60),
@@ -145,7 +148,7 @@ def run_stage(stage: Stage, env: dict, log, limit_s: float) -> tuple[str, float,
     log.write(f"\n===== {stage.name}: {' '.join(stage.args)} (limit {limit_s:.0f} s)\n")
     log.flush()
     start = time.monotonic()
-    proc = subprocess.Popen(stage.args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(stage.args, cwd=ROOT, env={**env, **stage.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=limit_s)
