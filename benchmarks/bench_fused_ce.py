@@ -33,17 +33,15 @@ from pathlib import Path
 
 import torch
 
-if __package__:  # imported as `benchmarks.bench_fused_ce` (the tests)
-    from ._gpu_env import NO_CUDA_EXIT, Results, cuda_missing, environment, median_ms, peak_allocated_gib
-    from ._gpu_env import reset_peak_memory, start_smoke, synchronize
-else:  # run as `python benchmarks/bench_fused_ce.py`. This folder, not the repository root: its kernels/
-    # folder would shadow the PyPI package `kernels` that bitsandbytes imports. Added explicitly because
-    # PYTHONSAFEPATH=1 (how studio runs its subprocesses) keeps even the script's folder off sys.path.
-    _HERE = str(Path(__file__).resolve().parent)
-    if _HERE not in sys.path:
-        sys.path.insert(0, _HERE)
-    from _gpu_env import NO_CUDA_EXIT, Results, cuda_missing, environment, median_ms, peak_allocated_gib
-    from _gpu_env import reset_peak_memory, start_smoke, synchronize
+# This folder goes on sys.path by hand (PYTHONSAFEPATH=1, as gpu_session.py runs the benchmarks, leaves even a
+# script's own folder off); never the repository root, whose kernels/ folder would shadow the PyPI package
+# `kernels` that bitsandbytes imports.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _gpu_env import (  # noqa: E402
+    NO_CUDA_EXIT, Results, cuda_missing, environment, median_ms, peak_allocated_gib, reset_peak_memory, start_smoke,
+    synchronize,
+)
 
 SHAPES = [(8192, 4096, 128256), (4096, 2560, 262144), (4096, 3840, 262144)]  # (tokens, hidden, vocab)
 # Smoke: vocab 1000 fits one kernel block with a masked tail; vocab 5000 needs two blocks (the interpreter's

@@ -40,13 +40,12 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 
-if __package__:  # imported as `benchmarks.bench_memory` (the tests)
-    from ._gpu_env import NO_CUDA_EXIT, Results, cuda_missing, environment, start_smoke, timed_steps
-else:  # run as `python benchmarks/bench_memory.py`: this folder goes on sys.path (Python leaves it off under
-    # PYTHONSAFEPATH). Not the repository root: its kernels/ folder would shadow the PyPI package `kernels`
-    # that bitsandbytes imports; `studio` is installed.
+# This folder goes on sys.path by hand (PYTHONSAFEPATH=1, as gpu_session.py runs the benchmarks, leaves even a
+# script's own folder off); never the repository root, whose kernels/ folder would shadow the PyPI package
+# `kernels` that bitsandbytes imports.
+if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _gpu_env import NO_CUDA_EXIT, Results, cuda_missing, environment, start_smoke, timed_steps
+from _gpu_env import NO_CUDA_EXIT, Results, cuda_missing, environment, start_smoke, timed_steps  # noqa: E402
 
 SHAPES = {
     "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,

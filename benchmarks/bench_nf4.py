@@ -25,31 +25,14 @@ from typing import Iterator
 
 import torch
 
-if __package__:  # imported as `benchmarks.bench_nf4` (the tests)
-    from ._gpu_env import (
-        NO_CUDA_EXIT,
-        Results,
-        cuda_missing,
-        environment,
-        median_ms,
-        peak_allocated_gib,
-        start_smoke,
-        first_and_mean_step,
-    )
-else:  # run as `python benchmarks/bench_nf4.py`. This folder goes on sys.path by hand: under PYTHONSAFEPATH=1
-    # (how benchmarks/gpu_session.py runs it) Python leaves it off. Not the repository root: its kernels/
-    # folder would shadow the PyPI package `kernels` that bitsandbytes imports.
+# This folder goes on sys.path by hand (PYTHONSAFEPATH=1, as gpu_session.py runs the benchmarks, leaves even a
+# script's own folder off); never the repository root, whose kernels/ folder would shadow the PyPI package
+# `kernels` that bitsandbytes imports.
+if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _gpu_env import (
-        NO_CUDA_EXIT,
-        Results,
-        cuda_missing,
-        environment,
-        median_ms,
-        peak_allocated_gib,
-        start_smoke,
-        first_and_mean_step,
-    )
+from _gpu_env import (  # noqa: E402
+    NO_CUDA_EXIT, Results, cuda_missing, environment, first_and_mean_step, median_ms, peak_allocated_gib, start_smoke,
+)
 
 DTYPE = torch.bfloat16  # activations, dense weights and the QLoRA compute dtype
 SHAPES = [(4096, 4096), (14336, 4096), (4096, 14336), (1024, 4096)]  # (out, in)

@@ -37,13 +37,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-if __package__:  # imported as `benchmarks.compile_report`
-    from ._gpu_env import Results
-else:  # run as a script; this folder on sys.path, not the repository root (see bench_fused_ce.py)
-    _HERE = str(Path(__file__).resolve().parent)
-    if _HERE not in sys.path:
-        sys.path.insert(0, _HERE)
-    from _gpu_env import Results
+# This folder goes on sys.path by hand (PYTHONSAFEPATH=1, as gpu_session.py runs the benchmarks, leaves even a
+# script's own folder off); never the repository root, whose kernels/ folder would shadow the PyPI package
+# `kernels` that bitsandbytes imports.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _gpu_env import Results  # noqa: E402
 
 # Largest shared memory one block may opt into, in bytes (CUDA programming guide, compute capabilities).
 ARCHS = {
