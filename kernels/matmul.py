@@ -138,11 +138,12 @@ TILED_CONFIGS = [
     _cfg(128, 128, 32, 4, 4),  # 120 / 136
     _cfg(128, 64, 64, 4, 4),  # 144 / 168
 ]
-# Small-M tiles: one 16-row tile, split R to fill the SMs (the atomics need a zeroed output). Tile shapes
-# that fit every GPU above; 64x256 and 128x128 needed over 260 KiB and spilled kilobytes of registers.
+# Small-M tiles: one 16-row tile, split R to fill the SMs (the atomics need a zeroed output). 32x128 and
+# 64x64 fit 99 KiB (about 70 KiB); 64x128 and 128x64 (132-136 KiB) only A100/H100-class GPUs; 64x256 and
+# 128x128 (over 260 KiB, kilobytes of spills) none, so they are gone.
 SMALL_CONFIGS = [
     _cfg(16, bp, br, 4, 3, split=s, group=1)
-    for bp, br in ((32, 256), (64, 64), (64, 128), (128, 64))
+    for bp, br in ((32, 128), (64, 64), (64, 128), (128, 64))
     for s in (1, 2, 4, 8)
 ]
 _nf4_matmul_tiled = triton.autotune(
@@ -160,7 +161,7 @@ _nf4_matmul_small = triton.autotune(
 # Without autotuning (STUDIO_KERNEL_AUTOTUNE=0: GPU tests, where tuning every shape would cost minutes of
 # compiling): one config each that fits every GPU.
 _FIXED_TILED = TILED_CONFIGS[1]
-_FIXED_SMALL = _cfg(16, 64, 128, 4, 3, split=4, group=1)
+_FIXED_SMALL = _cfg(16, 64, 64, 4, 3, split=4, group=1)
 # Under the interpreter: one fixed configuration (no timing loop), large tiles because the
 # interpreter's cost is per program and per op, not per element.
 _INTERPRET_TILED = dict(BLOCK_M=64, BLOCK_P=64, BLOCK_R=64, GROUP_M=4, SPLIT_R=1)
