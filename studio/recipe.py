@@ -43,8 +43,8 @@ class ModelSpec(_Section):
     revision: str | None = None
     """Hub revision (branch, tag or commit) to pin; ignored for local models."""
     dtype: DType = "auto"
-    """Precision of the base weights for LoRA and for merging: auto = bfloat16 on a GPU that supports it,
-    else float32. Lower precision halves weight memory; float32 is the safe choice on CPU."""
+    """Precision of the base weights for LoRA and for merging: auto = bfloat16 on a GPU with native bf16
+    (Ampere or newer), float16 on an older GPU, float32 on CPU. Lower precision halves weight memory; float32 is the safe choice on CPU."""
     trust_remote_code: bool = False
     """Run model code shipped with a hub repository. Off by default: it executes code from the internet."""
     allow_pickle: bool = False
@@ -88,7 +88,8 @@ class QuantSpec(_Section):
     double_quant: bool = True
     """Quantize the per-block scales too (saves about 0.4 bits per weight, no measurable quality cost)."""
     compute_dtype: DType = "auto"
-    """Precision the 4-bit weights are dequantized to for each matmul: auto = bfloat16 on a capable GPU, else float32."""
+    """Precision the 4-bit weights are dequantized to for each matmul: auto = bfloat16 on a GPU with native bf16,
+    float16 on an older GPU, float32 on CPU."""
     backend: Literal["auto", "studio", "bitsandbytes"] = "auto"
     """Who runs the 4-bit matmuls: `studio` (this project's kernels), `bitsandbytes`, or auto (studio when available)."""
 
