@@ -70,3 +70,13 @@ def test_without_cuda_the_session_stops_after_the_preflight(tmp_path):
     rows = _stage_rows((out / "summary.md").read_text())
     assert list(rows) == ["preflight"] and rows["preflight"].startswith("failed")
     assert "no CUDA device found" in (out / "session.log").read_text()
+
+
+def test_the_gpu_test_stage_names_every_file_with_gpu_tests():
+    """The stage collects named files only (see GPU_TEST_FILES); a GPU test in any other file would never run there."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_session
+
+    marked = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py") if "@pytest.mark.gpu" in p.read_text()
+                    or "pytest.mark.gpu," in p.read_text())
+    assert marked and set(marked) <= set(gpu_session.GPU_TEST_FILES), marked
