@@ -39,7 +39,7 @@ test-fast: $(STAMP)
 
 # Every GPU check and benchmark in one run, within a time budget (benchmarks/README.md); needs a CUDA device.
 bench-gpu: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/gpu_session.py --out benchmarks/results/session-$$(date +%Y%m%d-%H%M%S)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/gpu_session.py --no-wheels --out benchmarks/results/session-$$(date +%Y%m%d-%H%M%S)
 
 clean:
 	rm -rf $(VENV) runs

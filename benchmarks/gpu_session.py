@@ -100,9 +100,12 @@ def stages(smoke: bool, results: Path) -> list[Stage]:
     ]
 
 
-def install_wheels(wheels: Path, log) -> Path | None:
-    """pip-install every wheel in `wheels` into a fresh folder (no index, no dependencies); return it, or None if none."""
-    found = sorted(wheels.glob("*.whl")) if wheels.is_dir() else []
+def install_wheels(wheels: Path | None, log) -> Path | None:
+    """pip-install every wheel in `wheels` into a fresh folder (no index, no dependencies); return it, or None if none.
+
+    Raises RuntimeError when pip refuses them (wheels for another Python, say); session.log has pip's words.
+    """
+    found = sorted(wheels.glob("*.whl")) if wheels and wheels.is_dir() else []
     if not found:
         return None
     target = Path(tempfile.mkdtemp(prefix="studio-site-"))
@@ -110,7 +113,7 @@ def install_wheels(wheels: Path, log) -> Path | None:
            "--no-cache-dir", "--upgrade", "--target", str(target), *map(str, found)]
     done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
     if done.returncode != 0:
-        raise SystemExit(f"gpu_session: installing the {len(found)} wheels in {wheels} failed (see session.log)")
+        raise RuntimeError(f"pip could not install the {len(found)} wheels in {wheels}")
     return target
 
 
@@ -185,6 +188,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="where session.log, summary.md and results.tar.gz go")
     parser.add_argument("--budget-s", type=float, default=520, help="the whole session's seconds (default 520)")
     parser.add_argument("--wheels", type=Path, default=ROOT / ".whl", help="wheels to install first (default .whl)")
+    parser.add_argument("--no-wheels", action="store_true", help="install nothing (a venv that has the project's packages)")
     parser.add_argument("--stages", help="comma-separated stage names to run (default: all, in plan order)")
     parser.add_argument("--smoke", action="store_true", help="the same plan on the CPU at tiny shapes")
     args = parser.parse_args(argv)
@@ -201,7 +205,12 @@ def main(argv=None) -> int:
         return 2
     rows = []
     with open(args.out / "session.log", "w") as log:
-        site = install_wheels(args.wheels, log)
+        try:
+            site = install_wheels(None if args.no_wheels else args.wheels, log)
+        except RuntimeError as err:
+            rows.append(("wheels", f"failed: {err} (see session.log)", time.monotonic() - start, []))
+            plan = []  # nothing can run without them; the summary and the (empty) results are still written
+            site = None
         env = stage_environment(site, args.smoke)
         for stage in plan:
             left = args.budget_s - (time.monotonic() - start)

@@ -47,4 +47,7 @@ def autotuning() -> bool:
     Tuning compiles and times every candidate config once per shape, which is what a GPU test run that
     checks values at many shapes cannot afford; the benchmarks and training keep it on.
     """
-    return os.environ.get("STUDIO_KERNEL_AUTOTUNE", "1") != "0"
+    value = os.environ.get("STUDIO_KERNEL_AUTOTUNE", "1").strip().lower()
+    if value not in ("1", "0", "true", "false", "on", "off", "yes", "no"):
+        raise ValueError(f"STUDIO_KERNEL_AUTOTUNE must be 1 or 0 (or true/false, on/off, yes/no), got {value!r}")
+    return value in ("1", "true", "on", "yes")

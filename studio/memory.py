@@ -621,8 +621,27 @@ def detect_gpu_gib() -> float | None:
         return None
     if not torch.cuda.is_available():
         return None
-    free, _total = torch.cuda.mem_get_info(0)
-    return free / GIB
+    # The free figure leaves out a CUDA context (this process's, or the probe's), which estimate() counts itself.
+    return _free_bytes_on_first_gpu(torch) / GIB + CUDA_CONTEXT_GIB
+
+
+def _free_bytes_on_first_gpu(torch) -> int:
+    """Free bytes on GPU 0, asked in a short child process when this one has no CUDA context yet.
+
+    Asking here would create one, holding about 0.5 GiB of GPU 0 for the rest of this process, and the
+    launcher of a multi-GPU run lives as long as the run. If the child cannot answer, the GPU's total is used.
+    """
+    import subprocess
+    import sys
+
+    if torch.cuda.is_initialized():
+        return torch.cuda.mem_get_info(0)[0]
+    try:
+        done = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.mem_get_info(0)[0])"],
+                              capture_output=True, text=True, timeout=120, check=True)
+        return int(done.stdout.split()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return torch.cuda.get_device_properties(0).total_memory
 
 
 # ---------------------------------------------------------------------------------------------

@@ -81,3 +81,16 @@ def test_the_gpu_test_stage_names_every_file_with_gpu_tests():
     mark = re.compile(r"^\s*@?pytest\.mark\.gpu\b", re.M)  # a decorator, or an entry of a module's pytestmark list
     marked = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py") if mark.search(p.read_text()))
     assert marked and set(marked) <= set(gpu_session.GPU_TEST_FILES), marked
+
+
+def test_wheels_pip_refuses_end_the_session_with_a_summary(tmp_path):
+    """Wheels that do not install (another Python's, or broken) leave summary.md and the log, and exit 1."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "broken-1.0-py3-none-any.whl").write_bytes(b"not a zip file")
+    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path / "out"), "--wheels", str(wheels)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    rows = _stage_rows((tmp_path / "out" / "summary.md").read_text())
+    assert list(rows) == ["wheels"] and rows["wheels"].startswith("failed: pip could not install the 1 wheels")
+    assert (tmp_path / "out" / "results.tar.gz").exists()

@@ -401,10 +401,20 @@ def test_offloaded_embeddings_leave_the_gpu_estimate_and_auto_fit_uses_them_befo
 
 def test_the_gpu_is_sized_by_its_free_memory_not_its_total(monkeypatch):
     """On a GPU that a class or other jobs share, only what is free can hold this run."""
-    from studio.memory import GIB, detect_gpu_gib
+    import subprocess
+
+    from studio.memory import CUDA_CONTEXT_GIB, GIB, detect_gpu_gib
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    # This process already has a CUDA context: asked here; the free figure excludes that context, which the
+    # estimate counts again, so it is added back.
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(5.5 * GIB), 24 * GIB))
-    assert detect_gpu_gib() == 5.5
+    assert detect_gpu_gib() == 5.5 + CUDA_CONTEXT_GIB
+    # No context yet: a child process answers, so this one does not hold GPU memory for the rest of its life.
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    asked = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: asked.append(cmd) or subprocess.CompletedProcess(cmd, 0, f"{3 * GIB}\n", ""))
+    assert detect_gpu_gib() == 3 + CUDA_CONTEXT_GIB and "mem_get_info" in asked[0][-1]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert detect_gpu_gib() is None

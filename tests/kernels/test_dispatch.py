@@ -109,6 +109,11 @@ def test_autotuning_switch(monkeypatch):
     assert autotuning()
     monkeypatch.setenv("STUDIO_KERNEL_AUTOTUNE", "0")
     assert not autotuning()
+    monkeypatch.setenv("STUDIO_KERNEL_AUTOTUNE", " Off")
+    assert not autotuning()
+    monkeypatch.setenv("STUDIO_KERNEL_AUTOTUNE", "maybe")
+    with pytest.raises(ValueError, match="STUDIO_KERNEL_AUTOTUNE must be 1 or 0"):
+        autotuning()
 
 
 def test_every_config_fits_the_smallest_gpu_or_is_one_of_the_big_gpu_extras():
