@@ -96,6 +96,17 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def free_memory(device: str) -> None:
+    """Collect garbage and, on CUDA, return cached blocks, so each measurement starts from the same allocator state."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device != "cpu":
+        torch.cuda.empty_cache()
+
+
 def reset_peak_memory(device: str) -> None:
     """Start a new peak-memory window (CUDA only: the CPU has no allocator counters to reset)."""
     import torch
@@ -187,7 +198,3 @@ class Results:
         print(f"wrote {self.json_path} and .md")
         return self.stem
 
-
-def write_results(out: Path, name: str, env: dict, result: dict, markdown: Callable[[], str]) -> Path:
-    """Write `result` to <out>/<name>-<gpu>-<time>.json and markdown() to the .md beside it; return that path without suffix."""
-    return Results(out, name, env).finish(result, markdown)

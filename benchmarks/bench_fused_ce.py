@@ -27,7 +27,6 @@ and memory is not measured on the CPU.
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 from pathlib import Path
 
@@ -39,8 +38,8 @@ import torch
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _gpu_env import (  # noqa: E402
-    NO_CUDA_EXIT, Results, cuda_missing, environment, median_ms, peak_allocated_gib, reset_peak_memory, start_smoke,
-    synchronize,
+    NO_CUDA_EXIT, Results, cuda_missing, environment, free_memory, median_ms, peak_allocated_gib, reset_peak_memory,
+    start_smoke, synchronize,
 )
 
 SHAPES = [(8192, 4096, 128256), (4096, 2560, 262144), (4096, 3840, 262144)]  # (tokens, hidden, vocab)
@@ -81,13 +80,6 @@ def _step_fn(impl: str, x, w, labels, chunk_size: int):
     return step
 
 
-def _release(device: str) -> None:
-    """Free what the last measurement left, so the next one starts from the same allocator state."""
-    gc.collect()
-    if device != "cpu":
-        torch.cuda.empty_cache()
-
-
 def _peak_extra_mib(step, device: str) -> float | None:
     """MiB allocated at the peak of one step() beyond what was allocated before it; None on the CPU.
 
@@ -96,7 +88,7 @@ def _peak_extra_mib(step, device: str) -> float | None:
     """
     if device == "cpu":
         return None
-    _release(device)
+    free_memory(device)
     synchronize(device)
     before = torch.cuda.memory_allocated()
     reset_peak_memory(device)
@@ -129,7 +121,7 @@ def _measure(impl: str, step, x, w, device: str, row: dict, outputs: dict) -> No
         print(f"  {impl}: out of memory", flush=True)
     x.grad = None
     w.grad = None
-    _release(device)
+    free_memory(device)
 
 
 def _ratio(num, den) -> float | None:
@@ -233,7 +225,7 @@ def bench(shapes, budget_bytes: int, device: str = "cuda", dtype=torch.bfloat16,
                 on_row(rows)
             del outputs
         del x, w0, w, labels
-        _release(device)
+        free_memory(device)
     return rows
 
 

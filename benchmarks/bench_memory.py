@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import sys
 import tempfile
 from pathlib import Path
@@ -45,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # `kernels` that bitsandbytes imports.
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _gpu_env import NO_CUDA_EXIT, Results, cuda_missing, environment, start_smoke, timed_steps  # noqa: E402
+from _gpu_env import NO_CUDA_EXIT, Results, cuda_missing, environment, free_memory, start_smoke, timed_steps  # noqa: E402
 
 SHAPES = {
     "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
@@ -141,15 +140,6 @@ def make_recipe(model_dir: Path, method: str, c: dict, device: str = "cuda"):
         "train": {"batch_size": c["batch"], "gradient_checkpointing": c["ckpt"], "offload_activations": c["offload"],
                   "fused_loss": c["loss"] == "fused", "offload_embeddings": c.get("emb", False), "device": device},
     })
-
-
-def free_memory(device: str) -> None:
-    """Collect garbage and, on CUDA, return cached blocks, so each measurement starts from the same allocator state."""
-    import torch
-
-    gc.collect()
-    if device != "cpu":
-        torch.cuda.empty_cache()
 
 
 def gpu_total_gib(device: str) -> float:
@@ -320,17 +310,20 @@ def bench_loaded(shape: str, method: str, model_dir: Path, grid: list[dict], ste
     return rows
 
 
+def unmeasured(r: dict) -> str | None:
+    """Why a row holds no measurement ("skipped", "OOM", "failed"), or None when it was measured."""
+    return "skipped" if r.get("skipped") else "OOM" if r.get("oom") else "failed" if r.get("error") else None
+
+
 def describe(r: dict) -> str:
     """One progress line for a row: settings, then the measurement against the estimate (or why there is none)."""
     settings = (f"{r['model']} {r['method']:12s} b{r['batch']} s{r['seq']} ckpt={int(r['ckpt'])} off={int(r['offload'])} "
                 f"emb={int(r.get('emb', False))} pack={int(r['packing'])} {r['loss']:7s}")
     estimate = f"estimate {r['estimate_allocated_gib']:.2f} GiB"
-    if r.get("skipped"):
-        return f"{settings}  skipped: {r['skipped']} ({estimate})"
-    if r.get("oom"):
-        return f"{settings}  OOM ({estimate})"
-    if r.get("error"):
-        return f"{settings}  FAILED: {r['error']} ({estimate})"
+    status = unmeasured(r)
+    if status:
+        detail = {"skipped": f"skipped: {r.get('skipped')}", "OOM": "OOM", "failed": f"FAILED: {r.get('error')}"}[status]
+        return f"{settings}  {detail} ({estimate})"
     if r.get("allocated_gib") is None:
         return f"{settings}  {r['step_ms']:8.1f} ms  memory not measured ({estimate})"
     return (f"{settings}  {r['step_ms']:8.1f} ms  allocated {r['allocated_gib']:6.2f} GiB (estimate {r['estimate_allocated_gib']:6.2f}, "
@@ -396,12 +389,9 @@ def table_row(r: dict) -> str:
     """One markdown row; the estimate columns are filled even where nothing was measured."""
     head = f"| {r['model']} | {r['method']} | {r['batch']} | {r['seq']} | {r['ckpt']} | {r['offload']} | {r.get('emb', False)} | {r['packing']} | {r['loss']} |"
     est_alloc, est_res = f"{r['estimate_allocated_gib']:.2f}", f"{r['estimate_reserved_gib']:.2f}"
-    if r.get("skipped"):
-        return f"{head} skipped | | | {est_alloc} | | | {est_res} | | |"
-    if r.get("oom"):
-        return f"{head} OOM | | | {est_alloc} | | | {est_res} | | |"
-    if r.get("error"):
-        return f"{head} failed | | | {est_alloc} | | | {est_res} | | |"
+    status = unmeasured(r)
+    if status:
+        return f"{head} {status} | | | {est_alloc} | | | {est_res} | | |"
     timing = f"{r['step_ms']:.1f} | {r['tokens_per_s']:.0f}"
     if r.get("allocated_gib") is None:
         return f"{head} {timing} | not measured | {est_alloc} | | not measured | {est_res} | | not measured |"

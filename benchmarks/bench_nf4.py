@@ -17,7 +17,6 @@ the .md beside it, naming GPU, driver, torch, triton, bnb.
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,8 @@ import torch
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _gpu_env import (  # noqa: E402
-    NO_CUDA_EXIT, Results, cuda_missing, environment, first_and_mean_step, median_ms, peak_allocated_gib, start_smoke,
+    NO_CUDA_EXIT, Results, cuda_missing, environment, first_and_mean_step, free_memory, median_ms, peak_allocated_gib,
+    start_smoke,
 )
 
 DTYPE = torch.bfloat16  # activations, dense weights and the QLoRA compute dtype
@@ -88,13 +88,6 @@ def plan_for(args: argparse.Namespace) -> Plan:
     models = ["llama-1b"] if args.quick else ["llama-1b", "llama-8b"]
     return Plan(QUICK_SHAPES if args.quick else SHAPES, QUICK_MS if args.quick else MS, models,
                 args.seq or 2048, args.steps or 5, warmup=2)
-
-
-def free_memory(device: str) -> None:
-    """Drop the previous measurement's tensors so the next one starts from an empty allocator."""
-    gc.collect()
-    if device != "cpu":
-        torch.cuda.empty_cache()
 
 
 def _speeds(t: dict) -> dict:

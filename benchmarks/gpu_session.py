@@ -222,8 +222,9 @@ def main(argv=None) -> int:
                 rows.append((stage.name, f"skipped ({left:.0f} s left, needs {stage.min_s})", 0.0, []))
             else:
                 rows.append((stage.name, *run_stage(stage, env, log, min(stage.limit_s, left))))
-            if stage.name == "nf4-matmul" and measured_dispatch(results):
-                env["STUDIO_NF4_LARGE_M"] = measured_dispatch(results)
+            threshold = measured_dispatch(results) if stage.name == "nf4-matmul" else None
+            if threshold:
+                env["STUDIO_NF4_LARGE_M"] = threshold
                 log.write(f"\n(later stages dispatch with STUDIO_NF4_LARGE_M={env['STUDIO_NF4_LARGE_M']})\n")
             if stage.name == "preflight" and not rows[-1][1].startswith(("ok", "skipped")):
                 break  # nothing else can run when the packages do not import
