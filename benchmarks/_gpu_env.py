@@ -1,7 +1,7 @@
 """What every GPU benchmark does around its measurements: refuse without CUDA, record the machine, time, write results.
 
-Each benchmark imports it as the top-level module `_gpu_env`, putting its own folder on sys.path first (also
-when the tests import it as `benchmarks.bench_x`).
+Each benchmark runs as a module of the `benchmarks` package (`python -m benchmarks.bench_nf4` from the repository
+root) and imports this one as `benchmarks._gpu_env`.
 torch and triton are imported inside the functions so that importing a benchmark (as the tests do) stays cheap.
 
 Every benchmark also has a `--smoke` mode: tiny shapes on the CPU, the Triton kernels in the interpreter. Its

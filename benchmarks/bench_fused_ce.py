@@ -1,9 +1,9 @@
 """Fused linear + cross-entropy vs plain torch (linear + F.cross_entropy) on one CUDA GPU.
 
-    python benchmarks/bench_fused_ce.py              # three LM-head shapes, frozen and trained head
-    python benchmarks/bench_fused_ce.py --quick      # the Llama-3 shape only
-    python benchmarks/bench_fused_ce.py --budget-mib 512
-    python benchmarks/bench_fused_ce.py --smoke      # every code path on the CPU at tiny shapes
+    python -m benchmarks.bench_fused_ce              # three LM-head shapes, frozen and trained head
+    python -m benchmarks.bench_fused_ce --quick      # the Llama-3 shape only
+    python -m benchmarks.bench_fused_ce --budget-mib 512
+    python -m benchmarks.bench_fused_ce --smoke      # every code path on the CPU at tiny shapes
 
 Measures forward + backward of loss = CE(X @ W^T, labels) (bf16 X and W, 1/8 of labels ignored),
 all in one process so the ratios compare like with like, at
@@ -32,14 +32,17 @@ from pathlib import Path
 
 import torch
 
-# This folder goes on sys.path by hand (PYTHONSAFEPATH=1, as gpu_session.py runs the benchmarks, leaves even a
-# script's own folder off); never the repository root, whose kernels/ folder would shadow the PyPI package
-# `kernels` that bitsandbytes imports.
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _gpu_env import (  # noqa: E402
-    NO_CUDA_EXIT, Results, cuda_missing, environment, free_memory, median_ms, peak_allocated_gib, reset_peak_memory,
-    start_smoke, synchronize,
+from benchmarks._gpu_env import (
+    NO_CUDA_EXIT,
+    Results,
+    cuda_missing,
+    environment,
+    free_memory,
+    median_ms,
+    peak_allocated_gib,
+    reset_peak_memory,
+    start_smoke,
+    synchronize,
 )
 
 SHAPES = [(8192, 4096, 128256), (4096, 2560, 262144), (4096, 3840, 262144)]  # (tokens, hidden, vocab)
@@ -61,7 +64,7 @@ def _step_fn(impl: str, x, w, labels, chunk_size: int):
     """A closure running one forward + backward of `impl` (grads reset first)."""
     import torch.nn.functional as F
 
-    from studio_kernels import fused_linear_cross_entropy
+    from studio_kernels.ops.fused_ce import fused_linear_cross_entropy
 
     def step():
         x.grad = None
@@ -205,7 +208,7 @@ def bench(shapes, budget_bytes: int, device: str = "cuda", dtype=torch.bfloat16,
     on_row lets main() write the partial results as they come: a GPU session cut off by its time limit
     keeps every row measured before the cut.
     """
-    from studio_kernels import chunk_size_for
+    from studio_kernels.ops.fused_ce import chunk_size_for
 
     rows = []
     for tokens, hidden, vocab in shapes:

@@ -1,9 +1,9 @@
 """Measured peak GPU memory and step time vs `studio.memory.estimate`, on random 1B- and 8B-shaped Llama models.
 
-    python benchmarks/bench_memory.py            # 1B and 8B shapes, the full grid (tens of minutes)
-    python benchmarks/bench_memory.py --quick    # 1B shape, a few cases
-    python benchmarks/bench_memory.py --target   # the 8B target setting only (QLoRA, batch 1, seq 2048, fused loss)
-    python benchmarks/bench_memory.py --smoke    # every code path on the CPU, a tiny shape (no GPU needed)
+    python -m benchmarks.bench_memory            # 1B and 8B shapes, the full grid (tens of minutes)
+    python -m benchmarks.bench_memory --quick    # 1B shape, a few cases
+    python -m benchmarks.bench_memory --target   # the 8B target setting only (QLoRA, batch 1, seq 2048, fused loss)
+    python -m benchmarks.bench_memory --smoke    # every code path on the CPU, a tiny shape (no GPU needed)
 
 For each model shape it writes a random-weight model directory (save_pretrained of a from_config model,
 safetensors, with a word-level tokenizer over the full vocabulary; nothing is downloaded) and loads it
@@ -39,12 +39,15 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# This folder goes on sys.path by hand (PYTHONSAFEPATH=1, as gpu_session.py runs the benchmarks, leaves even a
-# script's own folder off); never the repository root, whose kernels/ folder would shadow the PyPI package
-# `kernels` that bitsandbytes imports.
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _gpu_env import NO_CUDA_EXIT, Results, cuda_missing, environment, free_memory, start_smoke, timed_steps  # noqa: E402
+from benchmarks._gpu_env import (
+    NO_CUDA_EXIT,
+    Results,
+    cuda_missing,
+    environment,
+    free_memory,
+    start_smoke,
+    timed_steps,
+)
 
 SHAPES = {
     "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
@@ -129,7 +132,7 @@ def write_model_dir(path: Path, shape: str, device: str = "cuda") -> Path:
 
 def make_recipe(model_dir: Path, method: str, c: dict, device: str = "cuda"):
     """The training recipe of one (method, case): what is loaded, and what the estimate is asked about."""
-    from studio.recipe_io import validate_recipe
+    from studio.config.validate import validate_recipe
 
     kind, backend = METHODS[method]
     return validate_recipe({
@@ -205,7 +208,7 @@ def batch_inputs(c: dict, vocab: int, device: str) -> dict:
 def case_loss(model, inputs: dict, loss: str):
     """The training loss the case's recipe would run: the model's own (full logits), trl's chunked head, or the studio kernel."""
     if loss == "fused":
-        from studio.fused_loss import fused_causal_lm_loss
+        from studio.modeling.fused_loss import fused_causal_lm_loss
 
         return fused_causal_lm_loss(model, inputs)
     if loss == "chunked":
@@ -236,7 +239,7 @@ def run_case(model, c: dict, steps: int, offload_ctx=None, device: str = "cuda",
 
 def with_estimate(row: dict, recipe, c: dict, device: str) -> dict:
     """`row` plus the estimate for the same recipe, and the relative errors where memory was measured."""
-    from studio.memory import estimate
+    from studio.memory.formula import estimate
 
     est = estimate(recipe, gpu_total_gib(device), loss=c["loss"])
     row = {**row, "estimate_allocated_gib": est["allocated_gib"], "estimate_reserved_gib": est["reserved_gib"],
@@ -271,7 +274,7 @@ def bench_loaded(shape: str, method: str, model_dir: Path, grid: list[dict], ste
     import torch
     from trl.trainer.utils import add_fused_lm_head
 
-    from studio.models import load_for_training
+    from studio.modeling.loading import load_for_training
 
     free_memory(device)
     model, _, _ = load_for_training(make_recipe(model_dir, method, grid[0], device), torch.device(device))

@@ -1,8 +1,8 @@
 """NF4 kernels vs bf16 and bitsandbytes on one CUDA GPU, at Llama-3-8B layer shapes.
 
-    python benchmarks/bench_nf4.py            # full run (several minutes)
-    python benchmarks/bench_nf4.py --quick    # two shapes, three batch sizes, the 1B model only
-    python benchmarks/bench_nf4.py --smoke    # every code path on the CPU at tiny shapes (numbers mean nothing)
+    python -m benchmarks.bench_nf4            # full run (several minutes)
+    python -m benchmarks.bench_nf4 --quick    # two shapes, three batch sizes, the 1B model only
+    python -m benchmarks.bench_nf4 --smoke    # every code path on the CPU at tiny shapes (numbers mean nothing)
 
 Measures, all in one process so the ratios compare like with like:
   1. matmul forward  Y = X W^T  and input gradient  dX = dY W  for W of shape (out x in) in
@@ -24,13 +24,15 @@ from typing import Iterator
 
 import torch
 
-# This folder goes on sys.path by hand (PYTHONSAFEPATH=1, as gpu_session.py runs the benchmarks, leaves even a
-# script's own folder off); never the repository root, whose kernels/ folder would shadow the PyPI package
-# `kernels` that bitsandbytes imports.
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _gpu_env import (  # noqa: E402
-    NO_CUDA_EXIT, Results, cuda_missing, environment, first_and_mean_step, free_memory, median_ms, peak_allocated_gib,
+from benchmarks._gpu_env import (
+    NO_CUDA_EXIT,
+    Results,
+    cuda_missing,
+    environment,
+    first_and_mean_step,
+    free_memory,
+    median_ms,
+    peak_allocated_gib,
     start_smoke,
 )
 
@@ -109,7 +111,11 @@ def matmul_rows(shapes, ms, device: str = "cuda") -> Iterator[dict]:
     import bitsandbytes as bnb
     import bitsandbytes.functional as bnbF
 
-    from studio_kernels import NF4Weight, nf4_matmul_grad_input_triton, nf4_matmul_triton
+    from studio_kernels.nf4 import NF4Weight
+    from studio_kernels.ops.nf4_matmul import (
+        nf4_matmul_grad_input_triton,
+        nf4_matmul_triton,
+    )
 
     for out_f, in_f in shapes:
         w = torch.randn(out_f, in_f, device=device, dtype=DTYPE) * 0.02
@@ -171,7 +177,7 @@ def build_model(name: str, method: str, device: str, lora):
     from peft import get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from studio.quant import quantize_model_linears, register_studio_lora
+    from studio.modeling.quant import quantize_model_linears, register_studio_lora
 
     config = LlamaConfig(max_position_embeddings=8192, **MODELS[name])
     torch.manual_seed(0)
@@ -335,7 +341,7 @@ def dispatch_proposal(rows: list[dict]) -> dict | None:
     the largest M measured; forward and input gradient must both agree, at every shape.
     """
     from studio_kernels.dispatch import crossover_m
-    from studio_kernels.matmul import SMALL_M
+    from studio_kernels.ops.nf4_matmul import SMALL_M
 
     pairs = [{"shape": (r["out"], r["in"], kind), "M": r["M"], "fused_ms": r["ms"][f"{kind}_fused"],
               "dequant_ms": r["ms"][f"{kind}_dequant"]} for r in rows if r["M"] > SMALL_M for kind in ("fwd", "bwd")]

@@ -1,8 +1,8 @@
 """Compile every Triton kernel for NVIDIA GPUs ahead of time, on a machine without one.
 
-    python benchmarks/compile_report.py                      # sm_90 (H100/H200), every variant
-    python benchmarks/compile_report.py --arch 80,86,89,90   # also Ampere and Ada
-    python benchmarks/compile_report.py --quick              # a representative subset, bf16 only (CI)
+    python -m benchmarks.compile_report                      # sm_90 (H100/H200), every variant
+    python -m benchmarks.compile_report --arch 80,86,89,90   # also Ampere and Ada
+    python -m benchmarks.compile_report --quick              # a representative subset, bf16 only (CI)
 
 The kernels are tested on the CPU under Triton's interpreter, which accepts code the GPU compiler may reject
 and says nothing about registers or shared memory. This script runs the real compiler (Triton's frontend,
@@ -37,12 +37,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# This folder goes on sys.path by hand (PYTHONSAFEPATH=1, as gpu_session.py runs the benchmarks, leaves even a
-# script's own folder off); never the repository root, whose kernels/ folder would shadow the PyPI package
-# `kernels` that bitsandbytes imports.
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _gpu_env import Results  # noqa: E402
+from benchmarks._gpu_env import Results
 
 # Largest shared memory one block may opt into, in bytes (CUDA programming guide, compute capabilities).
 ARCHS = {
@@ -148,17 +143,27 @@ def _matmul_args(a: str, c: str, bias: str | None, m: int) -> dict:
 _MATMUL_PRODUCTS = ((True, True), (True, False), (False, False))
 
 
-def matmul_variants(which: str, dtypes, product_filter=None, config_filter=None) -> list[Variant]:
-    """Variants of the fused NF4 matmul in its tiled ("tiled") or small-M ("small") autotune configs.
+def _same_launch(a, b) -> bool:
+    """Whether two triton.Configs launch alike (the class defines no equality of its own)."""
+    return (a.kwargs, a.num_warps, a.num_stages) == (b.kwargs, b.num_warps, b.num_stages)
 
-    Mirrors `matmul._launch`: small M accumulates atomically into an fp32 C, large M stores in the input
+
+def matmul_configs(which: str) -> list:
+    """The tiled ("tiled") or small-M ("small") autotune configs, plus the fixed launch config unless it is one of them."""
+    from studio_kernels.ops import nf4_matmul_configs as cfgs
+
+    configs, fixed = (cfgs.SMALL_CONFIGS, cfgs.FIXED_SMALL) if which == "small" else (cfgs.TILED_CONFIGS, cfgs.FIXED_TILED)
+    return list(configs) + ([] if any(_same_launch(c, fixed) for c in configs) else [fixed])
+
+
+def matmul_variants(which: str, dtypes, product_filter=None, config_filter=None) -> list[Variant]:
+    """Variants of the fused NF4 matmul in its tiled ("tiled") or small-M ("small") configs (see matmul_configs).
+
+    Mirrors `nf4_matmul._launch`: small M accumulates atomically into an fp32 C, large M stores in the input
     dtype; fp32 inputs take the fp32 dot (DOT_FP32); the GPU never emulates bf16 rounding.
     """
-    from studio_kernels import matmul
-
-    tuner = matmul._nf4_matmul_small if which == "small" else matmul._nf4_matmul_tiled
     small = which == "small"
-    configs = _pick(tuner.configs, config_filter)
+    configs = _pick(matmul_configs(which), config_filter)
     variants = []
     for dtype in dtypes:
         c_dtype = "fp32" if small else dtype
@@ -170,7 +175,7 @@ def matmul_variants(which: str, dtypes, product_filter=None, config_filter=None)
             label = ("fwd" if transposed else "dX") + ("+bias" if has_bias else "")
             for cfg in configs:
                 variants.append(Variant(
-                    kernel=f"nf4_matmul_{which}", module="studio_kernels.matmul", attr="_nf4_matmul_kernel",
+                    kernel=f"nf4_matmul_{which}", module="studio_kernels.ops.nf4_matmul", attr="_nf4_matmul_kernel",
                     dtype=dtype, flags=label, config=_matmul_label(cfg.kwargs),
                     args=_matmul_args(dtype, c_dtype, dtype if has_bias else None, SMALL_M if small else TILED_M),
                     constexprs={**flags, **cfg.kwargs}, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
@@ -183,7 +188,7 @@ def ce_variants(dtypes, config_filter=None, flag_filter=None) -> list[Variant]:
 
     Every (HAS_SOFTCAP, COMPUTE_GRAD) combination: the loss without gradients is the evaluation path.
     """
-    from studio_kernels import fused_ce
+    from studio_kernels.ops import fused_ce
 
     block_v, warps = fused_ce._launch_config(VOCAB, None)  # the launch without autotuning (V <= 4096)
     configs = [(c.kwargs["BLOCK_V"], c.num_warps, c.num_stages) for c in fused_ce._ce_rows_tuned.configs]
@@ -200,7 +205,7 @@ def ce_variants(dtypes, config_filter=None, flag_filter=None) -> list[Variant]:
                 label = ("grad" if grad else "loss") + ("+softcap" if softcap else "")
                 for bv, w, s in configs:
                     variants.append(Variant(
-                        kernel="ce_rows", module="studio_kernels.fused_ce", attr="_ce_rows_kernel",
+                        kernel="ce_rows", module="studio_kernels.ops.fused_ce", attr="_ce_rows_kernel",
                         dtype=dtype, flags=label, config=f"BLOCK_V={bv}", args=args,
                         constexprs=dict(HAS_SOFTCAP=softcap, COMPUTE_GRAD=grad, EMULATE_BF16_RNE=False, BLOCK_V=bv),
                         num_warps=w, num_stages=s,
@@ -212,7 +217,7 @@ def dequant_variants(dtypes) -> list[Variant]:
     """Variants of the NF4 dequantize kernel at its fixed launch config, for each output dtype."""
     return [
         Variant(
-            kernel="dequant", module="studio_kernels.dequant", attr="_dequant_kernel", dtype=dtype, flags="-",
+            kernel="dequant", module="studio_kernels.ops.dequant", attr="_dequant_kernel", dtype=dtype, flags="-",
             config=f"BLOCK={DEQUANT_BLOCK}",
             args=dict(packed_ptr=Ptr("u8"), scales_ptr=Ptr("fp32"), code_ptr=Ptr("fp32"), out_ptr=Ptr(dtype),
                       numel=HIDDEN * HIDDEN),
@@ -483,9 +488,9 @@ def _check_compilable() -> None:
     """Stop with a clear message when the kernels were defined under the interpreter."""
     from triton.runtime.jit import JITFunction
 
-    from studio_kernels import matmul
+    from studio_kernels.ops import nf4_matmul
 
-    if not isinstance(matmul._nf4_matmul_kernel, JITFunction):
+    if not isinstance(nf4_matmul._nf4_matmul_kernel, JITFunction):
         sys.exit("compile_report: studio_kernels was imported under TRITON_INTERPRET=1; its kernels cannot be compiled")
 
 

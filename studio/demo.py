@@ -10,9 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from .recipe_io import load_recipe
-
-DEMO_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "smollm2" / "135m-qlora.yaml"
+from studio.config.load import load_recipe
+from studio.config.shipped import DEMO_RECIPE
 
 
 def run_demo(out_dir: str | None = None, quick: bool = False, log=None) -> dict:
@@ -20,9 +19,9 @@ def run_demo(out_dir: str | None = None, quick: bool = False, log=None) -> dict:
 
     `quick` trains 3 steps on 4 held-out examples: the same path in seconds, for tests.
     """
-    from .evaluate import evaluate
-    from .merge import merge
-    from .train import train
+    from studio.evaluation.evaluate import evaluate
+    from studio.export.merge import merge
+    from studio.training.train import train
 
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     started = time.time()

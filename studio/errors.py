@@ -29,3 +29,9 @@ class StudioError(Exception):
     def to_dict(self) -> dict:
         """The error as a JSON-ready dict, for `--json` output."""
         return {"error": self.what, "where": self.where, "fix": self.fix}
+
+
+class Interrupted(StudioError):
+    """Training stopped by the user (Ctrl-C or the UI's stop button); the run is resumable."""
+
+    exit_code = 130

@@ -90,7 +90,13 @@ def make_tokenizer(chat_template: str | None = CHATML, eos: str = IM_END):
 
 def model_config(arch: str, vocab_size: int, eos_id: int, pad_id: int):
     """A tiny config of the architecture: hidden 64, 2 layers."""
-    from transformers import Gemma3TextConfig, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
+    from transformers import (
+        Gemma3TextConfig,
+        GPT2Config,
+        LlamaConfig,
+        MistralConfig,
+        Qwen2Config,
+    )
 
     common = dict(
         vocab_size=vocab_size,
@@ -175,7 +181,8 @@ def make_run_dir(base_dir: Path, data_path: Path, run_dir: Path, seed: int = 0, 
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from studio.recipe_io import dump_recipe, load_recipe
+    from studio.config.load import load_recipe
+    from studio.config.yaml_text import dump_recipe
 
     run_dir = Path(run_dir)
     recipe = load_recipe(recipe_dict(base_dir, data_path, run_dir, **sections))

@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import network_audit
 
 import studio.demo
-from helpers import network_audit
 from studio.cli import main
 
 SUMMARY_KEYS = {"metric", "base_score", "adapter_score", "run_dir", "merged_dir", "merge_passed"}

@@ -6,19 +6,19 @@ import json
 import pickle
 import socket
 
+import helpers
 import numpy as np
 import pytest
 import torch
 import yaml
 
-import helpers
 from studio.cli import main
+from studio.config.load import load_recipe
 from studio.data import Renderer, normalize
 from studio.data.readers import Row
 from studio.errors import StudioError
-from studio.model_source import resolve_model
-from studio.models import load_base, load_for_training, load_tokenizer
-from studio.recipe_io import load_recipe
+from studio.modeling.loading import load_base, load_for_training, load_tokenizer
+from studio.modeling.source import resolve_model
 
 
 def _clear(exc: StudioError, *fragments: str) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import StudioError
-from .readers import Row
+from studio.data.readers import Row
+from studio.errors import StudioError
 
 FORMATS = ("chat", "alpaca", "prompt_completion", "text", "preference")
 _ROLE_NAMES = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from .render import Encoded
+from studio.data.render import Encoded
 
 
 def sha256_of(path: str | Path) -> str:

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import StudioError
+from studio.errors import StudioError
 
 SUPPORTED = ".jsonl, .json, .csv, .parquet, or a directory saved with datasets"
 # csv's default field limit (128 KiB) would reject a long document; long rows are truncated later, not refused.
@@ -35,7 +35,8 @@ def read_rows(path: str | Path) -> list[Row]:
     except OSError as exc:  # a name too long for the file system
         raise StudioError(f"dataset path cannot be used: {exc.strerror}", where=str(path)[:200], fix="check data.path") from None
     if not found:
-        raise StudioError(f"dataset not found: {path}", where=str(path), fix="check data.path (relative paths are resolved against the recipe's folder)")
+        raise StudioError(f"dataset not found: {path}", where=str(path),
+                          fix="check data.path; a relative path is looked for in the recipe's folder, then in the working directory")
     if path.is_dir():
         rows = _read_hf_dir(path)
     else:

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import StudioError
-from .formats import Example
+from studio.data.formats import Example
+from studio.errors import StudioError
 
 IGNORE = -100
 
@@ -150,3 +150,20 @@ class Renderer:
                 out_ids.append(self.eos)
                 out_labels.append(self.eos)
         return out_ids, out_labels
+
+
+def render_pairs(renderer: Renderer, examples: list[Example]) -> list[dict]:
+    """prompt/chosen/rejected texts: the templated prompt and each answer as the template continues it."""
+    eos = renderer.tok.eos_token
+    pairs = []
+    for example in examples:
+        prompt = renderer.prompt_text(example.messages)
+        pair = {"prompt": prompt}
+        for key in ("chosen", "rejected"):
+            full = renderer.conversation_text([*example.messages, {"role": "assistant", "content": getattr(example, key)}])
+            if not full.startswith(prompt):
+                raise StudioError("the chat template renders the prompt differently once an answer follows", where=example.where, fix="set data.chat_template to a template that renders conversations incrementally (e.g. ChatML)")
+            answer = full[len(prompt):].rstrip()
+            pair[key] = answer if answer.endswith(eos) else answer + eos
+        pairs.append(pair)
+    return pairs

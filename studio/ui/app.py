@@ -11,12 +11,16 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..errors import StudioError
-from ..jobs import JobQueue
-from ..model_source import studio_home
-from . import compare_tab, data_tab, export_tab, recipe_tab, train_tab
-from .context import MAX_UPLOAD_BYTES, Context
-from .workspace import LOCAL_HOSTS, Account, authenticator, load_accounts
+from studio.env.home import studio_home
+from studio.errors import StudioError
+from studio.ui.accounts import LOCAL_HOSTS, Account, authenticator, load_accounts
+from studio.ui.context import MAX_UPLOAD_BYTES, Context
+from studio.ui.jobs import JobQueue
+from studio.ui.tabs import compare as compare_tab
+from studio.ui.tabs import data as data_tab
+from studio.ui.tabs import export as export_tab
+from studio.ui.tabs import recipe as recipe_tab
+from studio.ui.tabs import train as train_tab
 
 CSS = """
 .studio-error pre, .studio-error code { color: #b42318 !important; white-space: pre-wrap !important; }

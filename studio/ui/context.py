@@ -7,24 +7,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import StudioError
-from ..jobs import JobQueue
-from .workspace import LOCAL_USER, Account, check_user, workspace
+from studio.errors import StudioError
+from studio.training.rundir import RECIPE
+from studio.ui.access import LOCAL_USER, check_user, workspace
+from studio.ui.accounts import Account
+from studio.ui.jobs import Job, JobQueue
 
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
-DEMO_RECIPE = "smollm2/135m-qlora.yaml"
-
-
-def recipes_root() -> Path:
-    """The shipped recipes folder (next to the package in a checkout, else ./recipes)."""
-    here = Path(__file__).resolve().parents[2] / "recipes"
-    return here if here.is_dir() else Path.cwd() / "recipes"
-
-
-def shipped_recipes() -> list[str]:
-    """Every recipe file under recipes/, as paths relative to it, sorted."""
-    root = recipes_root()
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*.yaml")) if root.is_dir() else []
 
 
 @dataclass
@@ -68,17 +57,36 @@ class Context:
             roots.append(Path.cwd() / "runs")
         for root in roots:
             if root.is_dir():
-                found += [str(p.resolve()) for p in sorted(root.iterdir()) if (p / "recipe.yaml").exists()]
+                found += [str(p.resolve()) for p in sorted(root.iterdir()) if (p / RECIPE).exists()]
         return list(dict.fromkeys(found))
 
     def may_open(self, request, run_dir: str) -> bool:
         """Whether the user may read this run directory."""
         return bool(run_dir) and run_dir in self.run_dirs(request)
 
+    def run_for(self, request, run_dir: str, where: str) -> str:
+        """`run_dir` when the asking user may open it, else a StudioError naming the tab's run picker."""
+        if not self.may_open(request, run_dir):
+            raise StudioError(f"{run_dir!r} is not one of your runs", where=where, fix="pick one of your runs from the Run list")
+        return run_dir
+
+    def job_for(self, request, job_id) -> Job:
+        """The job with this id when the asking user may see it (their own; any for a teacher), else a StudioError."""
+        if job_id in (None, ""):
+            raise StudioError("no job selected", where="Train tab: Job", fix="select a job first")
+        try:
+            job = self.queue.get(int(job_id))
+        except (ValueError, TypeError):
+            raise StudioError(f"invalid job id {job_id!r}", where="Train tab: Job", fix="pick a job from the list") from None
+        user = self.user(request)
+        if job.user != user and not self.is_teacher(user):
+            raise StudioError("not your job", where=f"job {job.id}", fix="pick one of your own jobs")
+        return job
+
 
 def recipe_data(recipe_yaml: str, where: str = "<yaml>") -> dict:
     """Validated recipe data (the form's recipe state) from YAML text, or a StudioError."""
-    from ..recipe_io import recipe_from_text
+    from studio.config.load import recipe_from_text
 
     return recipe_from_text(recipe_yaml, where=where).to_yaml_dict()
 

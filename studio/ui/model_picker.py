@@ -1,6 +1,6 @@
 """The base-model chooser above `model.name`: bundled demo model, local directory, GGUF file or hub id.
 
-It only fills `model.name`; the library (`studio.model_source.resolve_model`) is what loads the model.
+It only fills `model.name`; the library (`studio.modeling.source.resolve_model`) is what loads the model.
 The checks here are the cheap ones a person wants while typing: the folder exists and has a config.json,
 the file exists and ends in .gguf, the hub id looks like `org/name`.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import StudioError
-from ..recipe import BUNDLED_DEMO_MODEL
+from studio.config.schema import BUNDLED_DEMO_MODEL, names_a_path
+from studio.errors import StudioError
 
 KINDS = ("bundled demo model", "local directory", "GGUF file", "hub id")
 
@@ -39,7 +39,7 @@ def kind_of(name: str) -> str:
         return "bundled demo model"
     if name.lower().endswith(".gguf"):
         return "GGUF file"
-    if name.startswith(("/", ".", "~")) or Path(name).expanduser().is_dir():
+    if names_a_path(name) or Path(name).expanduser().is_dir():
         return "local directory"
     return "hub id"
 

@@ -4,13 +4,13 @@ and, for the tests that drive the real page, the served UI and a headless Chromi
 
 from pathlib import Path
 
+import helpers
 import pytest
 
-import helpers
-from studio.jobs import JobQueue
-from studio.recipe_io import load_recipe
-from studio.ui import train_tab
+from studio.config.load import load_recipe
 from studio.ui.context import Context
+from studio.ui.jobs import JobQueue
+from studio.ui.tabs import train as train_tab
 
 
 @pytest.fixture(scope="session")

@@ -2,18 +2,18 @@
 
 import os
 import socket
-from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
 import httpx
 import pytest
-
 from helpers import network_audit
+
+from studio.config.shipped import DEMO_RECIPE
 from studio.errors import StudioError
+from studio.ui.access import check_name, check_user, safe_path, workspace
+from studio.ui.accounts import authenticator, hash_password, load_accounts
 from studio.ui.app import build_app, check_host, launch
-from studio.ui.context import DEMO_RECIPE
-from studio.ui.workspace import authenticator, check_name, check_user, hash_password, load_accounts, safe_path, workspace
 
 
 def free_port() -> int:
@@ -96,7 +96,7 @@ def test_workspace_names_cannot_escape(tmp_path):
 
 
 def test_users_see_only_their_own_jobs_and_runs(tmp_path):
-    from studio.ui.workspace import Account
+    from studio.ui.accounts import Account
 
     app = build_app(home=tmp_path, accounts=[Account("ann", "0" * 64), Account("bob", "0" * 64), Account("teach", "0" * 64, teacher=True)])
     ctx = app.studio_context
@@ -118,7 +118,8 @@ def test_every_named_api_endpoint_answers(finished_job, tiny_raw, tiny_data, tmp
     import yaml
     from gradio_client import Client
 
-    from studio.recipe_io import dump_recipe, validate_recipe
+    from studio.config.validate import validate_recipe
+    from studio.config.yaml_text import dump_recipe
 
     run_dir = tmp_path / "home" / "workspaces" / "local" / "runs" / "api-run"
     shutil.copytree(finished_job.run_dir, run_dir, ignore=shutil.ignore_patterns("merged", "merge.json"))

@@ -9,9 +9,8 @@ import os
 import re
 from pathlib import Path
 
-import pytest
-
 import helpers
+import pytest
 
 pytestmark = helpers.requires_chromium
 

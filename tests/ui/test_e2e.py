@@ -11,9 +11,8 @@ import os
 import zipfile
 from pathlib import Path
 
-import pytest
-
 import helpers
+import pytest
 
 SLOW = 150_000  # ms: a training subprocess on two shared CPU cores
 

@@ -8,14 +8,14 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import helpers
 import pytest
 
-import helpers
-from studio import export as library
-from studio.export_gguf import QUANTS
-from studio.ui import export_tab
+from studio.export import exporter as library
+from studio.export.gguf import QUANTS
+from studio.ui.accounts import Account
 from studio.ui.app import build_app, launch
-from studio.ui.workspace import Account
+from studio.ui.tabs import export as export_tab
 
 LOCAL = SimpleNamespace(username=None)  # what Gradio's request looks like to Context for the single local user
 

@@ -4,11 +4,13 @@ import gradio as gr
 import pytest
 from pydantic import BaseModel
 
-from studio.recipe import Recipe
-from studio.recipe_io import dump_recipe, load_recipe, validate_recipe
-from studio.ui.context import recipes_root, shipped_recipes
-from studio.ui.recipe_tab import command_for, make_widget, preview
-from studio.ui.schema_form import form_fields, recipe_to_values, values_to_raw
+from studio.config.load import load_recipe
+from studio.config.schema import Recipe
+from studio.config.shipped import recipes_dir, shipped_recipe, shipped_recipes
+from studio.config.validate import validate_recipe
+from studio.config.yaml_text import dump_recipe
+from studio.ui.form import form_fields, recipe_to_values, values_to_raw
+from studio.ui.tabs.recipe import command_for, make_widget, preview
 
 
 def schema_keys() -> list[str]:
@@ -55,7 +57,7 @@ def test_widget_kinds_follow_types():
 
 @pytest.mark.parametrize("name", shipped_recipes())
 def test_round_trip_of_every_shipped_recipe(name):
-    path = recipes_root() / name
+    path = shipped_recipe(name)
     loaded = load_recipe(path)
     specs = form_fields()
     again = validate_recipe(values_to_raw(specs, recipe_to_values(specs, loaded)))
@@ -65,7 +67,7 @@ def test_round_trip_of_every_shipped_recipe(name):
 
 def test_edits_become_recipe_values_and_set_arguments():
     specs = form_fields()
-    path = recipes_root() / "smollm2/135m-qlora.yaml"
+    path = recipes_dir() / "smollm2/135m-qlora.yaml"
     base = load_recipe(path)
     values = dict(zip([s.key for s in specs], recipe_to_values(specs, base)))
     values.update({"lora.rank": 8.0, "lora.targets": "q_proj, v_proj", "data.columns": "{instruction: question}", "train.max_steps": "", "train.eval_steps": None, "eval.limit": " 5 ", "data.system_prompt": ""})
@@ -73,7 +75,7 @@ def test_edits_become_recipe_values_and_set_arguments():
     assert recipe.lora.rank == 8 and recipe.lora.targets == ["q_proj", "v_proj"]
     assert recipe.data.columns == {"instruction": "question"} and recipe.train.max_steps is None and recipe.eval.limit == 5 and recipe.data.system_prompt is None
     command = command_for(str(path), base, recipe)
-    assert command.startswith("studio train recipes/smollm2/135m-qlora.yaml")
+    assert command.startswith("studio train smollm2/135m-qlora")
     assert "--set lora.rank=8" in command and "'lora.targets=[q_proj, v_proj]'" in command and "train.max_steps=null" in command
     # The printed command reproduces the form.
     import shlex
@@ -104,8 +106,8 @@ def test_preview_shows_errors_and_yaml():
 )
 def test_errors_are_placed_under_their_fields(raw, expected):
     from studio.errors import StudioError
-    from studio.ui.recipe_tab import check_form_error, field_updates
-    from studio.ui.schema_form import field_errors
+    from studio.ui.form import field_errors
+    from studio.ui.tabs.recipe import check_form_error, field_updates
 
     specs = form_fields()
     recipe, error = check_form_error(raw)
@@ -121,7 +123,7 @@ def test_errors_are_placed_under_their_fields(raw, expected):
 
 
 def test_preview_names_the_fields_in_error():
-    from studio.ui.recipe_tab import preview_with_errors
+    from studio.ui.tabs.recipe import preview_with_errors
 
     specs = form_fields()
     values = recipe_to_values(specs, Recipe())
@@ -131,8 +133,8 @@ def test_preview_names_the_fields_in_error():
 
 
 def test_model_picker_fills_model_name(tmp_path, tiny_llama_dir):
+    from studio.config.schema import BUNDLED_DEMO_MODEL
     from studio.errors import StudioError
-    from studio.recipe import BUNDLED_DEMO_MODEL
     from studio.ui.model_picker import HELP, KINDS, kind_of, model_name_for
 
     assert set(HELP) == set(KINDS)

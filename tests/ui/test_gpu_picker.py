@@ -10,12 +10,13 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
+from studio.config.load import load_recipe
+from studio.config.yaml_text import dump_recipe
 from studio.errors import StudioError
-from studio.jobs import JobQueue, train_command
-from studio.recipe_io import dump_recipe, load_recipe
-from studio.ui import train_tab
 from studio.ui.app import build_app
 from studio.ui.context import Context
+from studio.ui.jobs import JobQueue, train_command
+from studio.ui.tabs import train as train_tab
 
 
 def fake_gpus(monkeypatch, n: int) -> None:
@@ -71,21 +72,20 @@ run_dir TEXT NOT NULL, status TEXT NOT NULL, exit_code INTEGER, pid INTEGER, log
 finished REAL, stop_requested REAL)"""
 
 
-def test_database_without_the_gpus_column_is_migrated(tmp_path):
+def test_database_of_another_version_is_refused_clearly_and_kept(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     with sqlite3.connect(home / "jobs.sqlite3") as db:
         db.execute(OLD_SCHEMA)
         db.execute("INSERT INTO jobs (user, kind, recipe_path, run_dir, status, exit_code, created) VALUES ('ann', 'train', 'r.yaml', 'runs/old', 'done', 0, 1.0)")
-    q = JobQueue(home)
-    (old,) = q.jobs()
-    assert (old.status, old.gpus) == ("done", None)
-    assert train_command(old)[-1] == "r.yaml"  # an old job's command is what it was
-    new = q.enqueue("ann", "r.yaml", "runs/new", gpus=3)
-    again = JobQueue(home)  # opening a migrated database again changes nothing
-    assert [(j.id, j.gpus) for j in again.jobs()] == [(new.id, 3), (old.id, None)]
-    with sqlite3.connect(home / "jobs.sqlite3") as db:
-        assert [row[1] for row in db.execute("PRAGMA table_info(jobs)")].count("gpus") == 1
+    with pytest.raises(StudioError, match="another version of the studio") as info:
+        JobQueue(home)
+    assert info.value.where == str(home / "jobs.sqlite3") and "gpus" in info.value.what and "move that file aside" in info.value.fix
+    with sqlite3.connect(home / "jobs.sqlite3") as db:  # nothing was changed or lost
+        assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
+        assert "gpus" not in [row[1] for row in db.execute("PRAGMA table_info(jobs)")]
+    fresh = JobQueue(tmp_path / "fresh")  # a new database is created with the current columns
+    assert fresh.enqueue("ann", "r.yaml", "runs/new", gpus=3).gpus == 3
 
 
 @pytest.mark.parametrize("value", [0, 5, -1, 2.5, "two", True])

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from studio.errors import StudioError
-from studio.jobs import JobQueue, train_command
+from studio.ui.jobs import JobQueue, train_command
 
 SLEEPER = "import sys, time; time.sleep(float(sys.argv[1])); sys.exit(int(sys.argv[2]))"
 

@@ -5,11 +5,11 @@ import json
 from html.parser import HTMLParser
 from pathlib import Path
 
+import helpers
 import pytest
 
-import helpers
-from studio.recipe_io import load_recipe
-from studio.ui import data_tab
+from studio.config.load import load_recipe
+from studio.ui.tabs import data as data_tab
 
 SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "order_extraction" / "preferences.jsonl"
 SECTIONS = ("pair-prompt", "pair-chosen", "pair-rejected")

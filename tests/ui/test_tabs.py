@@ -5,12 +5,15 @@ import json
 import zipfile
 from pathlib import Path
 
+import helpers
 import pytest
 
-import helpers
+from studio.config.load import load_recipe
 from studio.errors import StudioError
-from studio.recipe_io import load_recipe
-from studio.ui import compare_tab, data_tab, export_tab, train_tab
+from studio.ui.tabs import compare as compare_tab
+from studio.ui.tabs import data as data_tab
+from studio.ui.tabs import export as export_tab
+from studio.ui.tabs import train as train_tab
 
 
 def test_start_writes_the_recipe_into_the_workspace(ctx, finished_job, tiny_raw):
@@ -42,7 +45,7 @@ def test_progress_text_eta_while_running():
 
 def test_resume_job_runs_the_resume_command(ctx, finished_job):
     job = ctx.queue.enqueue("local", None, finished_job.run_dir, kind="resume")
-    assert "--resume" in " ".join(__import__("studio.jobs", fromlist=["x"]).train_command(job))
+    assert "--resume" in " ".join(__import__("studio.ui.jobs", fromlist=["x"]).train_command(job))
     ctx.queue.stop(job.id)  # queued -> stopped without running
 
 

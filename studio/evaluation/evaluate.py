@@ -1,0 +1,85 @@
+"""Evaluate a run on held-out examples: the task metric for base and adapter, loss, and side-by-side answers.
+
+The base model and the adapter answer the same templated prompts with the same greedy decoding (the base
+is the same load with the adapter disabled), so the difference in score is the adapter's doing. With
+`eval.metric: none` no task score is computed, only the held-out losses. Results go to eval.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from studio.evaluation.probes import heldout_examples
+from studio.training.rundir import ADAPTER, EVAL, open_run, write_json
+
+
+@dataclass
+class EvalResult:
+    """Scores (0..100, None without a task metric) and losses on held-out examples, with a few answers side by side."""
+
+    metric: str
+    examples: int
+    base_score: float | None
+    adapter_score: float | None
+    base_loss: float | None
+    adapter_loss: float | None
+    adapter_perplexity: float | None
+    samples: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The result as JSON-ready data."""
+        return asdict(self)
+
+
+def evaluate(run_dir: str | Path, data: str | None = None, limit: int | None = None, with_base: bool = True, samples: int = 3, batch_size: int = 16) -> EvalResult:
+    """Score base and adapter on held-out examples with the recipe's metric; write eval.json."""
+    from studio.data import Renderer
+    from studio.evaluation.generate import generate, heldout_loss, perplexity
+    from studio.evaluation.metrics import score
+    from studio.modeling.adapter import load_with_adapter
+    from studio.training.model_card import write_model_card
+
+    run_dir, recipe = open_run(run_dir)
+    metric = recipe.eval.metric
+    examples = heldout_examples(recipe, data)[: limit or recipe.eval.limit or None]
+    loaded = load_with_adapter(recipe, run_dir / ADAPTER)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    renderer = Renderer(tokenizer, recipe.data.max_length, recipe.data.train_on)
+    prompts = [renderer.prompt_text(e.messages[:-1]) for e in examples]
+    references = [e.messages[-1]["content"] for e in examples]
+    encoded = [renderer.encode(e) for e in examples]
+
+    def scored(answers):
+        return None if metric == "none" else score(metric, answers, references)
+
+    base_answers, base_score, base_loss = None, None, None
+    if with_base:
+        with model.disable_adapter():
+            base_answers = generate(model, tokenizer, prompts, recipe.eval.max_new_tokens, batch_size)
+            base_loss = heldout_loss(model, encoded)
+        base_score = scored(base_answers)
+    answers = generate(model, tokenizer, prompts, recipe.eval.max_new_tokens, batch_size)
+    adapter_loss = heldout_loss(model, encoded)
+    result = EvalResult(
+        metric=metric,
+        examples=len(examples),
+        base_score=base_score,
+        adapter_score=scored(answers),
+        base_loss=base_loss,
+        adapter_loss=adapter_loss,
+        adapter_perplexity=perplexity(adapter_loss),
+        samples=[
+            {
+                "prompt": e.messages[-2]["content"] if len(e.messages) > 1 else "",
+                "reference": ref,
+                "base": base_answers[i] if base_answers else None,
+                "adapter": answers[i],
+            }
+            for i, (e, ref) in enumerate(zip(examples, references))
+            if i < samples
+        ],
+    )
+    write_json(run_dir / EVAL, result.to_dict())
+    write_model_card(run_dir)
+    return result

@@ -1,0 +1,74 @@
+"""Batched greedy generation and teacher-forced loss, shared by evaluation, chat, the demo and the UI."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from studio.data import IGNORE, Encoded
+
+
+def stop_token_ids(tokenizer, model=None) -> list[int]:
+    """Token ids that end an answer: the tokenizer's EOS plus any the model's generation config names."""
+    ids = {tokenizer.eos_token_id}
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(config_eos, int):
+        ids.add(config_eos)
+    elif isinstance(config_eos, list):
+        ids.update(config_eos)
+    return sorted(i for i in ids if i is not None)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, batch_size: int = 16) -> list[str]:
+    """Greedy answers for already-templated prompts, batched with left padding."""
+    device = next(model.parameters()).device
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    answers: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            out = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=stop_token_ids(tokenizer, model),
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            new = out[:, batch["input_ids"].shape[1] :]
+            answers.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+    finally:
+        tokenizer.padding_side = side
+    return [a.strip() for a in answers]
+
+
+@torch.no_grad()
+def heldout_loss(model, encoded: list[Encoded], batch_size: int = 8) -> float | None:
+    """Mean loss per trained token on encoded examples (the training masks), or None without examples."""
+    if not encoded:
+        return None
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        width = max(len(e.input_ids) for e in chunk)
+        ids = torch.zeros(len(chunk), width, dtype=torch.long)
+        labels = torch.full((len(chunk), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros(len(chunk), width, dtype=torch.long)
+        for row, e in enumerate(chunk):
+            ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
+            labels[row, : len(e.labels)] = torch.tensor(e.labels)
+            mask[row, : len(e.input_ids)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        shifted = labels[:, 1:].to(device)
+        losses = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), shifted.reshape(-1), ignore_index=IGNORE, reduction="sum")
+        total += float(losses)
+        count += int((shifted != IGNORE).sum())
+    return total / count if count else None
+
+
+def perplexity(loss: float | None) -> float | None:
+    """exp(loss), capped so a diverged model reports a number instead of overflowing."""
+    return None if loss is None else math.exp(min(loss, 50.0))

@@ -1,0 +1,9 @@
+"""Export: the adapter merged into the base, and the merged model as GGUF and Ollama files, each checked.
+
+    merge.py       merge into the base's own weights, reload, compare logits with base + adapter
+    gguf.py        write a merged Hugging Face model as one GGUF file
+    ollama.py      the Modelfile whose template is the one training used (recognised, never guessed)
+    round_trip.py  load a written GGUF with an independent reader and compare next-token predictions
+    exporter.py    export(): merge if needed, write, round-trip, keep only a file that passes
+    formats.py     formats, precisions and thresholds (light: the CLI and UI read it)
+"""

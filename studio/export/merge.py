@@ -1,0 +1,116 @@
+"""Merge a run's adapter into the original-precision base weights and prove the merge changed nothing.
+
+Merging always starts from the base model's own weights (never the 4-bit copy used for QLoRA): the
+merged model is what the adapter computes on the base the user ships. After saving, the merged model is
+reloaded from disk and its logits compared with base+adapter on held-out prompts; past the tolerance the
+merge fails loudly and the folder is not left behind as if it were good.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from studio.errors import StudioError
+from studio.evaluation.probes import probe_texts
+from studio.training.rundir import ADAPTER, MERGE, MERGED, open_run, read_json, write_json
+
+# Largest allowed |merged - adapter| logit difference, relative to the logits' scale, per precision.
+TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}
+PROBES = 4  # held-out conversations (or fixed prompts) the merged logits are compared on
+
+
+@dataclass
+class MergeResult:
+    """Where the merged model is and how closely it reproduces the adapter's logits."""
+
+    merged_dir: Path
+    max_abs_diff: float
+    rel_diff: float
+    tolerance: float
+    prompts: int
+    passed: bool
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        data = asdict(self)
+        data["merged_dir"] = str(self.merged_dir)
+        return data
+
+
+def merge(run_dir: str | Path, out: str | Path | None = None, check: bool = True) -> MergeResult:
+    """Merge the adapter into the base, save it as safetensors with tokenizer and generation config, verify it."""
+    from transformers import AutoModelForCausalLM
+
+    from studio.modeling.adapter import load_with_adapter
+    from studio.env.logs import quiet_libraries
+
+    run_dir, recipe = open_run(run_dir)
+    out = Path(out) if out else run_dir / MERGED
+    loaded = load_with_adapter(recipe, run_dir / ADAPTER)
+    model, tokenizer, device, dtype = loaded.model, loaded.tokenizer, loaded.device, loaded.dtype
+    batch = _probe_batch(recipe, tokenizer, device)
+    with torch.no_grad():
+        reference = model(**batch).logits.float()
+    merged = model.merge_and_unload()
+
+    stops = sorted({tokenizer.eos_token_id, *_as_list(getattr(merged.generation_config, "eos_token_id", None))} - {None})
+    merged.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
+    merged.generation_config.pad_token_id = tokenizer.pad_token_id
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    del merged, model, loaded
+
+    quiet_libraries()
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype, use_safetensors=True).to(device).eval()
+    with torch.no_grad():
+        logits = reloaded(**batch).logits.float()
+    mask = batch["attention_mask"].bool()
+    diff = (logits - reference).abs()[mask]
+    max_abs = float(diff.max())
+    rel = max_abs / max(float(reference[mask].abs().max()), 1e-6)
+    tolerance = TOLERANCE[dtype]
+    result = MergeResult(out, max_abs, rel, tolerance, int(batch["input_ids"].shape[0]), rel <= tolerance)
+    if check and not result.passed:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise StudioError(
+            f"the merged model does not reproduce the adapter: max logit difference {max_abs:.3g} ({rel:.2e} relative, tolerance {tolerance:.0e})",
+            where=str(run_dir),
+            fix="merge in float32 (--set model.dtype=float32 in the recipe) or report a bug with this run directory",
+        )
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    write_json(run_dir / MERGE, result.to_dict())
+    return result
+
+
+def merged_dir(run_dir: str | Path) -> Path | None:
+    """Where the run's merged model is (merge.json says, since `--out` may have put it anywhere), or None
+    when the run has not been merged or its merged folder is gone."""
+    run_dir = Path(run_dir)
+    folder = Path(read_json(run_dir / MERGE)["merged_dir"]) if (run_dir / MERGE).exists() else run_dir / MERGED
+    return folder if (folder / "config.json").exists() else None
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _probe_batch(recipe, tokenizer, device) -> dict:
+    """The probe texts (held-out conversations when the recipe has them) as one right-padded batch."""
+    texts = probe_texts(recipe, tokenizer, PROBES)
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "right"
+    try:
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False, truncation=True, max_length=recipe.data.max_length)
+    finally:
+        tokenizer.padding_side = side
+    return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}

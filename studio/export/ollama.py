@@ -1,0 +1,145 @@
+"""An Ollama Modelfile whose prompt format is the one the model was trained with.
+
+Ollama does not run Jinja; its TEMPLATE is a Go template. Rather than translate arbitrary Jinja, the
+training chat template is *recognised*: probe conversations are rendered with it and compared,
+character for character, with what each known family produces. A match selects that family's Go
+template (the `.Messages` range form, where Ollama passes the Modelfile's SYSTEM as the first
+message); no match is an error, never a guess.
+
+Families:
+
+- ChatML (`<|im_start|>role\\n...<|im_end|>\\n`): Qwen, SmolLM, the studio's fallback. A template that
+  inserts a default system turn when there is none (SmolLM2) is recognised too; that default
+  becomes the Modelfile's SYSTEM.
+- Llama 3 (`<|start_header_id|>role<|end_header_id|>\\n\\n...<|eot_id|>`), the 3.0 form without the
+  date preamble. Its `<|begin_of_text|>` is the BOS token the GGUF's add-BOS flag already adds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from studio.errors import StudioError
+
+_PROBE_SYSTEM, _PROBE_USER, _PROBE_ANSWER, _PROBE_USER2 = "SYS-1", "USER-1", "ANSWER-1", "USER-2"
+
+
+@dataclass(frozen=True)
+class ChatFamily:
+    """A prompt format: how a turn is written (for the probe), its Go template and its stop strings."""
+
+    name: str
+    turn: str  # format string with {role} and {content}
+    generation: str  # what opens the assistant's turn
+    template: str  # Go template for Ollama
+    stops: tuple[str, ...]
+    bos: bool  # the Jinja template writes bos_token first (the GGUF's add-BOS flag adds it in Ollama)
+
+    def render(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        """What this family's Go template produces for these messages (the format, as plain Python)."""
+        text = "".join(self.turn.format(role=m["role"], content=m["content"]) for m in messages)
+        return text + (self.generation if add_generation_prompt else "")
+
+
+CHATML = ChatFamily(
+    name="chatml",
+    turn="<|im_start|>{role}\n{content}<|im_end|>\n",
+    generation="<|im_start|>assistant\n",
+    template=(
+        "{{- range .Messages }}<|im_start|>{{ .Role }}\n"
+        "{{ .Content }}<|im_end|>\n"
+        "{{ end }}<|im_start|>assistant\n"
+    ),
+    stops=("<|im_end|>", "<|im_start|>"),
+    bos=False,
+)
+
+LLAMA3 = ChatFamily(
+    name="llama3",
+    turn="<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>",
+    generation="<|start_header_id|>assistant<|end_header_id|>\n\n",
+    template=(
+        "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n"
+        "{{ .Content }}<|eot_id|>"
+        "{{- end }}<|start_header_id|>assistant<|end_header_id|>\n\n"
+    ),
+    stops=("<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"),
+    bos=True,
+)
+
+FAMILIES = (CHATML, LLAMA3)
+
+
+@dataclass(frozen=True)
+class TemplateMatch:
+    """The recognised family and the system prompt the Jinja template adds by itself, if any."""
+
+    family: ChatFamily
+    default_system: str | None
+
+
+def recognise_template(tokenizer) -> TemplateMatch:
+    """Which known family the tokenizer's chat template is, checked on probe conversations."""
+    bos = tokenizer.bos_token or ""
+
+    def jinja(messages, gen):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
+
+    with_system = [
+        {"role": "system", "content": _PROBE_SYSTEM},
+        {"role": "user", "content": _PROBE_USER},
+        {"role": "assistant", "content": _PROBE_ANSWER},
+        {"role": "user", "content": _PROBE_USER2},
+    ]
+    user_only = [{"role": "user", "content": _PROBE_USER}]
+    for family in FAMILIES:
+        prefix = bos if family.bos else ""
+        try:
+            if jinja(with_system, True) != prefix + family.render(with_system, True):
+                continue
+            if jinja(with_system[:3], False) != prefix + family.render(with_system[:3], False):
+                continue
+            plain = jinja(user_only, True)
+        except Exception:  # a template that rejects a probe (e.g. no system role) is not this family
+            continue
+        if plain == prefix + family.render(user_only, True):
+            return TemplateMatch(family, None)
+        # A template that adds a system turn of its own when the conversation has none.
+        head = prefix + family.turn.format(role="system", content="\x00")
+        before, _, after = head.partition("\x00")
+        rest = family.render(user_only, True)
+        if plain.startswith(before) and plain.endswith(after + rest):
+            default = plain[len(before) : len(plain) - len(after + rest)]
+            if prefix + family.render([{"role": "system", "content": default}, *user_only], True) == plain:
+                return TemplateMatch(family, default)
+    raise StudioError(
+        "the chat template is neither ChatML nor Llama 3, so no matching Ollama TEMPLATE can be written",
+        where="tokenizer chat_template",
+        fix="export with --format gguf (the file carries the Jinja template for llama.cpp), or train with a ChatML template (data.chat_template)",
+    )
+
+
+def modelfile_text(tokenizer, gguf_name: str = "model.gguf", system_prompt: str | None = None) -> str:
+    """The Modelfile: FROM the GGUF, TEMPLATE of the training format, its stop tokens, and the system prompt."""
+    match = recognise_template(tokenizer)
+    system = system_prompt if system_prompt is not None else match.default_system
+    stops = list(match.family.stops)
+    eos = tokenizer.eos_token
+    if eos and eos not in stops:
+        stops.append(eos)
+    lines = [f"FROM ./{gguf_name}", "", f'TEMPLATE """{_quoted(match.family.template)}"""']
+    if system:
+        lines.append(f'SYSTEM """{_quoted(system)}"""')
+    lines.append("")
+    lines += [f"PARAMETER stop {_quoted_param(stop)}" for stop in stops]
+    return "\n".join(lines) + "\n"
+
+
+def _quoted(text: str) -> str:
+    if '"""' in text:
+        raise StudioError('the template or system prompt contains """, which a Modelfile cannot quote', where="data.system_prompt", fix='remove the triple quote')
+    return text
+
+
+def _quoted_param(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

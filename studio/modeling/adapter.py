@@ -1,0 +1,41 @@
+"""A trained run's model for inference: the base in the recipe's precision with the adapter on top.
+
+The one loader evaluation, chat, the Compare tab and merging use, so all of them see the same model:
+the base model's own weights (never the 4-bit copy QLoRA trained against), the tokenizer training saved
+beside the adapter (it carries the training chat template), and the adapter unmerged, so
+`model.disable_adapter()` gives the base model's answers from the same load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from studio.config.schema import Recipe
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, its tokenizer, and where and in what precision it runs."""
+
+    model: object
+    tokenizer: object
+    device: object
+    dtype: object
+
+
+def load_with_adapter(recipe: Recipe, adapter_dir: Path, with_adapter: bool = True) -> LoadedModel:
+    """The recipe's base model on the recipe's device (float32 on a CPU), with the adapter in `adapter_dir`
+    attached (unless `with_adapter` is False), in eval mode."""
+    from peft import PeftModel
+
+    from studio.modeling.loading import load_base, load_tokenizer, pick_device, pick_dtype
+    from studio.modeling.source import resolve_model
+
+    device = pick_device(recipe.train.device)
+    dtype = pick_dtype(recipe.model.dtype, device)
+    tokenizer = load_tokenizer(Path(adapter_dir), recipe)
+    model = load_base(resolve_model(recipe.model.name, recipe.model.revision), dtype, device, recipe.model.trust_remote_code, allow_pickle=recipe.model.allow_pickle)
+    if with_adapter:
+        model = PeftModel.from_pretrained(model, Path(adapter_dir)).eval()
+    return LoadedModel(model, tokenizer, device, dtype)

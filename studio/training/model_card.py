@@ -1,0 +1,105 @@
+"""The model card (README.md) of a run: Hugging Face front matter plus how the adapter was made.
+
+The card is meant to travel with the adapter, so it names the base model the way someone else can get
+it (a hub id) and never a path of this machine: a local model is named by its folder's name only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from studio.config.schema import BUNDLED_DEMO_MODEL, names_a_path
+from studio.training.rundir import CARD, DATA, ENV, EVAL, RECIPE, SUMMARY, write_atomic
+
+BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the bundled demo model is a GGUF copy of
+
+
+def shareable_base(name: str) -> str | None:
+    """The base model as a hub id someone else can load, or None when it is a file of this machine."""
+    if name == BUNDLED_DEMO_MODEL:
+        return BUNDLED_HUB_ID
+    if names_a_path(name) or Path(name).expanduser().exists():
+        return None
+    return name
+
+
+def _load(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def write_model_card(run_dir: Path) -> Path:
+    """Write run_dir/README.md from the run's own files; called after training and after evaluation."""
+    run_dir = Path(run_dir)
+    recipe = yaml.safe_load((run_dir / RECIPE).read_text(encoding="utf-8"))
+    data, env, summary = _load(run_dir / DATA), _load(run_dir / ENV), _load(run_dir / SUMMARY)
+    evaluation = _load(run_dir / EVAL)
+    hub_id = shareable_base(recipe["model"]["name"])
+    base = hub_id or Path(recipe["model"]["name"]).name  # a local model: its folder's name, never the path
+    front = {
+        **({"base_model": hub_id} if hub_id else {}),
+        "library_name": "peft",
+        "license": "apache-2.0",
+        "tags": list(dict.fromkeys(["adapter-studio", recipe["method"], "lora"])),
+        "datasets_sha256": data.get("sha256"),
+    }
+    metrics_rows = []
+    for key in ("train_loss", "eval_loss"):
+        if summary.get(key) is not None:
+            metrics_rows.append(f"| {key} | {summary[key]:.4f} |")
+    if evaluation:
+        metric = evaluation.get("metric")
+        for who in ("base", "adapter"):
+            if evaluation.get(f"{who}_score") is not None:
+                metrics_rows.append(f"| {metric} ({who}) | {evaluation[f'{who}_score']:.1f} |")
+    lora = recipe["lora"]
+    train = recipe["train"]
+    lines = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {recipe['output'].get('name') or run_dir.name}",
+        "",
+        f"A {recipe['method'].upper()} adapter for `{base}`, trained with Adapter Studio.",
+        "",
+        "## Training",
+        "",
+        f"- method: {recipe['method']}; LoRA rank {lora['rank']}, alpha {lora['alpha']}, dropout {lora['dropout']}, targets {lora['targets']}",
+        f"- data: `{Path(data.get('path', '?')).name}` ({data.get('format', '?')}), sha256 `{data.get('sha256', '?')}`, "
+        f"{data.get('train', {}).get('examples', '?')} training examples, max length {recipe['data']['max_length']}",
+        f"- steps: {summary.get('steps', '?')}; batch {train['batch_size']} x grad accum {train['grad_accum']}; lr {train['learning_rate']} ({train['lr_scheduler']}); seed {train['seed']}",
+        f"- device: {env.get('device', '?')}; torch {env.get('packages', {}).get('torch', '?')}, transformers {env.get('packages', {}).get('transformers', '?')}, peft {env.get('packages', {}).get('peft', '?')}",
+        "",
+        "## Results",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+        *(metrics_rows or ["| (none yet) | |"]),
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        f"base = AutoModelForCausalLM.from_pretrained({hub_id!r})" if hub_id else f"base = AutoModelForCausalLM.from_pretrained('path/to/{base}')  # the base model this adapter was trained on",
+        "model = PeftModel.from_pretrained(base, 'adapter')",
+        "tokenizer = AutoTokenizer.from_pretrained('adapter')",
+        "```",
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        "studio train recipe.yaml          # the same run from its resolved recipe",
+        "studio reproduce .                # re-train from this folder and compare losses and adapters",
+        "```",
+        "",
+    ]
+    path = run_dir / CARD
+    write_atomic(path, "\n".join(lines))
+    return path

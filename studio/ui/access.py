@@ -1,0 +1,79 @@
+"""Who may touch what: per-user workspaces, and the paths a user may name on a shared server.
+
+A workspace is `home/workspaces/<user>/` with `recipes/`, `uploads/` and `runs/`; no user-given name may
+reach outside it. On a shared (logged-in) server, recipes may only point at data in the user's workspace
+or the shipped examples, and at local models in the workspace (`check_recipe_paths`, `check_data_path`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from studio.config.shipped import examples_dir
+from studio.errors import StudioError
+
+LOCAL_USER = "local"
+_USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]{0,127}$")
+
+
+def check_user(user: str) -> str:
+    """Return a valid user name or raise StudioError (letters, digits, `_.-`, no path characters)."""
+    if not isinstance(user, str) or not _USER_RE.fullmatch(user) or user in (".", ".."):
+        raise StudioError(f"invalid user name {user!r}", where="auth", fix="use letters, digits, '_', '.', '-' (at most 64 characters)")
+    return user
+
+
+def check_name(name: str) -> str:
+    """Return a plain file name (no folders, no `..`, no leading dot) or raise StudioError."""
+    if not isinstance(name, str) or "/" in name or "\\" in name or ".." in name or not _NAME_RE.fullmatch(name):
+        raise StudioError(f"invalid file name {name!r}", where="file name", fix="use a plain name of letters, digits, spaces and '_.+-', without folders or '..'")
+    return name
+
+
+def workspace(home: str | Path, user: str) -> Path:
+    """The user's workspace folder (created with recipes/, uploads/, runs/)."""
+    root = Path(home) / "workspaces" / check_user(user)
+    for sub in ("recipes", "uploads", "runs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def safe_path(root: str | Path, name: str) -> Path:
+    """root/name, refusing absolute names, `..` and symlinks that lead outside root."""
+    if not isinstance(name, str) or not name or "\0" in name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise StudioError(f"path {name!r} is not allowed", where="file name", fix="use a name inside your workspace")
+    root = Path(root).resolve()
+    target = (root / name).resolve()
+    if target == root:  # `.` or `a/..`-free spellings of the root: never hand out the whole workspace
+        raise StudioError(f"path {name!r} names the workspace itself", where="file name", fix="name a file inside your workspace")
+    if root not in target.parents:
+        raise StudioError(f"path {name!r} leads outside the workspace", where="file name", fix="use a name inside your workspace")
+    return target
+
+
+def inside(root: str | Path, path: str | Path) -> bool:
+    """Whether path (after resolving symlinks) lies inside root."""
+    root, path = Path(root).resolve(), Path(path).resolve()
+    return path == root or root in path.parents
+
+
+def check_data_path(space: Path, path: str, where: str) -> str:
+    """`path` when it lies in the user's workspace or the shipped examples; a StudioError otherwise."""
+    if not (inside(space, path) or inside(examples_dir(), path)):
+        raise StudioError(f"{where} is outside your workspace", where=where, fix="upload the file in the Data tab")
+    return path
+
+
+def check_recipe_paths(space: Path, recipe) -> None:
+    """On a shared server: the recipe's data files and any local model must come from the user's workspace
+    (or, for data, the shipped examples)."""
+    from studio.config.schema import names_a_path
+
+    for key in ("path", "val_path", "test_path"):
+        value = getattr(recipe.data, key)
+        if value:
+            check_data_path(space, value, f"data.{key}")
+    if names_a_path(recipe.model.name) and not inside(space, Path(recipe.model.name).expanduser()):
+        raise StudioError("model.name points outside your workspace", where="model.name", fix="use the bundled model or a hub id")

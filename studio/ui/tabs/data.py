@@ -1,0 +1,259 @@
+"""The Data tab: upload or pick a dataset, see its format and columns, a sample exactly as training sees it,
+a histogram of token lengths against max_length, and warnings (empty rows, duplicates, rows over the limit).
+
+Preference data (prompt/chosen/rejected) is shown as a pair: the prompt rendered with the chat template once,
+then the chosen and rejected answers side by side, as preference training receives them.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from functools import lru_cache
+from pathlib import Path
+
+import gradio as gr
+import yaml
+
+from studio.config.validate import validate_recipe
+from studio.data import IGNORE, Renderer, detect_format, normalize, read_rows, render_pairs
+from studio.data.formats import FORMATS
+from studio.errors import StudioError
+from studio.ui.access import check_data_path, check_name, safe_path
+from studio.ui.context import MAX_UPLOAD_BYTES, Context, recipe_data
+from studio.ui.errors import shows_errors
+
+MAX_ENCODED = 2000  # rows tokenized for the histogram
+UPLOAD_TYPES = [".jsonl", ".json", ".csv", ".parquet"]
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(model_name: str, revision: str | None, chat_template: str | None, trust: bool):
+    from studio.config.schema import Recipe
+    from studio.modeling.loading import load_tokenizer
+    from studio.modeling.source import resolve_model
+
+    recipe = Recipe.model_validate({"model": {"name": model_name, "revision": revision, "trust_remote_code": trust}, "data": {"chat_template": chat_template}})
+    return load_tokenizer(resolve_model(model_name, revision), recipe)
+
+
+def tokenizer_for(recipe):
+    """The recipe's tokenizer with its chat template (cached; converts the bundled model once if needed)."""
+    return _tokenizer(recipe.model.name, recipe.model.revision, recipe.data.chat_template, recipe.model.trust_remote_code)
+
+
+def row_warnings(rows) -> list[str]:
+    """Empty rows and exact duplicate rows, with where they are."""
+    out, seen = [], {}
+    for row in rows:
+        if all(v in (None, "", [], {}) for v in row.data.values()):
+            out.append(f"empty row at {row.where}")
+        key = json.dumps(row.data, sort_keys=True, default=str)
+        if key in seen:
+            out.append(f"duplicate of {seen[key]} at {row.where}")
+        seen.setdefault(key, row.where)
+    return out
+
+
+def token_html(tokenizer, encoded) -> str:
+    """A sample's tokens as HTML: trained (loss) tokens highlighted, EOS tokens marked."""
+    pieces = []
+    for tid, label in zip(encoded.input_ids, encoded.labels):
+        text = tokenizer.decode([tid], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        cls = "eos" if tid == tokenizer.eos_token_id else ("trained" if label != IGNORE else "")
+        shown = html.escape(text) if text else "·"
+        pieces.append(f"<span class='{cls}'>{shown}</span>" if cls else shown)
+    legend = "<div style='margin-bottom:6px;font-size:0.85em'><span class='trained'>trained (loss) tokens</span> · <span class='eos'>EOS</span> · plain = context only</div>"
+    return f"<div class='token-view'>{legend}{''.join(pieces)}</div>"
+
+
+def pair_html(pair: dict, counts: dict) -> str:
+    """A preference pair as HTML: the templated prompt once, then chosen (left) and rejected (right), each
+    with its token count. Everything shown is escaped: it is the user's data."""
+
+    def block(text: str) -> str:
+        return f"<div class='token-view' style='border:1px solid #d0d5dd;border-radius:6px;padding:6px 8px'>{html.escape(text)}</div>"
+
+    def column(key: str, title: str, color: str) -> str:
+        head = f"<div style='font-weight:600;color:{color};margin-bottom:4px'>{title} · {counts[key]} tokens</div>"
+        return f"<div class='pair-{key}' style='flex:1 1 0;min-width:0'>{head}{block(pair[key])}</div>"
+
+    prompt = f"<div class='pair-prompt' style='margin-bottom:8px'><div style='font-weight:600;margin-bottom:4px'>prompt (chat template) · {counts['prompt']} tokens</div>{block(pair['prompt'])}</div>"
+    columns = f"<div style='display:flex;gap:10px'>{column('chosen', 'chosen', '#067647')}{column('rejected', 'rejected', '#b42318')}</div>"
+    return f"<div class='pair-view'>{prompt}{columns}</div>"
+
+
+def pair_counts(tokenizer, pair: dict) -> dict:
+    """Tokens of the prompt and of each answer as it continues the prompt (how the pair is tokenized for training)."""
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    prompt = count(pair["prompt"])
+    return {"prompt": prompt, **{key: count(pair["prompt"] + pair[key]) - prompt for key in ("chosen", "rejected")}}
+
+
+def histogram_svg(lengths: list[int], max_length: int, bins: int = 30) -> str:
+    """An SVG histogram of token lengths with a dashed line at max_length (bars past it in red)."""
+    if not lengths:
+        return ""
+    top = max(max(lengths), max_length) + 1
+    width = max(1, -(-top // bins))
+    counts = [0] * (-(-top // width))
+    for n in lengths:
+        counts[min(n // width, len(counts) - 1)] += 1
+    w, h, pad = 640, 180, 24
+    bar_w = (w - 2 * pad) / len(counts)
+    peak = max(counts)
+    bars = []
+    for i, c in enumerate(counts):
+        bh = (h - 2 * pad) * c / peak
+        color = "#d92d20" if i * width >= max_length else "#2e90fa"
+        bars.append(f"<rect x='{pad + i * bar_w:.1f}' y='{h - pad - bh:.1f}' width='{max(bar_w - 1, 1):.1f}' height='{bh:.1f}' fill='{color}'><title>{i * width}-{(i + 1) * width - 1}: {c}</title></rect>")
+    x = pad + (w - 2 * pad) * max_length / (len(counts) * width)
+    over = sum(n > max_length for n in lengths)
+    return (
+        f"<svg viewBox='0 0 {w} {h}' width='100%' style='max-width:{w}px' role='img' aria-label='token length histogram'>"
+        + "".join(bars)
+        + f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{pad - 8}' y2='{h - pad}' stroke='#d92d20' stroke-dasharray='4 3'/>"
+        + (f"<text x='{x - 4:.1f}' y='{pad}' font-size='11' fill='#d92d20' text-anchor='end'>max_length {max_length}</text>" if x > w * 0.6
+           else f"<text x='{x + 4:.1f}' y='{pad}' font-size='11' fill='#d92d20'>max_length {max_length}</text>")
+        + f"<text x='{pad}' y='{h - 6}' font-size='11' fill='currentColor'>0</text><text x='{w - pad}' y='{h - 6}' font-size='11' text-anchor='end' fill='currentColor'>{len(counts) * width} tokens</text>"
+        + f"<text x='{pad}' y='{pad - 10}' font-size='11' fill='currentColor'>{len(lengths)} rows, longest {max(lengths)}, {over} over the limit</text></svg>"
+    )
+
+
+def inspect(path: str, fmt: str, columns_text: str, raw: dict | None, sample: int) -> tuple[str, str, str, str]:
+    """Summary markdown, warnings markdown, sample HTML and histogram SVG for a dataset under the form's recipe."""
+    if raw is None:
+        raise StudioError("the recipe has errors", where="Recipe tab", fix="fix the recipe first: the sample is rendered with its model and template")
+    columns = yaml.safe_load(columns_text) if columns_text and columns_text.strip() else {}
+    data = {**raw["data"], "path": path, "format": fmt, "columns": columns or {}}
+    recipe = validate_recipe({**raw, "data": data}, where="Data tab")
+    rows = read_rows(path)
+    columns_found = sorted({k for row in rows[:50] for k in row.data})
+    warnings = row_warnings(rows)
+    detected, examples = normalize(rows, recipe.data.format, recipe.data.columns, recipe.data.system_prompt)
+    tokenizer = tokenizer_for(recipe)
+    index = min(max(int(sample or 0), 0), len(examples) - 1)
+    view = _pair_view if detected == "preference" else _sft_view
+    lengths, sample_line, sample_html = view(tokenizer, recipe.data, examples, index, warnings)
+    auto = detect_format(rows[0].data)
+    summary = (
+        f"**{len(rows)} rows** · format **{detected}**" + (f" (detected: {auto or 'none'})" if fmt == "auto" else f" (chosen; detected: {auto or 'none'})")
+        + f" · columns: {', '.join(f'`{c}`' for c in columns_found)}  \n"
+        + f"sample row {index} ({examples[index].where}): {sample_line}"
+        + (f"  \nlengths computed on the first {MAX_ENCODED} rows" if len(examples) > MAX_ENCODED else "")
+    )
+    warn = "\n".join(f"- ⚠ {w}" for w in warnings[:20]) + (f"\n- … and {len(warnings) - 20} more" if len(warnings) > 20 else "")
+    return summary, warn or "No warnings: no empty rows, no duplicates, nothing over the limit.", sample_html, histogram_svg(lengths, recipe.data.max_length)
+
+
+def _over_limit(examples, lengths: list[int], max_length: int, warnings: list[str]) -> None:
+    """Warn about the rows whose full length the limit will cut."""
+    over = [ex.where for ex, n in zip(examples, lengths) if n > max_length]
+    warnings += [f"{len(over)} row(s) longer than max_length {max_length} will be truncated, e.g. {', '.join(over[:3])}"] if over else []
+
+
+def _sft_view(tokenizer, spec, examples, index: int, warnings: list[str]) -> tuple[list[int], str, str]:
+    """Supervised data: full token lengths, and the sample with its trained tokens highlighted."""
+    # Full lengths (before truncation) so the histogram shows what the limit cuts.
+    full = Renderer(tokenizer, 10**9, spec.train_on)
+    lengths = [len(full.encode(ex).input_ids) for ex in examples[:MAX_ENCODED]]
+    _over_limit(examples, lengths, spec.max_length, warnings)
+    encoded = Renderer(tokenizer, spec.max_length, spec.train_on).encode(examples[index])
+    if encoded.trained_tokens == 0:
+        warnings.append(f"row {index} has no trained token left after truncation and would be dropped")
+    line = f"{len(encoded.input_ids)} tokens, {encoded.trained_tokens} trained" + (" — **truncated**" if encoded.truncated else "")
+    return lengths, line, token_html(tokenizer, encoded)
+
+
+def _pair_view(tokenizer, spec, examples, index: int, warnings: list[str]) -> tuple[list[int], str, str]:
+    """Preference data: lengths of prompt plus the longer answer, and the sample pair side by side, rendered
+    by the same code preference training uses."""
+    renderer = Renderer(tokenizer, spec.max_length)
+    counts = [pair_counts(tokenizer, pair) for pair in render_pairs(renderer, examples[:MAX_ENCODED])]
+    lengths = [c["prompt"] + max(c["chosen"], c["rejected"]) for c in counts]
+    _over_limit(examples, lengths, spec.max_length, warnings)
+    pair = render_pairs(renderer, [examples[index]])[0]
+    sample = counts[index] if index < len(counts) else pair_counts(tokenizer, pair)
+    longest = sample["prompt"] + max(sample["chosen"], sample["rejected"])
+    line = f"prompt {sample['prompt']} tokens, chosen {sample['chosen']}, rejected {sample['rejected']}" + (" — **truncated**" if longest > spec.max_length else "")
+    return lengths, line, pair_html(pair, sample)
+
+
+def store_upload(ctx: Context, request, file_path: str) -> str:
+    """Copy an uploaded dataset into the user's uploads folder (size-limited, safe name); return the new path."""
+    source = Path(file_path)
+    if source.suffix.lower() not in UPLOAD_TYPES:
+        raise StudioError(f"unsupported file type '{source.suffix}'", where=source.name, fix=f"upload one of {', '.join(UPLOAD_TYPES)}")
+    if source.stat().st_size > MAX_UPLOAD_BYTES:
+        raise StudioError(f"file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB", where=source.name, fix="upload a smaller file")
+    target = safe_path(ctx.workspace(request) / "uploads", check_name(source.name))
+    shutil.copyfile(source, target)
+    return str(target)
+
+
+def check_pick(ctx: Context, request, path: str) -> str:
+    """A picked path; on a shared server it must lie in the user's workspace or the project's examples."""
+    if not path:
+        raise StudioError("no dataset chosen", where="Data tab", fix="upload a file or type a path")
+    if ctx.shared:
+        check_data_path(ctx.workspace(request), path, "data.path")
+    return path
+
+
+def build(ctx: Context, recipe: dict) -> None:
+    """Lay out the Data tab."""
+    widgets = recipe["widgets"]
+    with gr.Row():
+        with gr.Column(scale=1):
+            upload = gr.File(label="Upload a dataset", file_types=UPLOAD_TYPES, type="filepath", height=110, elem_id="data-upload")
+            path = gr.Textbox(label="data.path", value=widgets["data.path"].value, max_lines=1, elem_id="data-path", info="a file on this machine (an upload lands in your workspace)")
+            with gr.Row():
+                fmt = gr.Dropdown(choices=["auto", *FORMATS], value=widgets["data.format"].value, label="data.format")
+                sample = gr.Number(value=0, precision=0, label="Sample row", minimum=0)
+            columns = gr.Textbox(label="data.columns", value=widgets["data.columns"].value, max_lines=1, info="map your columns to the format's names, e.g. {instruction: question, output: answer}")
+            with gr.Row():
+                show = gr.Button("Inspect", variant="primary", elem_id="inspect-data")
+                apply = gr.Button("Use in recipe", elem_id="data-use")
+            summary = gr.Markdown(elem_id="data-summary")
+            warnings = gr.Markdown()
+        with gr.Column(scale=2):
+            sample_view = gr.HTML(label="Sample as training sees it", elem_id="sample-view")
+            histogram = gr.HTML(label="Token lengths")
+
+    @shows_errors
+    def on_upload(file, request: gr.Request):
+        return store_upload(ctx, request, file)
+
+    @shows_errors
+    def on_inspect(p, f, c, raw, s, request: gr.Request):
+        try:
+            return inspect(check_pick(ctx, request, p), f, c, raw, s)
+        except yaml.YAMLError as exc:
+            raise gr.Error(f"data.columns is not a YAML mapping: {exc}") from None
+
+    def on_apply(p, f, c):
+        return p, f, c
+
+    for key, target in (("data.path", path), ("data.format", fmt), ("data.columns", columns)):
+        widgets[key].change(lambda v: v, [widgets[key]], [target], api_visibility="undocumented", show_progress="hidden")
+    upload.upload(on_upload, [upload], [path], api_visibility="undocumented")
+    show.click(on_inspect, [path, fmt, columns, recipe["recipe_state"], sample], [summary, warnings, sample_view, histogram], api_visibility="undocumented")
+
+    @shows_errors
+    def api_inspect_data(path: str, recipe_yaml: str = "", data_format: str = "auto", columns: str = "", sample: int = 0, request: gr.Request = None) -> dict:
+        """Inspect a dataset under a recipe given as YAML text: summary, warnings, the sample's HTML and the histogram SVG."""
+        try:
+            raw = recipe_data(recipe_yaml, where="inspect_data")
+            summary, warns, sample_html, svg = inspect(check_pick(ctx, request, path), data_format, columns, raw, sample)
+        except yaml.YAMLError as exc:
+            raise gr.Error(f"columns is not a YAML mapping: {exc}") from None
+        return {"summary": summary, "warnings": warns, "sample_html": sample_html, "histogram_svg": svg}
+
+    gr.api(api_inspect_data, api_name="inspect_data")
+    apply.click(on_apply, [path, fmt, columns], [widgets["data.path"], widgets["data.format"], widgets["data.columns"]], api_visibility="undocumented")
+
+
+__all__ = ["build", "histogram_svg", "inspect", "pair_counts", "pair_html", "row_warnings", "store_upload", "token_html"]

@@ -1,0 +1,302 @@
+"""The Recipe tab: the schema-generated form, live validation, YAML and command preview, memory estimate."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import gradio as gr
+
+from studio.config.load import load_recipe, recipe_from_text
+from studio.config.schema import Recipe
+from studio.config.shipped import DEMO_RECIPE, recipes_dir, shipped_recipe, shipped_recipes
+from studio.config.validate import validate_recipe
+from studio.config.yaml_text import MAX_RECIPE_BYTES, dump_recipe
+from studio.errors import StudioError
+from studio.memory.formula import estimate
+from studio.memory.gpus import DEFAULT_GPU, parse_gpu
+from studio.ui import model_picker
+from studio.ui.access import check_name, check_recipe_paths, safe_path
+from studio.ui.context import Context, downloadable
+from studio.ui.errors import shows_errors
+from studio.ui.form import (
+    FieldSpec,
+    field_errors,
+    form_fields,
+    override_args,
+    recipe_to_values,
+    section_of,
+    to_widget,
+    values_to_raw,
+)
+
+OPEN_SECTIONS = ("model", "method", "lora", "data", "train")
+DEFAULT_GPU_GIB = parse_gpu(DEFAULT_GPU)
+
+
+def make_widget(spec: FieldSpec):
+    """The Gradio component for one schema field: label = dotted key, info = the field's docstring."""
+    common = {"label": spec.key, "info": spec.info, "value": to_widget(spec, spec.default), "elem_id": "field-" + spec.key.replace(".", "-")}
+    if spec.kind == "dropdown":
+        return gr.Dropdown(choices=list(spec.choices), **common)
+    if spec.kind == "checkbox":
+        return gr.Checkbox(**common)
+    if spec.kind in ("int", "float") and spec.optional:
+        # gr.Number cannot be empty (the browser sends 0), so optional numbers are text: empty = None.
+        return gr.Textbox(max_lines=1, placeholder="empty = none", **{**common, "value": "" if spec.default is None else str(spec.default)})
+    if spec.kind == "int":
+        return gr.Number(precision=0, **common)
+    if spec.kind == "float":
+        return gr.Number(**common)
+    return gr.Textbox(max_lines=1, **common)
+
+
+def check_form(raw: dict) -> tuple[Recipe | None, str]:
+    """Validate form data: the Recipe and an empty message, or None and the StudioError text."""
+    recipe, error = check_form_error(raw)
+    return recipe, error.format() if error else ""
+
+
+def check_form_error(raw: dict) -> tuple[Recipe | None, StudioError | None]:
+    """Validate form data: the Recipe and None, or None and the StudioError."""
+    try:
+        return validate_recipe(raw, where="form"), None
+    except StudioError as exc:
+        return None, exc
+
+
+def field_updates(specs: list[FieldSpec], errors: dict[str, str]) -> list:
+    """One update per form widget: the error under the field (red) where there is one, else its help text."""
+    return [
+        gr.update(info=f"⚠ {errors[s.key]}", elem_classes=["field-error"]) if s.key in errors else gr.update(info=s.info, elem_classes=[])
+        for s in specs
+    ]
+
+
+@lru_cache(maxsize=32)
+def _load_cached(path: str, mtime: float) -> Recipe:
+    return load_recipe(path)
+
+
+def load_base(path: str | None) -> Recipe | None:
+    """The recipe a form was loaded from (for the `--set` diff), or None."""
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        return _load_cached(path, Path(path).stat().st_mtime)
+    except StudioError:
+        return None
+
+
+def command_for(base_path: str | None, base: Recipe | None, recipe: Recipe) -> str:
+    """The `studio train` command that trains what the form shows."""
+    shown = base_path if base_path else "RECIPE.yaml"
+    root = recipes_dir().resolve()
+    if base_path and Path(base_path).resolve().is_relative_to(root):
+        shown = Path(base_path).resolve().relative_to(root).with_suffix("").as_posix()  # a shipped recipe: its name
+    args = override_args(base, recipe)
+    return " \\\n    ".join([f"studio train {shown}", *args])
+
+
+def preview(specs: list[FieldSpec], values: list, base_path: str | None, gpu_gib: float | None) -> tuple[str, str, str, str, dict | None]:
+    """Status markdown, YAML, command, memory markdown and the valid recipe data (or None) for form values."""
+    status, text, cmd, mem, raw, _ = preview_with_errors(specs, values, base_path, gpu_gib)
+    return status, text, cmd, mem, raw
+
+
+def preview_with_errors(specs: list[FieldSpec], values: list, base_path: str | None, gpu_gib: float | None) -> tuple[str, str, str, str, dict | None, dict[str, str]]:
+    """`preview`, plus the per-field error messages (dotted key -> message; empty when valid)."""
+    recipe, error = check_form_error(values_to_raw(specs, values))
+    if recipe is None:
+        errors = field_errors(error, [s.key for s in specs])
+        fields = f"  \nsee the field{'s' if len(errors) > 1 else ''} marked ⚠: {', '.join(f'`{k}`' for k in errors)}" if errors else ""
+        return f"<div class='studio-error'>\n\n```\n{error.format()}\n```\n</div>{fields}", "", "", "", None, errors
+    memory = format_estimate(estimate(recipe, float(gpu_gib or DEFAULT_GPU_GIB)))
+    status = f"<span class='studio-ok'>✓ valid</span> — {recipe.method} on `{recipe.model.name}`, rank {recipe.lora.rank}, batch {recipe.train.batch_size} × {recipe.data.max_length} tokens"
+    return status, dump_recipe(recipe), command_for(base_path, load_base(base_path), recipe), memory, recipe.to_yaml_dict(), {}
+
+
+def resolve_choice(ctx: Context, request, choice: str) -> Path:
+    """The file behind a recipe picker choice: `workspace/<file>`, or a shipped recipe's name."""
+    if choice.startswith("workspace/"):
+        return safe_path(ctx.workspace(request) / "recipes", choice.removeprefix("workspace/"))
+    path = shipped_recipe(choice or "")
+    if path is None:
+        raise StudioError(f"no shipped recipe named {choice!r}", where="Recipe tab: recipe", fix="pick a recipe from the list")
+    return path
+
+
+def recipe_choices(ctx: Context, request) -> list[str]:
+    """Shipped recipes, then the user's saved ones."""
+    saved = sorted(p.name for p in (ctx.workspace(request) / "recipes").glob("*.yaml"))
+    return shipped_recipes() + [f"workspace/{n}" for n in saved]
+
+
+def build(ctx: Context) -> dict:
+    """Lay out the Recipe tab; return its components for the other tabs."""
+    specs = form_fields()
+    demo_path = str(shipped_recipe(DEMO_RECIPE))
+    demo = load_base(demo_path) or Recipe()
+    widgets: dict[str, gr.components.Component] = {}
+    with gr.Row():
+        with gr.Column(scale=3):
+            with gr.Row(equal_height=True, elem_id="recipe-picker"):
+                picker = gr.Dropdown(choices=shipped_recipes(), value=DEMO_RECIPE, show_label=False, container=False, scale=3, allow_custom_value=False, elem_id="recipe-choice")
+                load_btn = gr.Button("Load recipe", scale=1, min_width=100)
+                upload = gr.UploadButton("Open YAML…", file_types=[".yaml", ".yml"], scale=1, min_width=100)
+            for section in dict.fromkeys(section_of(s.key) for s in specs):
+                fields = [s for s in specs if section_of(s.key) == section]
+                title = section if section != "method" else "method"
+                with gr.Accordion(title, open=section in OPEN_SECTIONS):
+                    if section == "model":
+                        picker_parts = build_model_picker(demo.model.name)
+                    for i in range(0, len(fields), 2):
+                        with gr.Row():
+                            for spec in fields[i : i + 2]:
+                                widgets[spec.key] = make_widget(spec)
+        with gr.Column(scale=2):
+            status = gr.Markdown(elem_id="recipe-status")
+            gpu = gr.Number(value=DEFAULT_GPU_GIB, label="GPU memory (GiB)", info="the card you will train on", elem_id="gpu-gib")
+            memory = gr.Markdown(elem_id="memory-panel")
+            command = gr.Code(label="Equivalent command", language="shell", interactive=False, lines=3)
+            yaml_view = gr.Code(label="Recipe YAML", language="yaml", interactive=False, lines=16, max_lines=30)
+            with gr.Row(equal_height=True):
+                save_name = gr.Textbox(label="Save as", placeholder="my-recipe", max_lines=1, scale=2)
+                save_btn = gr.Button("Save", scale=1)
+            saved_file = gr.File(label="Download", interactive=False, visible=False)
+    base_path = gr.State(demo_path)
+    recipe_state = gr.State(demo.to_yaml_dict())
+    inputs = [widgets[s.key] for s in specs]
+    for widget, value in zip(inputs, recipe_to_values(specs, demo)):
+        widget.value = value
+
+    def refresh(*args):
+        *values, base, gpu_gib = args
+        status, text, cmd, mem, raw, errors = preview_with_errors(specs, list(values), base, gpu_gib)
+        marks = field_updates(specs, errors)
+        if raw is None:  # keep the last valid YAML, command and estimate on screen under the error
+            return status, gr.update(), gr.update(), gr.update(), None, *marks
+        return status, text, cmd, mem, raw, *marks
+
+    outputs = [status, yaml_view, command, memory, recipe_state, *inputs]
+    wire_model_picker(ctx, picker_parts, widgets["model.name"])
+    gr.on(triggers=[w.change for w in inputs] + [gpu.change], fn=refresh, inputs=inputs + [base_path, gpu], outputs=outputs, trigger_mode="always_last", api_visibility="undocumented", show_progress="hidden")
+
+    def load_choice(choice, request: gr.Request):
+        path = resolve_choice(ctx, request, choice)
+        recipe = load_recipe(path)
+        return [*recipe_to_values(specs, recipe), str(path)]
+
+    def load_upload(file, request: gr.Request):
+        path = Path(file)
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise StudioError(f"recipe file is larger than {MAX_RECIPE_BYTES} bytes", where=path.name, fix="a recipe is a short YAML file; check you picked the right one")
+        target = safe_path(ctx.workspace(request) / "recipes", check_name(path.name if path.suffix == ".yaml" else path.stem + ".yaml"))
+        target.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+        recipe = load_recipe(target)
+        return [*recipe_to_values(specs, recipe), str(target)]
+
+    def save(name, raw, request: gr.Request):
+        if raw is None:
+            raise StudioError("the recipe has errors", where="Recipe tab", fix="fix the fields marked ⚠ before saving")
+        name = check_name((name or "").strip() or "recipe")
+        name = name if name.endswith(".yaml") else name + ".yaml"
+        target = safe_path(ctx.workspace(request) / "recipes", name)
+        target.write_text(dump_recipe(validate_recipe(raw)), encoding="utf-8")
+        return gr.update(value=downloadable(target), visible=True), gr.update(choices=recipe_choices(ctx, request), value=f"workspace/{name}"), str(target)
+
+    def list_choices(request: gr.Request):
+        return gr.update(choices=recipe_choices(ctx, request))
+
+    load_btn.click(shows_errors(load_choice), [picker], inputs + [base_path], api_visibility="undocumented")
+    upload.upload(shows_errors(load_upload), [upload], inputs + [base_path], api_visibility="undocumented")
+    save_btn.click(shows_errors(save), [save_name, recipe_state], [saved_file, picker, base_path], api_visibility="undocumented")
+    return {"widgets": widgets, "specs": specs, "recipe_state": recipe_state, "status": status, "outputs": outputs,
+            "refresh": refresh, "inputs": inputs + [base_path, gpu], "picker": picker, "list_choices": list_choices}
+
+
+def build_model_picker(name: str) -> dict:
+    """The chooser for model.name (placed at the top of the model section): source, text, button, help."""
+    kind = model_picker.kind_of(name)
+    with gr.Group(elem_id="model-picker"):
+        source = gr.Radio(list(model_picker.KINDS), value=kind, label="Base model from", elem_id="model-source",
+                          info="pick where the base model comes from, type it, and press the button to fill model.name")
+        with gr.Row(equal_height=True):
+            text = gr.Textbox(value=name, show_label=False, container=False, max_lines=1, scale=4, interactive=kind != "bundled demo model",
+                              placeholder=model_picker.PLACEHOLDER[kind], elem_id="model-source-text")
+            use = gr.Button("Set model.name", scale=1, min_width=160, size="md", elem_id="model-source-use")
+    help_md = gr.Markdown(model_picker.HELP[kind], elem_id="model-source-help", elem_classes=["picker-help"])
+    return {"source": source, "text": text, "use": use, "help": help_md}
+
+
+def wire_model_picker(ctx: Context, parts: dict, name_widget) -> None:
+    """Connect the chooser: picking a source explains it, the button fills model.name, and a model.name typed
+    or loaded from a recipe moves the chooser to match."""
+    source, text, use, help_md = parts["source"], parts["text"], parts["use"], parts["help"]
+
+    def on_source(kind, current):
+        bundled = kind == "bundled demo model"
+        value = model_picker.BUNDLED_DEMO_MODEL if bundled else ("" if model_picker.kind_of(current) != kind else current)
+        return gr.update(value=value, interactive=not bundled, placeholder=model_picker.PLACEHOLDER[kind]), model_picker.HELP[kind]
+
+    def on_use(kind, typed, request: gr.Request):
+        try:
+            name = model_picker.model_name_for(kind, typed)
+            if ctx.shared and kind in ("local directory", "GGUF file"):
+                check_recipe_paths(ctx.workspace(request), Recipe.model_validate({"model": {"name": name}}))
+        except StudioError as exc:
+            return gr.update(), f"<div class='studio-error picker-help'>\n\n⚠ {exc.what}. {exc.fix or ''}\n</div>"
+        return name, f"✓ model.name set to `{name}`. " + model_picker.HELP[kind]
+
+    def on_name(name):
+        kind = model_picker.kind_of(name)
+        return gr.update(value=kind), gr.update(value=name, interactive=kind != "bundled demo model", placeholder=model_picker.PLACEHOLDER[kind])
+
+    source.input(on_source, [source, text], [text, help_md], api_visibility="undocumented", show_progress="hidden")
+    use.click(on_use, [source, text], [name_widget, help_md], api_visibility="undocumented", show_progress="hidden")
+    text.submit(on_use, [source, text], [name_widget, help_md], api_visibility="undocumented", show_progress="hidden")
+    name_widget.change(on_name, [name_widget], [source, text], api_visibility="undocumented", show_progress="hidden")
+
+
+# --- plain endpoints (also exposed through gr.api) ------------------------------------------------------
+
+
+def api_list_recipes() -> list[str]:
+    """The shipped recipes' names (`smollm2/135m-qlora`)."""
+    return shipped_recipes()
+
+
+def api_validate(recipe_yaml: str) -> str:
+    """'valid' or the StudioError text for a recipe given as YAML text."""
+    try:
+        recipe_from_text(recipe_yaml, where="<yaml>")
+    except StudioError as exc:
+        return exc.format()
+    return "valid"
+
+
+def api_estimate_memory(recipe_yaml: str, gpu_gib: float = DEFAULT_GPU_GIB) -> dict:
+    """The memory estimate (breakdown in GiB, peak_gib, fits) for a recipe given as YAML text."""
+    try:
+        recipe = recipe_from_text(recipe_yaml, where="<yaml>")
+    except StudioError as exc:
+        return {"error": str(exc)}
+    return estimate(recipe, gpu_gib)
+
+
+def format_estimate(result: dict) -> str:
+    """The estimate as a short markdown table for the UI."""
+    if not result.get("known"):
+        return f"**Memory estimate:** unknown shape for `{result['model']}` (point model.name at a local folder with config.json)."
+    verdict = "fits" if result["fits"] else "does **not** fit"
+    rows = "\n".join(f"| {k} | {v:.2f} |" for k, v in result["breakdown"].items())
+    room = f"largest batch that fits: {result['max_batch_size']}, largest max_length: {result['max_length']}"
+    return (
+        f"**Peak ≈ {result['peak_gib']:.2f} GiB** — {verdict} in {result['gpu_gib']:g} GiB  \n"
+        f"{result['params'] / 1e6:,.0f}M params, {result['lora_params'] / 1e6:,.2f}M trainable; shapes from {result['source']}  \n"
+        f"{room}\n\n"
+        f"| part | GiB |\n|---|---|\n{rows}\n"
+    )
+
+
+__all__ = ["api_estimate_memory", "api_list_recipes", "api_validate", "build", "check_form", "format_estimate", "make_widget", "preview", "to_widget"]

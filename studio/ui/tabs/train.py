@@ -1,0 +1,278 @@
+"""The Train tab: start, stop and resume jobs; watch loss, learning rate, tokens/s, progress, ETA and the log.
+
+On a machine with more than one visible GPU it also offers the GPU count: a job started with N > 1 GPUs
+runs `studio train RECIPE --gpus N` (DDP, or FSDP when the recipe says so).
+
+Everything shown is read back from the job queue and the run directory on each timer tick, so a closed
+browser or a restarted UI loses nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from studio.config.load import load_recipe
+from studio.config.validate import validate_recipe
+from studio.config.yaml_text import dump_recipe
+from studio.errors import StudioError
+from studio.training.callbacks import format_duration
+from studio.training.rundir import DATA, RECIPE, read_metrics
+from studio.ui.access import check_name, check_recipe_paths, safe_path
+from studio.ui.context import Context, recipe_data
+from studio.ui.errors import shows_errors
+
+POLL_S = 2.0
+LOG_LINES = 40
+JOB_COLUMNS = ["job", "user", "run", "kind", "status", "queue", "exit"]
+
+
+def visible_gpus() -> int:
+    """CUDA GPUs this process sees (CUDA_VISIBLE_DEVICES applies); 0 without CUDA. Tests patch it."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def gpu_choices() -> list[int]:
+    """The GPU counts the picker offers: 1..N with N > 1 visible GPUs, none (picker hidden) otherwise."""
+    n = visible_gpus()
+    return list(range(1, n + 1)) if n > 1 else []
+
+
+def check_gpus(value) -> int | None:
+    """The picked GPU count as an int, refused outside 1..visible GPUs; None when none was picked.
+
+    Checked on the server because a client can send any value, even for a hidden picker.
+    """
+    if value in (None, ""):
+        return None
+    where = "Train tab: GPUs"
+    try:
+        gpus = int(value)
+        if isinstance(value, bool) or gpus != float(value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise StudioError(f"the GPU count must be a whole number, got {value!r}", where=where, fix="pick a number of GPUs from the list") from None
+    visible = visible_gpus()
+    top = max(visible, 1)  # without CUDA a job still runs in one process (on the CPU)
+    if not 1 <= gpus <= top:
+        raise StudioError(f"{gpus} GPUs asked for, but this machine has {visible} visible", where=where,
+                          fix=f"pick 1 to {top} GPUs (check CUDA_VISIBLE_DEVICES if GPUs are missing)")
+    return gpus
+
+
+def job_rows(ctx: Context, request) -> list[list]:
+    """The visible jobs as table rows (newest first), with queue positions."""
+    return [[j.id, j.user, Path(j.run_dir).name, j.kind, j.status, ctx.queue.position(j.id) or "", "" if j.exit_code is None else j.exit_code] for j in ctx.visible_jobs(request)]
+
+
+def job_choices(ctx: Context, request) -> list[tuple[str, int]]:
+    """Dropdown choices for the visible jobs."""
+    return [(f"#{j.id} {Path(j.run_dir).name} ({j.status})", j.id) for j in ctx.visible_jobs(request)]
+
+
+def curves(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Loss (train and validation) and learning-rate frames for the plots, from metrics.jsonl records."""
+    loss = [{"step": r["step"], "loss": r[k], "series": name} for r in records for k, name in (("train_loss", "train"), ("eval_loss", "validation")) if k in r]
+    lr = [{"step": r["step"], "lr": r["lr"]} for r in records if "lr" in r]
+    return pd.DataFrame(loss, columns=["step", "loss", "series"]), pd.DataFrame(lr, columns=["step", "lr"])
+
+
+def total_steps(run_dir: Path) -> int | None:
+    """Optimizer steps the run will take: train.max_steps, else epochs over data.json's training examples."""
+    try:
+        recipe = load_recipe(run_dir / RECIPE)
+    except StudioError:
+        return None
+    if recipe.train.max_steps:
+        return recipe.train.max_steps
+    import json
+    import math
+
+    try:
+        examples = json.loads((run_dir / DATA).read_text())["train"]["examples"]
+    except (OSError, KeyError, ValueError):
+        return None
+    per_epoch = math.ceil(examples / recipe.train.batch_size / recipe.train.grad_accum)
+    return math.ceil(per_epoch * recipe.train.epochs)
+
+
+def progress_text(records: list[dict], total: int | None, status: str) -> str:
+    """Step, progress, last loss, learning rate, tokens/s and ETA as markdown."""
+    steps = [r for r in records if "train_loss" in r]
+    if not steps:
+        return f"**{status}** — waiting for the first step (loading the model and data)…" if status == "running" else f"**{status}**"
+    last = steps[-1]
+    step = last["step"]
+    # time_s restarts at 0 when a run is resumed: measure the pace within the latest segment.
+    segment = [r for r in steps if r.get("time_s", 0) <= last.get("time_s", 0)]
+    first = segment[0]
+    pace = (last["time_s"] - first["time_s"]) / (step - first["step"]) if step > first["step"] else (last["time_s"] / step if step else 0)
+    parts = [f"**{status}**", f"step {step}" + (f"/{total} ({100 * step / total:.0f}%)" if total else ""), f"loss {last['train_loss']:.4f}"]
+    evals = [r for r in records if "eval_loss" in r]
+    if evals:
+        parts.append(f"val loss {evals[-1]['eval_loss']:.4f}")
+    if "lr" in last:
+        parts.append(f"lr {last['lr']:.2e}")
+    if "tokens_per_s" in last:
+        parts.append(f"{last['tokens_per_s']:,.0f} tok/s")
+    if total and status == "running" and pace:
+        parts.append(f"ETA {format_duration(pace * max(0, total - step))}")
+    return " · ".join(parts)
+
+
+def log_tail(path: str | None, lines: int = LOG_LINES) -> str:
+    """The last lines of a job's log (carriage-return progress lines collapsed)."""
+    if not path or not Path(path).exists():
+        return ""
+    with open(path, "rb") as handle:
+        handle.seek(0, 2)
+        size = handle.tell()
+        handle.seek(max(0, size - 64_000))
+        text = handle.read().decode("utf-8", errors="replace")
+    text = "\n".join(line.split("\r")[-1] for line in text.splitlines())
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def job_view(ctx: Context, request, job_id) -> tuple:
+    """Everything the tab shows for one job: stats, loss frame, lr frame, log tail."""
+    try:
+        job = ctx.job_for(request, job_id)
+    except StudioError as exc:
+        return f"{exc.what[0].upper()}{exc.what[1:]}.", *curves([]), ""
+    run_dir = Path(job.run_dir)
+    records = read_metrics(run_dir)
+    status = job.status + (f" (position {ctx.queue.position(job.id)} in the queue)" if job.status == "queued" else "")
+    stats = progress_text(records, total_steps(run_dir), status) + f"  \nrun directory: `{run_dir}`" + (f" · {job.gpus} GPUs" if job.gpus and job.gpus > 1 else "")
+    return stats, *curves(records), log_tail(job.log_path)
+
+
+def start_job(ctx: Context, request, run_name: str, raw: dict | None, gpus=None) -> int:
+    """Write the form's recipe into the user's workspace and enqueue a training job; return its id.
+
+    `gpus` is the picked GPU count (None: the recipe alone decides, as on a machine with one GPU).
+    """
+    if raw is None:
+        raise StudioError("the recipe has errors", where="Recipe tab", fix="fix the recipe first")
+    gpus = check_gpus(gpus)
+    recipe = validate_recipe(raw, where="form")
+    wanted = recipe.distributed.num_processes
+    if gpus == 1 and wanted > 1:
+        # `--gpus 1` cannot shrink a ddp/fsdp recipe, and running it on more GPUs than picked would surprise.
+        raise StudioError(f"the recipe asks for {wanted} processes (distributed.num_processes) but 1 GPU is picked", where="Train tab: GPUs",
+                          fix=f"pick {wanted} GPUs, or set distributed.strategy to none in the recipe")
+    name = check_name((run_name or "").strip() or recipe.output.name or "run")
+    space = ctx.workspace(request)
+    if ctx.shared:
+        check_recipe_paths(space, recipe)
+    run_dir = safe_path(space / "runs", name)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise StudioError(f"run '{name}' already exists", where=str(run_dir), fix="pick another run name, or resume that run")
+    data = recipe.to_yaml_dict()
+    data["output"] = {"dir": str(run_dir), "name": name}
+    recipe_path = safe_path(space / "recipes", f"{name}.yaml")
+    recipe_path.write_text(dump_recipe(validate_recipe(data)), encoding="utf-8")
+    return ctx.queue.enqueue(ctx.user(request), recipe_path, run_dir, gpus=gpus).id
+
+
+def build(ctx: Context, recipe: dict) -> dict:
+    """Lay out the Train tab; return its components."""
+    with gr.Row():
+        run_name = gr.Textbox(label="Run name", placeholder="defaults to output.name", max_lines=1, scale=2, elem_id="run-name")
+        choices = gpu_choices()
+        gpus = gr.Dropdown(label="GPUs", choices=choices, value=1 if choices else None, visible=bool(choices), scale=1, elem_id="train-gpus",
+                           info="more than 1: one process per GPU (DDP, or FSDP if the recipe says so)")
+        start = gr.Button("Start training", variant="primary", scale=1, elem_id="start-training")
+    message = gr.Markdown(elem_id="train-message")
+    with gr.Row():
+        with gr.Column(scale=2):
+            jobs = gr.Dataframe(headers=JOB_COLUMNS, label="Jobs (newest first)", interactive=False, wrap=True, max_height=260)
+        with gr.Column(scale=1):
+            selected = gr.Dropdown(label="Job", choices=[], value=None, allow_custom_value=True, elem_id="job-select")
+            with gr.Row():
+                stop = gr.Button("Stop", variant="stop")
+                resume = gr.Button("Resume")
+    stats = gr.Markdown(elem_id="train-stats")
+    with gr.Row():
+        loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=320, label="Loss", elem_id="loss-plot", y_axis_format=".4~g")
+        lr_plot = gr.LinePlot(x="step", y="lr", title="Learning rate", height=320, label="Learning rate", y_axis_format=".1e")
+    log = gr.Code(label="Log (tail)", language=None, interactive=False, lines=10, max_lines=14)
+    timer = gr.Timer(POLL_S)
+
+    def refresh(job_id, request: gr.Request):
+        choices = job_choices(ctx, request)
+        ids = [c[1] for c in choices]
+        if job_id not in ids:
+            job_id = ids[0] if ids else None
+        return job_rows(ctx, request), gr.update(choices=choices, value=job_id), *job_view(ctx, request, job_id)
+
+    @shows_errors
+    def on_start(name, raw, count, request: gr.Request):
+        job_id = start_job(ctx, request, name, raw, count)
+        return f"Queued job #{job_id} (position {ctx.queue.position(job_id)}).", job_id
+
+    @shows_errors
+    def on_stop(job_id, request: gr.Request):
+        job = ctx.job_for(request, job_id)
+        ctx.queue.stop(job.id)
+        return f"Stop requested for job #{job.id}; it saves a checkpoint and exits."
+
+    def on_resume(job_id, request: gr.Request):
+        new = resume_job(ctx, request, job_id)
+        return f"Queued job #{new.id} to resume {Path(new.run_dir).name}.", new.id
+
+    views = [jobs, selected, stats, loss_plot, lr_plot, log]
+    start.click(on_start, [run_name, recipe["recipe_state"], gpus], [message, selected], api_visibility="undocumented").then(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
+    stop.click(on_stop, [selected], [message], api_visibility="undocumented").then(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
+    resume.click(on_resume, [selected], [message, selected], api_visibility="undocumented").then(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
+    selected.input(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
+    timer.tick(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
+
+    @shows_errors
+    def api_start_training(recipe_yaml: str, run_name: str = "", gpus: int | None = None, request: gr.Request = None) -> int:
+        """Queue a training job for a recipe given as YAML text, on `gpus` GPUs (1..visible; default: as the recipe says); returns the job id (run lands in your workspace)."""
+        return start_job(ctx, request, run_name, recipe_data(recipe_yaml, where="start_training"), gpus)
+
+    @shows_errors
+    def api_job_status(job_id: int, request: gr.Request = None) -> dict:
+        """A job's status, queue position, run directory, metrics records so far and log tail."""
+        job = ctx.job_for(request, job_id)
+        return {"id": job.id, "status": job.status, "position": ctx.queue.position(job.id), "exit_code": job.exit_code, "gpus": job.gpus,
+                "run_dir": job.run_dir, "metrics": read_metrics(Path(job.run_dir)), "log_tail": log_tail(job.log_path)}
+
+    def api_resume_job(job_id: int, request: gr.Request = None) -> int:
+        """Queue a job that resumes a finished, failed, stopped or interrupted job's run from its last checkpoint; returns the new job id."""
+        return resume_job(ctx, request, job_id).id
+
+    def api_list_jobs(request: gr.Request = None) -> list[dict]:
+        """The jobs you may see (your own; every user's for a teacher), newest first."""
+        return [{"id": j.id, "user": j.user, "run": Path(j.run_dir).name, "kind": j.kind, "status": j.status, "position": ctx.queue.position(j.id) if j.status == "queued" else 0,
+                 "exit_code": j.exit_code, "gpus": j.gpus, "created": j.created, "started": j.started, "finished": j.finished} for j in ctx.visible_jobs(request)]
+
+    gr.api(api_start_training, api_name="start_training")
+    gr.api(api_job_status, api_name="job_status")
+    gr.api(api_resume_job, api_name="resume_job")
+    gr.api(api_list_jobs, api_name="list_jobs")
+    return {"refresh": refresh, "views": views, "selected": selected, "gpus": gpus}
+
+
+@shows_errors
+def resume_job(ctx: Context, request, job_id):
+    """Enqueue `studio train --resume` for one of the user's jobs that has ended (one click in the tab, or /resume_job).
+
+    The new job keeps the old one's GPU count: the run directory's recipe holds it, so the resumed run uses
+    it again; it is checked here against the GPUs visible now, before the job waits in the queue.
+    """
+    job = ctx.job_for(request, job_id)
+    if job.status in ("queued", "running"):
+        raise StudioError(f"job #{job.id} is still {job.status}", where=f"job {job.id}", fix="stop it first, or wait for it to end")
+    if not (Path(job.run_dir) / RECIPE).exists():
+        raise StudioError("this run never started, so there is nothing to resume", where=job.run_dir, fix="start it again")
+    visible = visible_gpus()
+    if job.gpus and job.gpus > max(visible, 1):
+        raise StudioError(f"job #{job.id} trained on {job.gpus} GPUs, but this machine has {visible} visible now", where=job.run_dir,
+                          fix=f"resume it where {job.gpus} GPUs are visible (check CUDA_VISIBLE_DEVICES)")
+    return ctx.queue.enqueue(job.user, None, job.run_dir, kind="resume", gpus=job.gpus)

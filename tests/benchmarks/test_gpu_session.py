@@ -1,0 +1,96 @@
+"""benchmarks/gpu_session.py: the one-command GPU session, exercised on the CPU with --smoke."""
+
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "gpu_session.py"
+
+
+def _session(tmp_path, *args, timeout=240):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONSAFEPATH": "1"}
+    env.pop("TRITON_INTERPRET", None)  # the session sets it for its own stages under --smoke
+    done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--wheels", str(tmp_path / "no-wheels"), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return done, tmp_path / "out"
+
+
+def _stage_rows(summary: str) -> dict:
+    """{stage: status} from summary.md's table."""
+    rows = [line.strip("|").split("|") for line in summary.splitlines() if line.startswith("| ") and not line.startswith("| stage")]
+    return {cells[0].strip(): cells[1].strip() for cells in rows}
+
+
+@pytest.mark.slow
+def test_smoke_session_runs_its_stages_and_packs_the_results(tmp_path):
+    done, out = _session(tmp_path, "--smoke", "--stages", "preflight,fused_ce,gpu-tests,nf4-matmul")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["results.tar.gz", "session.log", "summary.md"]
+    summary = (out / "summary.md").read_text()
+    rows = _stage_rows(summary)
+    assert rows == {"preflight": "ok", "gpu-tests": "skipped (GPU only)", "nf4-matmul": "ok", "fused_ce": "ok"}
+    # the benchmark's target verdicts are repeated under its stage (at smoke shapes they are meaningless FAILs)
+    verdicts = summary.split("## fused_ce", 1)[1]
+    assert verdicts.count("\n- ") >= 4 and "speed_vs_torch_bf16" in verdicts
+    log = (out / "session.log").read_text()
+    assert "studio_kernels (project)" in log and "device: none" in log  # the preflight's import check ran
+    # the matmul benchmark's measured dispatch threshold is handed to the stages after it
+    assert "(later stages dispatch with STUDIO_NF4_LARGE_M=" in log
+    with tarfile.open(out / "results.tar.gz") as tar:
+        names = tar.getnames()
+    assert any(n.startswith("results/fused_ce-smoke") and n.endswith(".json") for n in names), names
+    assert any(n.startswith("results/fused_ce-smoke") and n.endswith(".md") for n in names), names
+    assert any(n.startswith("results/nf4-smoke") and n.endswith(".json") for n in names), names
+
+
+def test_stages_that_do_not_fit_the_budget_are_skipped_and_said_so(tmp_path):
+    done, out = _session(tmp_path, "--smoke", "--budget-s", "5")
+    assert done.returncode == 0, done.stderr
+    rows = _stage_rows((out / "summary.md").read_text())
+    assert rows["preflight"].startswith("skipped (") and "needs 10" in rows["preflight"]
+    assert rows["nf4-matmul"].startswith("skipped (") and rows["gpu-tests"] == "skipped (GPU only)"
+
+
+def test_unknown_stage_is_refused_with_the_list(tmp_path):
+    done, out = _session(tmp_path, "--stages", "preflight,warp-drive")
+    assert done.returncode == 2
+    assert "unknown stage(s) warp-drive" in done.stderr and "preflight, gpu-tests, nf4" in done.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_without_cuda_the_session_stops_after_the_preflight(tmp_path):
+    done, out = _session(tmp_path)
+    assert done.returncode == 1
+    rows = _stage_rows((out / "summary.md").read_text())
+    assert list(rows) == ["preflight"] and rows["preflight"].startswith("failed")
+    assert "no CUDA device found" in (out / "session.log").read_text()
+
+
+def test_the_gpu_test_stage_names_every_file_with_gpu_tests():
+    """The stage collects named files only (see GPU_TEST_FILES); a GPU test in any other file would never run there."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_session
+
+    mark = re.compile(r"^\s*@?pytest\.mark\.gpu\b", re.M)  # a decorator, or an entry of a module's pytestmark list
+    marked = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py") if mark.search(p.read_text()))
+    assert marked and set(marked) <= set(gpu_session.GPU_TEST_FILES), marked
+
+
+def test_wheels_pip_refuses_end_the_session_with_a_summary(tmp_path):
+    """Wheels that do not install (another Python's, or broken) leave summary.md and the log, and exit 1."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "broken-1.0-py3-none-any.whl").write_bytes(b"not a zip file")
+    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path / "out"), "--wheels", str(wheels)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    rows = _stage_rows((tmp_path / "out" / "summary.md").read_text())
+    assert list(rows) == ["wheels"] and rows["wheels"].startswith("failed: pip could not install the 1 wheels")
+    assert (tmp_path / "out" / "results.tar.gz").exists()
