@@ -1,7 +1,7 @@
 """Every GPU check of the project in one command, inside a fixed time budget: tests on CUDA, then the benchmarks.
 
-    python benchmarks/gpu_session.py --out DIR [--budget-s 520] [--wheels .whl] [--stages a,b,...]
-    python benchmarks/gpu_session.py --smoke --out DIR      # the same plan on the CPU, tiny shapes (CI runs this)
+    python -m benchmarks.gpu_session --out DIR [--budget-s 520] [--wheels .whl] [--stages a,b,...]
+    python -m benchmarks.gpu_session --smoke --out DIR      # the same plan on the CPU, tiny shapes (CI runs this)
 
 A GPU is often lent for a few minutes only, on a machine that cannot download anything. This script is what
 such a session runs: it installs the project's pinned packages from carried wheels (benchmarks/gpu_wheels.sh
@@ -12,7 +12,10 @@ leaves what it measured. At the end DIR holds three files: session.log (everythi
 stage's status and time, and every target verdict the benchmarks printed) and results.tar.gz (the benchmarks'
 JSON and markdown and the test reports).
 
-Only the standard library is used here: the script must start before the wheels are installed.
+Each stage runs in its own process from the repository root, the benchmarks as `python -m benchmarks.<name>`.
+The project is used from this source tree, not installed: the stages find `studio` at the root and
+`studio_kernels` under kernels/ through PYTHONPATH. Only the standard library is used here: the script must
+start before the wheels are installed.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from pathlib import Path
 # What a stage prints that the summary repeats: the benchmarks' target verdicts and pytest's final count.
 VERDICT = re.compile(r"\b(pass|FAIL)\b|\b\d+ (passed|failed|errors?)\b")
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "benchmarks"
 
 # Required: what the kernels and the nf4 benchmark need. Optional: what only some stages need (bench_memory
 # imports trl, which imports datasets, which needs a recent pyarrow): a failure there costs those stages, not all.
@@ -57,7 +59,7 @@ if not torch.cuda.is_available():
 """
 
 
-GPU_TEST_FILES = ["tests/kernels/test_gpu.py", "tests/kernels/test_fused_ce.py"]
+GPU_TEST_FILES = ["kernels/tests/test_gpu.py", "kernels/tests/test_fused_ce.py"]
 
 
 @dataclass
@@ -91,12 +93,12 @@ def stages(smoke: bool, results: Path) -> list[Stage]:
               env={"STUDIO_KERNEL_AUTOTUNE": "0"}),
         # Matmul at the four Llama-3-8B shapes over M (proposes the dispatch threshold), then the 1B and 8B
         # training steps of the three methods, run with that threshold.
-        Stage("nf4-matmul", [py, str(BENCH / "bench_nf4.py"), "--skip-training", *smoke_flag, *out], 150, min_s=60),
-        Stage("nf4-training", [py, str(BENCH / "bench_nf4.py"), "--skip-matmul", *smoke_flag, *out], 150, min_s=60),
+        Stage("nf4-matmul", [py, "-m", "benchmarks.bench_nf4", "--skip-training", *smoke_flag, *out], 150, min_s=60),
+        Stage("nf4-training", [py, "-m", "benchmarks.bench_nf4", "--skip-matmul", *smoke_flag, *out], 150, min_s=60),
         # The 8B QLoRA target setting (batch 1, seq 2048), then estimate vs measured peak over the 1B grid.
-        Stage("memory-target", [py, str(BENCH / "bench_memory.py"), "--target", *smoke_flag, *out], 120, min_s=60),
-        Stage("memory", [py, str(BENCH / "bench_memory.py"), "--quick", *smoke_flag, *out], 150, min_s=60),
-        Stage("fused_ce", [py, str(BENCH / "bench_fused_ce.py"), "--quick", *smoke_flag, *out], 90),
+        Stage("memory-target", [py, "-m", "benchmarks.bench_memory", "--target", *smoke_flag, *out], 120, min_s=60),
+        Stage("memory", [py, "-m", "benchmarks.bench_memory", "--quick", *smoke_flag, *out], 150, min_s=60),
+        Stage("fused_ce", [py, "-m", "benchmarks.bench_fused_ce", "--quick", *smoke_flag, *out], 90),
     ]
 
 
@@ -117,23 +119,16 @@ def install_wheels(wheels: Path | None, log) -> Path | None:
     return target
 
 
-def project_path() -> Path:
-    """A folder that makes `studio` and `studio_kernels` importable without installing the project.
-
-    The repository root cannot go on sys.path itself: its kernels/ folder would shadow the PyPI package
-    `kernels` that bitsandbytes probes for, and studio_kernels is that folder under another name.
-    """
-    shim = Path(tempfile.mkdtemp(prefix="studio-src-"))
-    (shim / "studio").symlink_to(ROOT / "studio")
-    (shim / "studio_kernels").symlink_to(ROOT / "kernels")
-    return shim
-
-
 def stage_environment(site: Path | None, smoke: bool) -> dict:
-    """The environment every stage runs in: offline, the wheels and the project first on the path."""
+    """The environment every stage runs in: offline, with the wheels, then the project's source tree, first on the path.
+
+    The GPU machine installs only the carried wheels, so the project's two packages come from this checkout:
+    `studio` from the repository root (which also makes `benchmarks` importable) and `studio_kernels`
+    from kernels/.
+    """
     env = dict(os.environ)
-    paths = [str(p) for p in (site, project_path()) if p] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    env.update(PYTHONPATH=os.pathsep.join(paths), PYTHONSAFEPATH="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
+    paths = [str(p) for p in (site, ROOT, ROOT / "kernels") if p] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    env.update(PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
                HF_HUB_DISABLE_TELEMETRY="1", TOKENIZERS_PARALLELISM="false")
     if smoke:
         env["TRITON_INTERPRET"] = "1"
