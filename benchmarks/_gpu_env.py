@@ -161,11 +161,6 @@ def first_and_mean_step(step: Callable[[], object], steps: int, warmup: int = 2,
     return first, (time.perf_counter() - start) / steps
 
 
-def timed_steps(step: Callable[[], object], steps: int, warmup: int = 2, device: str = "cuda") -> float:
-    """Mean seconds of one step() over `steps` timed calls, after `warmup` untimed ones (see first_and_mean_step)."""
-    return first_and_mean_step(step, steps, max(warmup, 1), device)[1]
-
-
 class Results:
     """One benchmark run's results file, rewritten after every measurement so a killed run keeps what it measured.
 

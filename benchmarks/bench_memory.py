@@ -1,4 +1,4 @@
-"""Measured peak GPU memory and step time vs `studio.memory.estimate`, on random 1B- and 8B-shaped Llama models.
+"""Measured peak GPU memory and step time vs `studio.memory.formula.estimate`, trained through the studio's trainer.
 
     python -m benchmarks.bench_memory            # 1B and 8B shapes, the full grid (tens of minutes)
     python -m benchmarks.bench_memory --quick    # 1B shape, a few cases
@@ -6,23 +6,27 @@
     python -m benchmarks.bench_memory --smoke    # every code path on the CPU, a tiny shape (no GPU needed)
 
 For each model shape it writes a random-weight model directory (save_pretrained of a from_config model,
-safetensors, with a word-level tokenizer over the full vocabulary; nothing is downloaded) and loads it
-with `studio.models.load_for_training`, exactly as training does, once per method: bf16 LoRA, QLoRA on
-the studio kernels, QLoRA on bitsandbytes (LoRA r=16, alpha 32, all seven projections). Then, per case
-(batch size, sequence length, gradient checkpointing, packing, offload, loss, embedding table on the CPU), it runs AdamW steps and
-reads torch.cuda.max_memory_allocated / max_memory_reserved over the timed steps, the mean step time,
+safetensors, with a word-level tokenizer over the full vocabulary; nothing is downloaded). Each case
+(batch size, sequence length, gradient checkpointing, packing, activation offload, loss, embedding table on
+the CPU) of each method (bf16 LoRA, QLoRA on the studio kernels, QLoRA on bitsandbytes; LoRA r=16, alpha 32,
+all seven projections) is then trained the way `studio train` trains it: the case's recipe,
+`studio.modeling.loading.load_for_training`, the adapter dtype of `studio.training.arguments`, and
+`studio.training.sft.build_trainer` (trl's SFTTrainer with the studio's callbacks) on a synthetic dataset of
+the case's shape, every token trained, for a few `max_steps`. Around `trainer.train()` a callback reads
+torch.cuda.max_memory_allocated / max_memory_reserved over the steps after the warm-up, their mean time,
 and the CUDA context (driver-used memory minus torch's reserved). Beside each measurement it writes the
 estimate for the same recipe (`allocated_gib`, `reserved_gib`) and the relative error; the issue's bar is
-within 10% of max_memory_allocated.
+within 10% of max_memory_allocated. Each row says which path was measured ("path": "trainer").
 
-Losses: "full" is the model's own loss over full logits, "chunked" trl's fused LM head (what SFTTrainer
-runs), "fused" the studio kernel (`train.fused_loss`). Offload wraps forward and backward in trl's
-activation-offloading context, as SFTTrainer does for `train.offload_activations`. Packing feeds rows of
-several examples with position ids restarting per example (same tokens per row, so the same memory).
+Losses are what the trainer runs: "chunked" is trl's fused LM head (SFTTrainer's own loss), "fused" the
+studio kernel (`train.fused_loss`). Offload is the trainer's activation offloading
+(`train.offload_activations`). Packed cases feed examples a quarter of the row long, which the trainer packs
+four to a row (same tokens per row, so the same memory).
 
---smoke runs every case kind and method on the CPU at a tiny shape (Triton kernels in the interpreter):
-memory is not measured there (the estimates still are), and activation offload, which needs a GPU, is
-skipped with its reason recorded in the row. It exists so that a GPU session never finds a crash.
+--smoke runs every case kind and method on the CPU at a tiny shape (Triton kernels in the interpreter, the
+model in float32 and mixed precision off, as the studio trains on the CPU): memory is not measured there
+(the estimates still are), and activation offload, which needs a GPU, is skipped with its reason recorded in
+the row. It exists so that a GPU session never finds a crash.
 
 Writes benchmarks/results/memory-<gpu>-<time>.json (rewritten after every row) and .md naming GPU, driver,
 CUDA, torch, triton, bitsandbytes. Without CUDA (and without --smoke) it exits with status 2 and one line on stderr.
@@ -31,13 +35,11 @@ CUDA, torch, triton, bitsandbytes. Without CUDA (and without --smoke) it exits w
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
-
-ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks._gpu_env import (
     NO_CUDA_EXIT,
@@ -45,9 +47,12 @@ from benchmarks._gpu_env import (
     cuda_missing,
     environment,
     free_memory,
+    reset_peak_memory,
     start_smoke,
-    timed_steps,
+    synchronize,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHAPES = {
     "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
@@ -75,13 +80,13 @@ def case(batch: int, seq: int, ckpt: bool = True, offload: bool = False, packing
 
 
 def cases(shape: str, quick: bool) -> list[dict]:
-    """The grid: (batch, seq, checkpointing, offload, packing, loss) per model shape."""
+    """The grid: (batch, seq, checkpointing, offload, packing, loss, embeddings on the CPU) per model shape."""
     if quick:
         grid = [case(1, 1024, ckpt=False), case(2, 1024), case(1, 2048, loss="fused"), case(1, 2048, loss="fused", emb=True)]
         return untied_only(shape, grid)
     grid = [case(b, s) for b in (1, 2, 4) for s in (512, 2048)]
     grid += [case(1, 1024, ckpt=False), case(2, 1024, ckpt=False)]
-    grid += [case(2, 2048, loss="full"), case(2, 2048, loss="fused"), case(2, 2048, packing=True),
+    grid += [case(2, 2048, loss="fused"), case(2, 2048, packing=True),
              case(1, 4096, offload=True), case(1, 4096), case(1, 4096, loss="fused", offload=True)]
     # The issue's 8B target setting (batch 1, seq 2048) with the input table on the CPU (train.offload_embeddings).
     grid += [case(1, 2048, loss="fused"), case(1, 2048, loss="fused", emb=True), case(2, 2048, loss="fused", emb=True)]
@@ -97,7 +102,7 @@ def target_cases() -> list[dict]:
 
 def smoke_cases() -> list[dict]:
     """Every case kind once at a tiny length: checkpointing on and off, packing, each loss, offload, embeddings on the CPU."""
-    return [case(1, 64, ckpt=False, loss="full"), case(2, 64), case(1, 64, packing=True), case(1, 64, loss="fused"),
+    return [case(1, 64, ckpt=False), case(2, 64), case(1, 64, packing=True), case(1, 64, loss="fused"),
             case(1, 64, offload=True), case(1, 64, loss="fused", offload=True), case(1, 64, loss="fused", emb=True)]
 
 
@@ -130,18 +135,24 @@ def write_model_dir(path: Path, shape: str, device: str = "cuda") -> Path:
     return path
 
 
-def make_recipe(model_dir: Path, method: str, c: dict, device: str = "cuda"):
-    """The training recipe of one (method, case): what is loaded, and what the estimate is asked about."""
+def make_recipe(model_dir: Path, method: str, c: dict, device: str = "cuda", max_steps: int | None = None):
+    """The training recipe of one (method, case): what is loaded and trained, and what the estimate is asked about.
+
+    bf16 on a GPU; float32 on the CPU, where the studio trains in it (and its trainer arguments turn mixed
+    precision off).
+    """
     from studio.config.validate import validate_recipe
 
     kind, backend = METHODS[method]
+    dtype = "bfloat16" if device == "cuda" else "float32"
     return validate_recipe({
-        "model": {"name": str(model_dir), "dtype": "bfloat16"}, "method": kind,
-        "quant": {"backend": backend if kind == "qlora" else "auto", "compute_dtype": "bfloat16"},
+        "model": {"name": str(model_dir), "dtype": dtype}, "method": kind,
+        "quant": {"backend": backend if kind == "qlora" else "auto", "compute_dtype": dtype},
         "lora": {"rank": 16, "alpha": 32, "targets": "all-linear"},
         "data": {"max_length": c["seq"], "packing": c["packing"]},
         "train": {"batch_size": c["batch"], "gradient_checkpointing": c["ckpt"], "offload_activations": c["offload"],
-                  "fused_loss": c["loss"] == "fused", "offload_embeddings": c.get("emb", False), "device": device},
+                  "fused_loss": c["loss"] == "fused", "offload_embeddings": c.get("emb", False), "device": device,
+                  "max_steps": max_steps},
     })
 
 
@@ -163,85 +174,81 @@ def measured_memory(device: str) -> dict:
             "context_gib": (total - free - torch.cuda.memory_reserved()) / GiB}
 
 
-def set_checkpointing(model, on: bool) -> None:
-    """Turn gradient checkpointing on or off for the next case, as load_for_training sets it for a recipe."""
-    base = model.get_base_model()
-    drop_input_grad_hooks(base)
-    if on:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if not input_grad_hooks(base):  # transformers 5 registers it in the enable itself, older versions do not
-            base.enable_input_require_grads()
-    else:
-        base.gradient_checkpointing_disable()
+def case_data(c: dict, vocab: int, rows: int):
+    """`rows` training rows of random tokens shaped for the case, every token trained, as build_data hands them over.
 
-
-def input_grad_hooks(base) -> list:
-    """The keys of the forward hooks that make the input embedding's output require grad."""
-    hooks = base.get_input_embeddings()._forward_hooks
-    return [key for key, hook in hooks.items() if getattr(hook, "__name__", "") == "make_inputs_require_grads"]
-
-
-def drop_input_grad_hooks(base) -> None:
-    """Remove every requires-grad hook from the input embedding.
-
-    Loading registers it three times (the checkpointing enable, load_for_training, peft) and transformers
-    can remove only the last. One left behind would make a case without checkpointing differentiate down to
-    the embedding output, keeping layer 0's norm intermediates alive, which training without it does not.
+    Packed cases get four examples a quarter of the row long for each row: the trainer packs them.
     """
-    hooks = base.get_input_embeddings()._forward_hooks
-    for key in input_grad_hooks(base):
-        del hooks[key]
+    import random
+
+    from studio.data import BuiltData, Encoded
+
+    per_row = 4 if c["packing"] else 1
+    rng = random.Random(0)
+    train = []
+    for i in range(rows * per_row):
+        ids = [rng.randrange(3, vocab) for _ in range(c["seq"] // per_row)]
+        train.append(Encoded(input_ids=ids, labels=list(ids), truncated=False, where=f"synthetic:{i}"))
+    return BuiltData(train=train, val=[], format="text")
 
 
-def batch_inputs(c: dict, vocab: int, device: str) -> dict:
-    """Random token ids (labels = inputs); packed cases restart positions four times per row."""
+def step_window(device: str, warmup: int):
+    """A trainer callback timing the steps after the first `warmup` and reading peak memory over them.
+
+    The peak counters are reset when step `warmup` ends, so autotuning, allocator growth and the optimizer's
+    state creation stay out of the window (as _gpu_env.first_and_mean_step does). It also cancels the
+    trainer's checkpoint saves: a save would put disk writes into the timed steps and cost a short GPU
+    session seconds after the last one.
+    """
+    from transformers import TrainerCallback
+
+    class StepWindow(TrainerCallback):
+        start = seconds = memory = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            control.should_save = False
+            if state.global_step == warmup:
+                synchronize(device)
+                reset_peak_memory(device)
+                self.start = time.perf_counter()
+            elif state.global_step == state.max_steps:
+                synchronize(device)
+                self.seconds = time.perf_counter() - self.start
+                self.memory = measured_memory(device)
+            return control
+
+    return StepWindow()
+
+
+def train_case(recipe, c: dict, steps: int, warmup: int, device: str, run_dir: Path) -> dict:
+    """Load and train one case as `studio train` does, for warmup + steps trainer steps; the timed steps' figures."""
     import torch
+    from transformers import set_seed
 
-    ids = torch.randint(3, vocab, (c["batch"], c["seq"]), device=device)
-    inputs = {"input_ids": ids, "labels": ids}
-    if c["packing"]:
-        per = c["seq"] // 4
-        inputs["position_ids"] = (torch.arange(c["seq"], device=device) % per).expand(c["batch"], -1)
-    return inputs
+    from studio.modeling.loading import load_for_training
+    from studio.training.arguments import adapter_dtype, set_adapter_dtype
+    from studio.training.sft import build_trainer
 
-
-def case_loss(model, inputs: dict, loss: str):
-    """The training loss the case's recipe would run: the model's own (full logits), trl's chunked head, or the studio kernel."""
-    if loss == "fused":
-        from studio.modeling.fused_loss import fused_causal_lm_loss
-
-        return fused_causal_lm_loss(model, inputs)
-    if loss == "chunked":
-        return model(**inputs, fused_lm_head=True).loss
-    return model(**inputs).loss
-
-
-def run_case(model, c: dict, steps: int, offload_ctx=None, device: str = "cuda", warmup: int = 2) -> dict:
-    """Mean step time and peak memory of `steps` AdamW steps after `warmup` warm-up steps."""
-    import torch
-
-    set_checkpointing(model, c["ckpt"])
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    inputs = batch_inputs(c, model.config.vocab_size, device)
-    offload = offload_ctx if c["offload"] else contextlib.nullcontext()
-
-    def step():
-        with offload:
-            case_loss(model, inputs, c["loss"]).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    step_s = timed_steps(step, steps, warmup=warmup, device=device)
-    out = {"step_ms": step_s * 1e3, "tokens_per_s": c["batch"] * c["seq"] / step_s, **measured_memory(device)}
-    del opt, inputs
-    return out
+    dev = torch.device(device)
+    set_seed(recipe.train.seed)
+    model, tokenizer, _ = load_for_training(recipe, dev)
+    data = case_data(c, model.config.vocab_size, c["batch"] * recipe.train.max_steps)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = build_trainer(recipe, model, tokenizer, data, run_dir, dev)
+    set_adapter_dtype(trainer.model, adapter_dtype(recipe, dev))  # as training does: after trl's cast, before the optimizer
+    window = step_window(device, warmup)
+    trainer.add_callback(window)
+    trainer.train()
+    step_s = window.seconds / steps
+    return {"path": "trainer", "run": run_dir.name, "global_step": trainer.state.global_step, "step_ms": step_s * 1e3,
+            "tokens_per_s": c["batch"] * c["seq"] / step_s, **window.memory}
 
 
-def with_estimate(row: dict, recipe, c: dict, device: str) -> dict:
+def with_estimate(row: dict, recipe, device: str) -> dict:
     """`row` plus the estimate for the same recipe, and the relative errors where memory was measured."""
     from studio.memory.formula import estimate
 
-    est = estimate(recipe, gpu_total_gib(device), loss=c["loss"])
+    est = estimate(recipe, gpu_total_gib(device))
     row = {**row, "estimate_allocated_gib": est["allocated_gib"], "estimate_reserved_gib": est["reserved_gib"],
            "estimate_peak_gib": est["peak_gib"], "estimate_breakdown": est["breakdown"]}
     if row.get("allocated_gib") is not None:
@@ -250,66 +257,36 @@ def with_estimate(row: dict, recipe, c: dict, device: str) -> dict:
     return row
 
 
-def bench(shape: str, method: str, model_dir: Path, grid: list[dict], steps: int, device: str = "cuda",
+def bench(shape: str, method: str, model_dir: Path, grid: list[dict], steps: int, runs_dir: Path, device: str = "cuda",
           record: Callable[[dict], None] = lambda row: None, warmup: int = 2) -> list[dict]:
-    """Every case of the grid for one shape and method; the model is loaded once per embedding placement."""
-    rows = []
-    for emb in (False, True):
-        group = [c for c in grid if c.get("emb", False) == emb]
-        if group:
-            rows += bench_loaded(shape, method, model_dir, group, steps, device, record, warmup)
-    return rows
+    """Every case of the grid for one shape and method, each loaded and trained afresh; record(row) after each.
 
-
-def offload_context(model):
-    """trl's activation-offloading context, made once per model as SFTTrainer does (it adds hooks to the head)."""
-    from trl.models import get_act_offloading_ctx_manager
-
-    return get_act_offloading_ctx_manager(model=model)
-
-
-def bench_loaded(shape: str, method: str, model_dir: Path, grid: list[dict], steps: int, device: str = "cuda",
-                 record: Callable[[dict], None] = lambda row: None, warmup: int = 2) -> list[dict]:
-    """The cases of `grid` (all with the same embedding placement) on one loaded model; record(row) after each."""
+    A fresh model per case, because loading applies the case's checkpointing and embedding placement and the
+    trainer patches the model it is given (trl's fused LM head, the offload hooks) once for good.
+    """
     import torch
-    from trl.trainer.utils import add_fused_lm_head
 
-    from studio.modeling.loading import load_for_training
-
-    free_memory(device)
-    model, _, _ = load_for_training(make_recipe(model_dir, method, grid[0], device), torch.device(device))
-    # trl's chunked head with the outputs SFTTrainer asks for (its is_top1 feeds the accuracy metric).
-    add_fused_lm_head(model.get_base_model(), outputs=("log_probs", "entropy", "is_top1"))
-    model.train()
     rows = []
-    offload_ctx = None
-    for c in grid:
+    for i, c in enumerate(grid):
         row = {"model": shape, "method": method, **c}
+        recipe = make_recipe(model_dir, method, c, device, max_steps=warmup + steps)
         if c["offload"] and device == "cpu":
             row["skipped"] = NO_OFFLOAD_ON_CPU
         else:
-            if c["offload"] and offload_ctx is None:
-                offload_ctx = offload_context(model)
             free_memory(device)
             try:
-                row.update(run_case(model, c, steps, offload_ctx, device, warmup))
+                row.update(train_case(recipe, c, steps, warmup, device, runs_dir / f"{shape}-{method}-{i:02d}"))
             except torch.OutOfMemoryError:
                 row["oom"] = True
-                # The failed step left gradients behind, and the offload context half a step of saved activations.
-                model.zero_grad(set_to_none=True)
-                offload_ctx = None
             except Exception as err:  # noqa: BLE001 - one broken case must not cost a short GPU session the rest of the grid
                 row["error"] = f"{type(err).__name__}: {err}"
-                model.zero_grad(set_to_none=True)
-                offload_ctx = None
-        row = with_estimate(row, make_recipe(model_dir, method, c, device), c, device)
+            free_memory(device)  # the case's model and trainer, and with them everything they allocated
+        row = with_estimate(row, recipe, device)
         rows.append(row)
         record(row)
         print(describe(row), flush=True)
         for line in eight_b_verdicts([row]):
             print(line, flush=True)  # at once: a session cut off later still has it
-    del model, offload_ctx
-    free_memory(device)
     return rows
 
 
@@ -336,8 +313,9 @@ def describe(r: dict) -> str:
 def markdown(env: dict, rows: list[dict]) -> str:
     """The results table, the share of cases within 10% of allocated, and the 8B target verdicts."""
     lines = [f"# Memory estimate vs measurement: {env['gpu']}", "", " | ".join(f"{k} {v}" for k, v in env.items()), "",
-             "Measured: torch.cuda.max_memory_allocated / max_memory_reserved over the timed steps. Estimate: "
-             "`studio.memory.estimate` for the same recipe. Error = estimate / measured - 1 (target: within 10% of allocated).", "",
+             "Measured: torch.cuda.max_memory_allocated / max_memory_reserved over the timed steps of `trainer.train()` "
+             "(studio.training.sft.build_trainer). Estimate: `studio.memory.formula.estimate` for the same recipe. "
+             "Error = estimate / measured - 1 (target: within 10% of allocated).", "",
              "| model | method | batch | seq | ckpt | offload | emb on CPU | packing | loss | step ms | tokens/s | allocated GiB | estimate | error | reserved GiB | estimate | error | context GiB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [table_row(r) for r in rows]
@@ -404,6 +382,8 @@ def table_row(r: dict) -> str:
 
 def main(argv=None) -> int:
     """Run the grid (or the smoke grid on the CPU) and write the results, saving after every row."""
+    from studio.env.logs import quiet_libraries
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the 1B shape and three cases per method")
     parser.add_argument("--target", action="store_true",
@@ -413,6 +393,7 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="*", choices=list(METHODS), help="default: all three; --target: the two QLoRA backends")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per case (default 3; --smoke: 1)")
     parser.add_argument("--models-dir", type=Path, help="where to keep the random model directories (default: a temporary folder)")
+    parser.add_argument("--runs-dir", type=Path, help="where to keep each case's run directory (metrics.jsonl; default: a temporary folder)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
 
@@ -422,6 +403,7 @@ def main(argv=None) -> int:
         return NO_CUDA_EXIT
     else:
         device = "cuda"
+    quiet_libraries()  # as `studio train` does
     env = environment(device, gpu_gib=True, bitsandbytes=True)
     results = Results(args.out, "memory-smoke" if args.smoke else "memory", env)
     print(" | ".join(f"{k} {v}" for k, v in env.items()), flush=True)
@@ -440,12 +422,13 @@ def main(argv=None) -> int:
         results.save(result())
 
     with tempfile.TemporaryDirectory() as tmp:
-        models_dir = args.models_dir or Path(tmp)
+        models_dir = args.models_dir or Path(tmp) / "models"
+        runs_dir = args.runs_dir or Path(tmp) / "runs"
         for shape in shapes:
             model_dir = write_model_dir(models_dir / shape, shape, device)
             grid = smoke_cases() if args.smoke else target_cases() if args.target else cases(shape, args.quick)
             for method in args.methods or ([m for m in METHODS if m.startswith("qlora")] if args.target else list(METHODS)):
-                bench(shape, method, model_dir, grid, steps, device, record, warmup)
+                bench(shape, method, model_dir, grid, steps, runs_dir, device, record, warmup)
     results.finish(result(), lambda: markdown(env, rows))
     for line in estimate_verdicts(rows):  # the 8B rows' verdicts were printed as they were measured
         print(line, flush=True)

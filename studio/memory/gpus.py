@@ -41,11 +41,11 @@ GPUS: dict[str, float] = {
 }
 # Pre-Ampere cards hold bf16 tensors but only emulate bf16 math: "auto" trains them in fp16 (with an fp32
 # adapter), which the estimate must count (studio.modeling.loading.pick_dtype makes the same choice).
-NO_NATIVE_BF16 = ("T4", "V100-16GB", "V100-32GB")
+NO_NATIVE_BF16 = ("T4", "V100")  # name prefixes: "V100-32GB", "Tesla V100-SXM2-16GB", "Tesla T4"
 
 
 def _norm(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower().replace("nvidia", "").replace("geforce", ""))
+    return re.sub(r"[^a-z0-9]", "", name.lower().replace("nvidia", "").replace("geforce", "").replace("tesla", ""))
 
 
 def parse_gpu(gpu: float | int | str) -> float:
@@ -117,5 +117,5 @@ def computes_bf16(gpu: float | int | str | None = None) -> bool:
             return True
         return not torch.cuda.is_available() or torch.cuda.is_bf16_supported(including_emulation=False)
     if isinstance(gpu, str):
-        return _norm(gpu) not in {_norm(n) for n in NO_NATIVE_BF16} and not _norm(gpu).startswith(("t4", "v100"))
+        return not _norm(gpu).startswith(tuple(_norm(n) for n in NO_NATIVE_BF16))
     return True
