@@ -1,6 +1,5 @@
-"""benchmarks/bench_memory.py: its --smoke run covers every method and case on the CPU; without CUDA it refuses."""
+"""benchmarks.bench_memory: its --smoke run trains every method and case through the studio's trainer on the CPU; without CUDA it refuses."""
 
-import importlib
 import json
 import math
 import os
@@ -11,35 +10,39 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks import bench_memory as bench
+
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "bench_memory.py"
-
-
-def bench_memory():
-    """The benchmark module, imported as `benchmarks.bench_memory` without leaving the repository root on sys.path
-    (its kernels/ folder would shadow the PyPI package `kernels` for the rest of the session)."""
-    sys.path.insert(0, str(ROOT))
-    try:
-        return importlib.import_module("benchmarks.bench_memory")
-    finally:
-        sys.path.remove(str(ROOT))
 
 
 def run_script(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """The script as a GPU session would start it, offline and with the Triton interpreter."""
-    env = {**os.environ, "TRITON_INTERPRET": "1", "HF_HUB_OFFLINE": "1", "PYTHONSAFEPATH": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    """The benchmark as a GPU session starts it (a module run from the repository root), offline and with the Triton interpreter."""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    return subprocess.run([sys.executable, "-m", "benchmarks.bench_memory", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def case_key(row: dict) -> tuple:
     return (row["method"], row["batch"], row["seq"], row["ckpt"], row["offload"], row["packing"], row["loss"], row["emb"])
 
 
+def assert_trained_through_the_trainer(row: dict, runs: Path) -> None:
+    """The row was measured by `trainer.train()`: its run directory holds the metrics.jsonl that the studio's
+    MetricsCallback writes on every logged trainer step, one line per step (warm-up and timed, 1 + 1 in a smoke
+    run) with a finite loss over exactly the case's batch x seq tokens per step, and no checkpoint."""
+    assert row["path"] == "trainer" and row["global_step"] == 2
+    run = runs / row["run"]
+    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [s for s in steps if "train_loss" in s]  # the trainer's end-of-run summary line has none
+    assert [s["step"] for s in steps] == [1, 2], steps
+    assert all(math.isfinite(s["train_loss"]) for s in steps)
+    assert [s["tokens"] for s in steps] == [row["batch"] * row["seq"] * k for k in (1, 2)], steps
+    assert not list(run.glob("checkpoints/checkpoint-*"))
+
+
 @pytest.mark.slow
 def test_smoke_run_writes_every_method_and_case_with_its_estimate(tmp_path):
-    """About 35 s on 2 cores: three model loads per method, the studio kernels in the Triton interpreter."""
-    bench = bench_memory()
-    done = run_script("--smoke", "--out", str(tmp_path))
+    """About 25 s on 2 cores: a model load and a trainer per case, the studio kernels in the Triton interpreter."""
+    done = run_script("--smoke", "--out", str(tmp_path), "--runs-dir", str(tmp_path / "runs"))
     assert done.returncode == 0, done.stderr[-4000:]
 
     jsons, mds = list(tmp_path.glob("memory-smoke-*.json")), list(tmp_path.glob("memory-smoke-*.md"))
@@ -53,16 +56,17 @@ def test_smoke_run_writes_every_method_and_case_with_its_estimate(tmp_path):
     assert sorted(case_key(r) for r in rows) == sorted(expected)
     # Every case kind is in the smoke grid, so no code path waits for a GPU to be tried.
     grid = bench.smoke_cases()
-    assert {c["loss"] for c in grid} == {"full", "chunked", "fused"} and {c["ckpt"] for c in grid} == {True, False}
+    assert {c["loss"] for c in grid} == {"chunked", "fused"} and {c["ckpt"] for c in grid} == {True, False}
     assert any(c["packing"] for c in grid) and any(c["offload"] for c in grid) and any(c["emb"] for c in grid)
 
     for r in rows:
         assert r["estimate_allocated_gib"] > 0 and r["estimate_reserved_gib"] > 0 and r["estimate_breakdown"]
-        assert "error_allocated" not in r and not r.get("oom")
+        assert "error_allocated" not in r and not r.get("oom") and not r.get("error")
         if r["offload"]:  # trl's activation offload needs a GPU: skipped, with the reason in the row
-            assert "needs a GPU" in r["skipped"] and "step_ms" not in r
+            assert "needs a GPU" in r["skipped"] and "step_ms" not in r and "path" not in r
         else:
             assert math.isfinite(r["step_ms"]) and r["step_ms"] > 0 and r["allocated_gib"] is None
+            assert_trained_through_the_trainer(r, tmp_path / "runs")
 
     md = mds[0].read_text()
     assert "not measured" in md and "Skipped: activation offload needs a GPU" in md
@@ -70,12 +74,11 @@ def test_smoke_run_writes_every_method_and_case_with_its_estimate(tmp_path):
 
 
 def test_bench_memory_refuses_without_cuda_and_reports_errors():
-    bench = bench_memory()
     if not torch.cuda.is_available():
         done = run_script("--quick", timeout=120)
         assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "no CUDA device" in done.stderr
     grid = bench.cases("llama-8b", quick=False)
-    assert {c["loss"] for c in grid} == {"full", "chunked", "fused"} and any(c["offload"] for c in grid) and any(c["packing"] for c in grid)
+    assert {c["loss"] for c in grid} == {"chunked", "fused"} and any(c["offload"] for c in grid) and any(c["packing"] for c in grid)
     assert any(not c["ckpt"] for c in grid) and all(c["batch"] * c["seq"] <= 8192 for c in grid)
     r = bench.make_recipe(Path("/models/x"), "qlora-bnb", grid[0])
     assert (r.method, r.quant.backend, r.train.batch_size, r.data.max_length) == ("qlora", "bitsandbytes", grid[0]["batch"], grid[0]["seq"])
@@ -87,7 +90,6 @@ def test_bench_memory_refuses_without_cuda_and_reports_errors():
 
 def test_target_verdicts_and_a_failed_case_in_the_report():
     """The printed pass/FAIL lines a GPU session summarises, and a case that raised reported without the rest lost."""
-    bench = bench_memory()
     assert bench.target_cases() == [bench.case(1, 2048, loss="fused"), bench.case(1, 2048, loss="fused", emb=True)]
     measured = {"step_ms": 900.0, "tokens_per_s": 2275.0, "reserved_gib": 7.0, "context_gib": 0.5,
                 "estimate_reserved_gib": 7.1, "error_reserved": 0.01}

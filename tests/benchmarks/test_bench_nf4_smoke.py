@@ -1,4 +1,4 @@
-"""benchmarks/bench_nf4.py off the GPU: its --smoke run end to end, a cut-off run's partial results, the GPU formatting.
+"""benchmarks.bench_nf4 off the GPU: its --smoke run end to end, a cut-off run's partial results, the GPU formatting.
 
 The benchmark only ever measures on a GPU, where a session has minutes; these tests make sure it gets there
 without a typo, a shape mistake or a formatting crash in any of its code paths.
@@ -14,25 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks import bench_nf4 as bench
+
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "bench_nf4.py"
 IMPLEMENTATIONS = ["fwd_bf16", "fwd_fused", "fwd_dequant", "fwd_bnb", "bwd_bf16", "bwd_fused", "bwd_dequant", "bwd_bnb"]
 RATIOS = [f"{kind}_speed_vs_{base}" for kind in ("fwd", "bwd") for base in ("bf16_fused", "bf16_best", "bnb_best")]
 
 
-def bench_module():
-    """benchmarks.bench_nf4, imported as the package module (its own imports are cheap: torch only)."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    from benchmarks import bench_nf4
-
-    return bench_nf4
-
-
 def run_script(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """The script as gpu_session.py runs it: offline, and with PYTHONSAFEPATH so no folder is put on sys.path."""
-    env = dict(os.environ, TRITON_INTERPRET="1", HF_HUB_OFFLINE="1", PYTHONSAFEPATH="1")
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    """The benchmark as gpu_session.py runs it: a module run from the repository root, offline."""
+    env = dict(os.environ, TRITON_INTERPRET="1", HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "benchmarks.bench_nf4", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def positive(x) -> bool:
@@ -42,7 +34,6 @@ def positive(x) -> bool:
 @pytest.mark.slow
 def test_smoke_run_measures_every_row_and_writes_complete_results(tmp_path):
     """About 30 s on 2 cores: every matmul implementation at every (shape, M), the three training methods, the targets."""
-    bench = bench_module()
     done = run_script("--smoke", "--out", str(tmp_path))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     jsons, mds = list(tmp_path.glob("*.json")), list(tmp_path.glob("*.md"))
@@ -85,7 +76,6 @@ def test_a_run_cut_off_during_training_keeps_what_it_measured(tmp_path, monkeypa
     """The JSON is rewritten after every row: stopped in its third training row, it holds the rows before, marked incomplete."""
     if os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("runs the kernels in this process, which needs the interpreter chosen before studio_kernels is imported")
-    bench = bench_module()
     monkeypatch.setattr(bench, "SMOKE_SHAPES", [(96, 160)])
     monkeypatch.setattr(bench, "SMOKE_MS", [17])
     canned = iter([{"model": "tiny", "method": "bf16_lora", "seq": 64, "step_ms": 10.0, "peak_gib": None},
@@ -115,7 +105,6 @@ def test_a_run_cut_off_during_training_keeps_what_it_measured(tmp_path, monkeypa
 
 def test_gpu_results_are_judged_and_formatted():
     """What only a GPU run produces: the real M thresholds, measured peak memory, passes and failures."""
-    bench = bench_module()
     plan = bench.plan_for(bench.parse_args([]))
     assert (plan.shapes, plan.ms, plan.models, plan.seq, plan.steps) == (bench.SHAPES, bench.MS, ["llama-1b", "llama-8b"], 2048, 5)
     quick = bench.plan_for(bench.parse_args(["--quick", "--seq", "1024"]))
@@ -153,7 +142,6 @@ def test_record_dispatch_writes_a_gpu_runs_threshold_and_refuses_a_smoke_run(tmp
     """--record-dispatch copies a GPU run's measured crossover into the kernels' table; a smoke run's numbers never get there."""
     import studio_kernels.dispatch as dispatch
 
-    bench = bench_module()
     table = tmp_path / "dispatch.json"
     monkeypatch.setattr(dispatch, "TABLE", table)
     gpu_run = tmp_path / "nf4-NVIDIA_H200-1.json"
@@ -170,7 +158,6 @@ def test_record_dispatch_writes_a_gpu_runs_threshold_and_refuses_a_smoke_run(tmp
 
 def test_dispatch_proposal_from_rows():
     """Forward and input gradient at every shape must agree before "auto" leaves the fused kernel."""
-    bench = bench_module()
 
     def row(m, fused, dequant, bwd_dequant=None):
         ms = {"fwd_fused": fused, "fwd_dequant": dequant, "bwd_fused": fused, "bwd_dequant": bwd_dequant or dequant}

@@ -1,4 +1,4 @@
-"""benchmarks/gpu_session.py: the one-command GPU session, exercised on the CPU with --smoke."""
+"""benchmarks.gpu_session: the one-command GPU session, exercised on the CPU with --smoke."""
 
 import os
 import re
@@ -10,14 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks import gpu_session
+
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "gpu_session.py"
+SESSION = [sys.executable, "-m", "benchmarks.gpu_session"]
 
 
 def _session(tmp_path, *args, timeout=240):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONSAFEPATH": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("TRITON_INTERPRET", None)  # the session sets it for its own stages under --smoke
-    done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--wheels", str(tmp_path / "no-wheels"), *args],
+    done = subprocess.run([*SESSION, "--out", str(tmp_path / "out"), "--wheels", str(tmp_path / "no-wheels"), *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     return done, tmp_path / "out"
 
@@ -43,6 +45,7 @@ def test_smoke_session_runs_its_stages_and_packs_the_results(tmp_path):
     assert "studio_kernels (project)" in log and "device: none" in log  # the preflight's import check ran
     # the matmul benchmark's measured dispatch threshold is handed to the stages after it
     assert "(later stages dispatch with STUDIO_NF4_LARGE_M=" in log
+    assert f"===== nf4-matmul: {sys.executable} -m benchmarks.bench_nf4 --skip-training --smoke" in log  # run as a module
     with tarfile.open(out / "results.tar.gz") as tar:
         names = tar.getnames()
     assert any(n.startswith("results/fused_ce-smoke") and n.endswith(".json") for n in names), names
@@ -74,13 +77,28 @@ def test_without_cuda_the_session_stops_after_the_preflight(tmp_path):
 
 
 def test_the_gpu_test_stage_names_every_file_with_gpu_tests():
-    """The stage collects named files only (see GPU_TEST_FILES); a GPU test in any other file would never run there."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import gpu_session
+    """The stage collects named files only (see GPU_TEST_FILES); a GPU test in any other file would never run there.
 
+    Every folder pytest collects (the studio's tests/ and the kernels' kernels/tests/) is searched.
+    """
     mark = re.compile(r"^\s*@?pytest\.mark\.gpu\b", re.M)  # a decorator, or an entry of a module's pytestmark list
-    marked = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py") if mark.search(p.read_text()))
+    files = [p for folder in ("tests", "kernels/tests") for p in (ROOT / folder).rglob("test_*.py")]
+    marked = sorted(str(p.relative_to(ROOT)) for p in files if mark.search(p.read_text()))
     assert marked and set(marked) <= set(gpu_session.GPU_TEST_FILES), marked
+    assert all((ROOT / f).is_file() for f in gpu_session.GPU_TEST_FILES), gpu_session.GPU_TEST_FILES
+
+
+def test_stages_import_the_project_from_the_source_tree(tmp_path):
+    """The GPU machine installs only the wheels: the stages' path holds the repository root and kernels/.
+
+    `benchmarks` is installed nowhere, so importing it from another folder shows the root really is on the path.
+    """
+    env = gpu_session.stage_environment(None, smoke=True)
+    assert env["PYTHONPATH"].split(os.pathsep)[:2] == [str(ROOT), str(ROOT / "kernels")]
+    probe = "import benchmarks, studio, studio_kernels; print(benchmarks.__file__); print(studio_kernels.__file__)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(ROOT / "benchmarks" / "__init__.py"), str(ROOT / "kernels" / "studio_kernels" / "__init__.py")]
 
 
 def test_wheels_pip_refuses_end_the_session_with_a_summary(tmp_path):
@@ -88,7 +106,7 @@ def test_wheels_pip_refuses_end_the_session_with_a_summary(tmp_path):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     (wheels / "broken-1.0-py3-none-any.whl").write_bytes(b"not a zip file")
-    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path / "out"), "--wheels", str(wheels)],
+    done = subprocess.run([*SESSION, "--smoke", "--out", str(tmp_path / "out"), "--wheels", str(wheels)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     rows = _stage_rows((tmp_path / "out" / "summary.md").read_text())
