@@ -79,8 +79,8 @@ def export(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from studio.export.merge import merge, merged_dir
     from studio.env.logs import quiet_libraries
+    from studio.export.merge import merge, merged_dir
 
     started = time.monotonic()
     if fmt not in FORMATS:

@@ -1,6 +1,6 @@
 """Load the base model and tokenizer, quantize it for QLoRA, and attach LoRA adapters with peft.
 
-Adapters are standard peft adapters: `PeftModel.from_pretrained(base, run_dir / "adapter")` loads them
+Adapters are standard peft adapters: `PeftModel.from_pretrained(base, RUN_DIR/adapter)` loads them
 without this project. Weights load from safetensors only; remote code runs only if the recipe allows it.
 """
 

@@ -11,7 +11,7 @@ Every name in it is a constant here, used by every module that reads or writes t
     summary.json    how training ended
     README.md       the model card
     eval.json       `studio eval`;  merge.json + merged/: `studio merge`;  export.json: `studio export`;
-    reproduce.json  `studio reproduce`
+    reproduce.json  `studio reproduce`;  accelerate.yaml: a distributed run's launcher config
 
 Every file is written atomically (temp file, fsync, rename), so a crash never leaves a half-written
 file that a later step would read as valid.
@@ -41,6 +41,7 @@ EXPORT = "export.json"
 EXPORTS = "export"  # folder of GGUF files (`studio export --format gguf`)
 OLLAMA = "ollama"  # folder of model.gguf + Modelfile (`studio export --format ollama`)
 REPRODUCE = "reproduce.json"
+ACCELERATE = "accelerate.yaml"  # a distributed run's accelerate config (machine N > 0: accelerate-machine-N.yaml)
 
 
 def write_atomic(path: Path, text: str) -> None:

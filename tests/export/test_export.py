@@ -19,9 +19,9 @@ from studio.cli.parser import add_export_parser
 from studio.errors import StudioError
 from studio.export import gguf as export_gguf
 from studio.export.exporter import export
+from studio.export.formats import THRESHOLDS
 from studio.export.gguf import llama_rotary_reorder
 from studio.export.ollama import CHATML, LLAMA3, modelfile_text, recognise_template
-from studio.export.formats import THRESHOLDS
 
 # llama, qwen2 and mistral load back with transformers' stock GGUF reader; gemma3 loads too, with the
 # attention scale and layer pattern the reader skips filled from the file (see studio/export.py).

@@ -99,15 +99,15 @@ def test_accelerate_config_for_ddp_fsdp_and_two_machines(tiny_llama_dir, tiny_da
     from studio.training.distributed import accelerate_config
 
     ddp = load_recipe(recipe_dict(tiny_llama_dir, tiny_data, tmp_path, distributed={"strategy": "ddp", "num_processes": 4}))
-    config = accelerate_config(ddp, cuda=True)
+    config = accelerate_config(ddp)
     assert config["distributed_type"] == "MULTI_GPU" and config["num_processes"] == 4 and config["use_cpu"] is False
     assert "fsdp_config" not in config
     fsdp = load_recipe(recipe_dict(tiny_llama_dir, tiny_data, tmp_path, distributed={"strategy": "fsdp", "num_processes": 2}))
-    config = accelerate_config(fsdp, cuda=True)
+    config = accelerate_config(fsdp)
     assert config["distributed_type"] == "FSDP" and config["fsdp_config"]["fsdp_version"] == 2
     two = load_recipe(recipe_dict(tiny_llama_dir, tiny_data, tmp_path, distributed={
         "strategy": "ddp", "num_processes": 8, "num_machines": 2, "machine_rank": 1, "main_process_ip": "10.0.0.1", "main_process_port": 29600}))
-    config = accelerate_config(two, cuda=True)
+    config = accelerate_config(two)
     # accelerate counts processes over all machines and starts num_processes / num_machines per machine.
     assert (config["num_processes"], config["num_machines"], config["machine_rank"]) == (16, 2, 1)
     assert (config["main_process_ip"], config["main_process_port"]) == ("10.0.0.1", 29600)

@@ -28,6 +28,9 @@ overwrites it with scale * (exp(z - lse) - [col == label]) (times dz/dlogit = 1 
 soft-capping). All arithmetic is fp32 whatever the logits dtype; a row is touched 3 times
 (read, read, write), so the kernel is memory-bound and a few percent of the two matmuls.
 The matmuls stay cuBLAS: they are where the FLOPs are.
+
+Why one file of about 400 lines: it is one op, and the kernel anatomy keeps the kernel, its launcher,
+the chunk loop, the autograd Function and the plain-torch reference together.
 """
 
 from __future__ import annotations

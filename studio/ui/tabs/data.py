@@ -127,7 +127,10 @@ def inspect(path: str, fmt: str, columns_text: str, raw: dict | None, sample: in
     """Summary markdown, warnings markdown, sample HTML and histogram SVG for a dataset under the form's recipe."""
     if raw is None:
         raise StudioError("the recipe has errors", where="Recipe tab", fix="fix the recipe first: the sample is rendered with its model and template")
-    columns = yaml.safe_load(columns_text) if columns_text and columns_text.strip() else {}
+    try:
+        columns = yaml.safe_load(columns_text) if columns_text and columns_text.strip() else {}
+    except yaml.YAMLError as exc:
+        raise StudioError(f"data.columns is not a YAML mapping: {str(exc).splitlines()[0]}", where="data.columns", fix="write it as {instruction: question, output: answer}") from None
     data = {**raw["data"], "path": path, "format": fmt, "columns": columns or {}}
     recipe = validate_recipe({**raw, "data": data}, where="Data tab")
     rows = read_rows(path)
@@ -229,10 +232,7 @@ def build(ctx: Context, recipe: dict) -> None:
 
     @shows_errors
     def on_inspect(p, f, c, raw, s, request: gr.Request):
-        try:
-            return inspect(check_pick(ctx, request, p), f, c, raw, s)
-        except yaml.YAMLError as exc:
-            raise gr.Error(f"data.columns is not a YAML mapping: {exc}") from None
+        return inspect(check_pick(ctx, request, p), f, c, raw, s)
 
     def on_apply(p, f, c):
         return p, f, c
@@ -245,11 +245,8 @@ def build(ctx: Context, recipe: dict) -> None:
     @shows_errors
     def api_inspect_data(path: str, recipe_yaml: str = "", data_format: str = "auto", columns: str = "", sample: int = 0, request: gr.Request = None) -> dict:
         """Inspect a dataset under a recipe given as YAML text: summary, warnings, the sample's HTML and the histogram SVG."""
-        try:
-            raw = recipe_data(recipe_yaml, where="inspect_data")
-            summary, warns, sample_html, svg = inspect(check_pick(ctx, request, path), data_format, columns, raw, sample)
-        except yaml.YAMLError as exc:
-            raise gr.Error(f"columns is not a YAML mapping: {exc}") from None
+        raw = recipe_data(recipe_yaml, where="inspect_data")
+        summary, warns, sample_html, svg = inspect(check_pick(ctx, request, path), data_format, columns, raw, sample)
         return {"summary": summary, "warnings": warns, "sample_html": sample_html, "histogram_svg": svg}
 
     gr.api(api_inspect_data, api_name="inspect_data")

@@ -51,12 +51,6 @@ def make_widget(spec: FieldSpec):
     return gr.Textbox(max_lines=1, **common)
 
 
-def check_form(raw: dict) -> tuple[Recipe | None, str]:
-    """Validate form data: the Recipe and an empty message, or None and the StudioError text."""
-    recipe, error = check_form_error(raw)
-    return recipe, error.format() if error else ""
-
-
 def check_form_error(raw: dict) -> tuple[Recipe | None, StudioError | None]:
     """Validate form data: the Recipe and None, or None and the StudioError."""
     try:
@@ -299,4 +293,4 @@ def format_estimate(result: dict) -> str:
     )
 
 
-__all__ = ["api_estimate_memory", "api_list_recipes", "api_validate", "build", "check_form", "format_estimate", "make_widget", "preview", "to_widget"]
+__all__ = ["api_estimate_memory", "api_list_recipes", "api_validate", "build", "format_estimate", "make_widget", "preview", "to_widget"]
