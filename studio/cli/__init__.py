@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `studio` console script; returns the exit status."""
     from studio.cli.commands import COMMANDS
     from studio.cli.parser import build_parser
-    from studio.env.logs import quiet_libraries
+    from studio.modeling.quiet import quiet_libraries
 
     quiet_libraries()
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

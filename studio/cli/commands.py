@@ -74,9 +74,9 @@ def cmd_validate(args) -> int:
 
 def cmd_recipes(args) -> int:
     """`studio recipes`: the shipped recipes with their model, method and estimated peak memory."""
-    from studio.config.shipped import recipe_table
+    from studio.memory.fit import shipped_estimates
 
-    rows = recipe_table(args.gpu)
+    rows = shipped_estimates(args.gpu)
     _emit(args, {"gpu": args.gpu, "recipes": rows}, fmt.recipe_table(rows, args.gpu))
     return 0
 

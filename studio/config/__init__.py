@@ -6,4 +6,5 @@
     yaml_text.py   safe YAML reading (line index, no aliases) and dump_recipe
     walker.py      one walk over the schema for the CLI help and the UI form
     shipped.py     the shipped recipes and example datasets (package data)
+    home.py        where the studio keeps its files ($STUDIO_HOME)
 """

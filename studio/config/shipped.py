@@ -52,20 +52,6 @@ def find_recipe(source: str | Path) -> Path:
     return shipped_recipe(str(source)) or path
 
 
-def recipe_table(gpu: str | float) -> list[dict]:
-    """Each shipped recipe's name, model, method and the estimator's peak GPU memory (and fit) on `gpu`."""
-    from studio.config.load import load_recipe
-    from studio.memory.formula import estimate
-
-    rows = []
-    for name in shipped_recipes():
-        recipe = load_recipe(recipes_dir() / f"{name}.yaml")
-        result = estimate(recipe, gpu)
-        rows.append({"name": name, "model": recipe.model.name, "method": recipe.method,
-                     "peak_gib": result["peak_gib"], "fits": result["fits"], "gpu_gib": result["gpu_gib"]})
-    return rows
-
-
 def not_found_fix() -> str:
     """The `fix` of a recipe that cannot be found: where to look and which names exist."""
     names = shipped_recipes()
@@ -73,4 +59,4 @@ def not_found_fix() -> str:
     return f"check the path, or name a shipped recipe ({shown}); `studio recipes` lists them all"
 
 
-__all__ = ["DEMO_RECIPE", "examples_dir", "find_recipe", "not_found_fix", "recipe_table", "recipes_dir", "shipped_recipe", "shipped_recipes"]
+__all__ = ["DEMO_RECIPE", "examples_dir", "find_recipe", "not_found_fix", "recipes_dir", "shipped_recipe", "shipped_recipes"]

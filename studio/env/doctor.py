@@ -201,7 +201,7 @@ def check_nf4_path() -> Check:
 
 def check_cache() -> Check:
     """The studio's home folder (converted models, UI state) and the free disk under it."""
-    from studio.env.home import studio_home
+    from studio.config.home import studio_home
 
     home = studio_home()
     probe = home

@@ -79,7 +79,7 @@ def export(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from studio.env.logs import quiet_libraries
+    from studio.modeling.quiet import quiet_libraries
     from studio.export.merge import merge, merged_dir
 
     started = time.monotonic()

@@ -46,7 +46,7 @@ def merge(run_dir: str | Path, out: str | Path | None = None, check: bool = True
     """Merge the adapter into the base, save it as safetensors with tokenizer and generation config, verify it."""
     from transformers import AutoModelForCausalLM
 
-    from studio.env.logs import quiet_libraries
+    from studio.modeling.quiet import quiet_libraries
     from studio.modeling.adapter import load_with_adapter
 
     run_dir, recipe = open_run(run_dir)

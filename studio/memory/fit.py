@@ -183,3 +183,18 @@ def fit_report(recipe: Recipe, gpu: float | str) -> dict:
         except StudioError as exc:
             report["auto_fit"], report["auto_fit_error"] = None, exc.what
     return report
+
+
+def shipped_estimates(gpu: float | str) -> list[dict]:
+    """Each shipped recipe's name, model, method and the estimator's peak GPU memory (and fit) on `gpu`:
+    what `studio recipes` lists."""
+    from studio.config.load import load_recipe
+    from studio.config.shipped import shipped_recipe, shipped_recipes
+
+    rows = []
+    for name in shipped_recipes():
+        recipe = load_recipe(shipped_recipe(name))
+        result = estimate(recipe, gpu)
+        rows.append({"name": name, "model": recipe.model.name, "method": recipe.method,
+                     "peak_gib": result["peak_gib"], "fits": result["fits"], "gpu_gib": result["gpu_gib"]})
+    return rows

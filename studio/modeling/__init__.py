@@ -6,4 +6,5 @@
     quant.py              the studio's NF4 backend: QuantLinear layers and peft's LoRA on them
     embedding_offload.py  the frozen input-embedding table kept in CPU memory
     fused_loss.py         the training loss through the fused linear + cross-entropy kernel
+    quiet.py              library chatter (notices, load bars) kept out of the studio's output
 """

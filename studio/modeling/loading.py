@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from studio.config.schema import Recipe
-from studio.env.logs import quiet_libraries
+from studio.modeling.quiet import quiet_libraries
 from studio.errors import StudioError
 from studio.modeling.source import resolve_model
 

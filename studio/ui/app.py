@@ -11,7 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio.env.home import studio_home
+from studio.config.home import studio_home
 from studio.errors import StudioError
 from studio.ui.accounts import LOCAL_HOSTS, Account, authenticator, load_accounts
 from studio.ui.context import MAX_UPLOAD_BYTES, Context

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -34,10 +35,16 @@ def run(*args, cwd, timeout=600, env=None) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory) -> dict[str, Path]:
-    """The two wheels, built from this checkout with the pinned setuptools (no build isolation, no download)."""
-    dist = tmp_path_factory.mktemp("dist")
+    """The two wheels, built from a copy of the files git tracks (or would) with the pinned setuptools (no build isolation,
+    no download). A copy, because an in-tree build reuses build/, where a deleted module would live on."""
+    source, dist = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("dist")
+    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, tracked):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     done = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--disable-pip-version-check", "-q",
-               "-w", dist, REPO / "kernels", REPO, cwd=REPO)
+               "-w", dist, source / "kernels", source, cwd=source)
     assert done.returncode == 0, done.stderr[-3000:]
     found = {w.name.split("-")[0]: w for w in dist.glob("*.whl")}
     assert set(found) == {"adapter_studio", "adapter_studio_kernels"}, found
