@@ -273,14 +273,13 @@ def bench(shape: str, method: str, model_dir: Path, grid: list[dict], steps: int
         if c["offload"] and device == "cpu":
             row["skipped"] = NO_OFFLOAD_ON_CPU
         else:
-            free_memory(device)
             try:
                 row.update(train_case(recipe, c, steps, warmup, device, runs_dir / f"{shape}-{method}-{i:02d}"))
             except torch.OutOfMemoryError:
                 row["oom"] = True
             except Exception as err:  # noqa: BLE001 - one broken case must not cost a short GPU session the rest of the grid
                 row["error"] = f"{type(err).__name__}: {err}"
-            free_memory(device)  # the case's model and trainer, and with them everything they allocated
+            free_memory(device)  # the case's model and trainer, so the next case starts from the same allocator state
         row = with_estimate(row, recipe, device)
         rows.append(row)
         record(row)
@@ -382,7 +381,7 @@ def table_row(r: dict) -> str:
 
 def main(argv=None) -> int:
     """Run the grid (or the smoke grid on the CPU) and write the results, saving after every row."""
-    from studio.env.logs import quiet_libraries
+    from studio.modeling.quiet import quiet_libraries
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the 1B shape and three cases per method")

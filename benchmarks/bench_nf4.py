@@ -327,7 +327,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--skip-matmul", action="store_true", help="only the training steps")
     parser.add_argument("--record-dispatch", type=Path, metavar="RESULTS_JSON",
                         help="no benchmark: write the matmul dispatch threshold measured in RESULTS_JSON into "
-                             "kernels/dispatch.json under that run's GPU name (needs no GPU)")
+                             "kernels/studio_kernels/dispatch.json under that run's GPU name (needs no GPU)")
     parser.add_argument("--seq", type=int, default=None, help="training sequence length (default 2048; 64 with --smoke)")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per method (default 5; 2 with --smoke)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -349,7 +349,7 @@ def dispatch_proposal(rows: list[dict]) -> dict | None:
 
 
 def record_dispatch(results_json: Path) -> int:
-    """Copy a finished GPU run's dispatch threshold into kernels/dispatch.json, where the kernels read it."""
+    """Copy a finished GPU run's dispatch threshold into kernels/studio_kernels/dispatch.json, where the kernels read it."""
     import json
 
     from studio_kernels.dispatch import TABLE, record_threshold

@@ -82,6 +82,9 @@ def test_bench_memory_refuses_without_cuda_and_reports_errors():
     assert any(not c["ckpt"] for c in grid) and all(c["batch"] * c["seq"] <= 8192 for c in grid)
     r = bench.make_recipe(Path("/models/x"), "qlora-bnb", grid[0])
     assert (r.method, r.quant.backend, r.train.batch_size, r.data.max_length) == ("qlora", "bitsandbytes", grid[0]["batch"], grid[0]["seq"])
+    # The CPU trains in float32 (the trainer then keeps mixed precision off), a GPU in bf16; the trainer runs max_steps.
+    cpu = bench.make_recipe(Path("/models/x"), "qlora-studio", grid[0], "cpu", max_steps=3)
+    assert (cpu.model.dtype, cpu.quant.compute_dtype, cpu.train.max_steps, r.model.dtype) == ("float32", "float32", 3, "bfloat16")
     row = {"model": "llama-1b", "method": "qlora-studio", **grid[0], "step_ms": 100.0, "tokens_per_s": 5000.0, "allocated_gib": 4.0,
            "reserved_gib": 4.4, "context_gib": 0.5, "estimate_allocated_gib": 4.2, "estimate_reserved_gib": 4.41, "error_allocated": 0.05, "error_reserved": 0.002}
     md = bench.markdown({"gpu": "X", "driver": "1", "torch": "2", "triton": "3"}, [row])
