@@ -20,8 +20,9 @@ def _emit(args, data: dict, text: str) -> None:
 
 def cmd_train(args) -> int:
     """`studio train`: run a recipe, or resume a run directory."""
+    from studio.cli.gpus import gpus_overrides
     from studio.config.load import load_recipe
-    from studio.training.distributed import gpus_overrides, launch_distributed
+    from studio.training.distributed import launch_distributed
     from studio.training.prepare import resume_recipe
     from studio.training.train import train
 
@@ -37,23 +38,12 @@ def cmd_train(args) -> int:
     else:
         raise StudioError("no recipe given", where="studio train", fix="pass a recipe file or a shipped recipe's name (`studio recipes` lists them), or --resume RUN_DIR")
     if recipe.distributed.strategy != "none":
-        result = _distributed_result(launch_distributed(recipe, resume=resume, progress=not args.no_progress, overwrite=args.overwrite))
+        result = launch_distributed(recipe, resume=resume, progress=not args.no_progress, overwrite=args.overwrite)
     else:
         result = train(recipe, resume=resume, progress=not args.no_progress, overwrite=args.overwrite)
     data = {"run_dir": str(result.run_dir), "adapter_dir": str(result.adapter_dir), "steps": result.steps, "train_loss": result.train_loss, "eval_loss": result.eval_loss}
     _emit(args, data, fmt.train_result(result))
     return 0
-
-
-def _distributed_result(run_dir: Path):
-    """The TrainResult of a finished distributed run, read from the summary its rank 0 wrote."""
-    from studio.training.rundir import ADAPTER, SUMMARY, read_json
-    from studio.training.train import TrainResult
-
-    if not (run_dir / SUMMARY).exists():  # machines other than 0 do not write the run directory
-        return TrainResult(run_dir, run_dir / ADAPTER, 0, None, None)
-    summary = read_json(run_dir / SUMMARY)
-    return TrainResult(run_dir, run_dir / ADAPTER, summary["steps"], summary["train_loss"], summary["eval_loss"])
 
 
 def cmd_validate(args) -> int:
@@ -127,7 +117,7 @@ def cmd_chat(args) -> int:
 def cmd_demo(args) -> int:
     """`studio demo`: the offline end-to-end demonstration."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from studio.demo import run_demo
+    from studio.cli.demo import run_demo
 
     out = str(Path(args.out) / "{name}") if args.out else None
     summary = run_demo(out_dir=out, quick=args.quick)

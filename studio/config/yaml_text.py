@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from studio.config.schema import Recipe
+from studio.config.schema import Recipe, path_exists
 from studio.errors import StudioError
 
 MAX_RECIPE_BYTES = 1_000_000
@@ -91,11 +91,3 @@ def _line_index(node, prefix: str = "", path: str | None = None) -> dict[str, in
             index[key] = key_node.start_mark.line + 1
             index.update(_line_index(value_node, key, path))
     return index
-
-
-def path_exists(path: Path) -> bool:
-    """Whether `path` exists; False (not an error) for a name too long for the file system."""
-    try:
-        return path.exists()
-    except OSError:  # a name too long for the file system: it cannot be there; the reader says so
-        return False

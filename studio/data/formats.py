@@ -7,12 +7,14 @@ or message lists) and text (`text`, trained as a plain completion).
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 
+from studio.config.schema import DataFormat
 from studio.data.readers import Row
 from studio.errors import StudioError
 
-FORMATS = ("chat", "alpaca", "prompt_completion", "text", "preference")
+FORMATS = tuple(f for f in typing.get_args(DataFormat) if f != "auto")  # the schema's names, one place
 _ROLE_NAMES = {
     "system": "system",
     "user": "user",

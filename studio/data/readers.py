@@ -14,7 +14,8 @@ from pathlib import Path
 
 from studio.errors import StudioError
 
-SUPPORTED = ".jsonl, .json, .csv, .parquet, or a directory saved with datasets"
+FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+SUPPORTED = f"{', '.join(FILE_SUFFIXES)}, or a directory saved with datasets"
 # csv's default field limit (128 KiB) would reject a long document; long rows are truncated later, not refused.
 CSV_FIELD_LIMIT = 2**31 - 1
 
@@ -41,7 +42,7 @@ def read_rows(path: str | Path) -> list[Row]:
         rows = _read_hf_dir(path)
     else:
         suffix = path.suffix.lower()
-        readers = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+        readers = dict(zip(FILE_SUFFIXES, (_read_jsonl, _read_json, _read_csv, _read_parquet)))  # in FILE_SUFFIXES order
         if suffix not in readers:
             raise StudioError(f"unsupported dataset file type '{suffix or path.name}'", where=str(path), fix=f"use {SUPPORTED}")
         rows = readers[suffix](path)

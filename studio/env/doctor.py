@@ -125,7 +125,9 @@ def check_gpu() -> Check:
     index = torch.cuda.current_device()
     free, total = torch.cuda.mem_get_info(index)
     driver = smi[index].split(",")[-1].strip() if smi and len(smi) > index else "unknown"
-    bf16 = "native bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "no native bf16 (trains fp16)"
+    from studio.modeling.loading import native_bf16
+
+    bf16 = "native bf16" if native_bf16() else "no native bf16 (trains fp16)"
     return Check("gpu", "ok", f"{torch.cuda.get_device_name(index)} (driver {driver}): {free / 2**30:.1f} of {total / 2**30:.1f} GiB free, "
                  f"{torch.cuda.device_count()} visible, {bf16}")
 
@@ -220,9 +222,9 @@ def check_cache() -> Check:
 def check_offline() -> Check:
     """Whether the hub is switched off (HF_HUB_OFFLINE), and whether the bundled demo model is installed."""
     from studio.errors import StudioError
-    from studio.modeling.source import demo_gguf_path
+    from studio.modeling.source import demo_gguf_path, hub_offline
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
+    offline = hub_offline()
     hub = "offline (HF_HUB_OFFLINE=1): only models on disk load" if offline else "online: hub models not on disk are downloaded"
     try:
         demo = f"bundled demo model at {demo_gguf_path()}"

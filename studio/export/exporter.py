@@ -20,7 +20,7 @@ from studio.evaluation.probes import probe_texts
 from studio.export.formats import DEFAULT_QUANT, FORMATS, QUANTS, THRESHOLDS
 from studio.export.gguf import write_gguf
 from studio.export.round_trip import compare_with_gguf
-from studio.training.rundir import EXPORT, EXPORTS, OLLAMA, open_run, read_json, write_atomic, write_json
+from studio.training.rundir import EXPORT, EXPORTS, OLLAMA, merged_dir, open_run, read_json_or_empty, write_atomic, write_json
 
 PROBES = 8  # held-out conversations (or fixed prompts) the round trip compares on
 
@@ -66,8 +66,6 @@ def export(
     check: bool = True,
     max_kl: float | None = None,
     min_top1: float | None = None,
-    *,
-    _reorder_rotary: bool = True,
 ) -> ExportResult:
     """Write the run's merged model as GGUF (plus a Modelfile for `fmt="ollama"`), round-trip it, record export.json.
 
@@ -79,8 +77,8 @@ def export(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from studio.export.merge import merge
     from studio.modeling.quiet import quiet_libraries
-    from studio.export.merge import merge, merged_dir
 
     started = time.monotonic()
     if fmt not in FORMATS:
@@ -106,7 +104,7 @@ def export(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.gguf")
     try:
-        write_gguf(merged, tmp, quant, name=run_dir.name, reorder_rotary=_reorder_rotary, model=model, tokenizer=tokenizer)
+        write_gguf(merged, tmp, quant, name=run_dir.name, model=model, tokenizer=tokenizer)
         texts = probe_texts(recipe, tokenizer, PROBES)
         figures = compare_with_gguf(model, tokenizer, tmp, texts, recipe.data.max_length)
     except BaseException:
@@ -159,10 +157,7 @@ def _targets(run_dir: Path, fmt: str, quant: str, out) -> tuple[Path, Path | Non
 def _record(run_dir: Path, result: ExportResult) -> None:
     """Add this export's figures to RUN_DIR/export.json, keyed by format and precision."""
     path = run_dir / EXPORT
-    try:
-        data = read_json(path) if path.exists() else {}
-    except StudioError:
-        data = {}
+    data = read_json_or_empty(path)  # a damaged record is replaced, not a reason to lose this export's figures
     data[f"{result.format}-{result.quant}"] = result.to_dict()
     write_json(path, data)
 

@@ -81,12 +81,10 @@ def llama_rotary_reorder(weight: np.ndarray, n_heads: int) -> np.ndarray:
     return weight.reshape(n_heads, 2, head_dim // 2, *tail).swapaxes(1, 2).reshape(weight.shape)
 
 
-def write_gguf(model_dir: Path, path: Path, quant: str = DEFAULT_QUANT, name: str | None = None, reorder_rotary: bool = True, model=None, tokenizer=None) -> GGUFInfo:
+def write_gguf(model_dir: Path, path: Path, quant: str = DEFAULT_QUANT, name: str | None = None, model=None, tokenizer=None) -> GGUFInfo:
     """Write the model in model_dir (safetensors + tokenizer) to path as GGUF; return what was written.
 
     `model` and `tokenizer`, when given, are that folder already loaded (float32), to avoid a second load.
-    `reorder_rotary=False` skips the llama Q/K reorder; it exists only so tests can show the round trip
-    catches an export that is wrong.
     """
     import gguf
     import torch
@@ -132,7 +130,7 @@ def write_gguf(model_dir: Path, path: Path, quant: str = DEFAULT_QUANT, name: st
         gguf_base = names.get_name(base)
         if gguf_base is None:
             raise StudioError(f"no GGUF name for tensor {hf_name}", where=str(model_dir), fix="this model has layers the exporter does not know; report it")
-        if reorder and reorder_rotary:
+        if reorder:
             if gguf_base.endswith(".attn_q"):
                 value = llama_rotary_reorder(value, config.num_attention_heads)
             elif gguf_base.endswith(".attn_k"):

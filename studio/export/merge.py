@@ -17,7 +17,7 @@ import torch
 
 from studio.errors import StudioError
 from studio.evaluation.probes import probe_texts
-from studio.training.rundir import ADAPTER, MERGE, MERGED, open_run, read_json, write_json
+from studio.training.rundir import ADAPTER, MERGE, MERGED, open_run, write_json
 
 # Largest allowed |merged - adapter| logit difference, relative to the logits' scale, per precision.
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}
@@ -46,8 +46,9 @@ def merge(run_dir: str | Path, out: str | Path | None = None, check: bool = True
     """Merge the adapter into the base, save it as safetensors with tokenizer and generation config, verify it."""
     from transformers import AutoModelForCausalLM
 
-    from studio.modeling.quiet import quiet_libraries
+    from studio.evaluation.generate import stop_token_ids
     from studio.modeling.adapter import load_with_adapter
+    from studio.modeling.quiet import quiet_libraries
 
     run_dir, recipe = open_run(run_dir)
     out = Path(out) if out else run_dir / MERGED
@@ -58,7 +59,7 @@ def merge(run_dir: str | Path, out: str | Path | None = None, check: bool = True
         reference = model(**batch).logits.float()
     merged = model.merge_and_unload()
 
-    stops = sorted({tokenizer.eos_token_id, *_as_list(getattr(merged.generation_config, "eos_token_id", None))} - {None})
+    stops = stop_token_ids(tokenizer, merged)
     merged.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
     merged.generation_config.pad_token_id = tokenizer.pad_token_id
     tmp = out.with_name(out.name + ".tmp")
@@ -88,20 +89,6 @@ def merge(run_dir: str | Path, out: str | Path | None = None, check: bool = True
     os.replace(tmp, out)
     write_json(run_dir / MERGE, result.to_dict())
     return result
-
-
-def merged_dir(run_dir: str | Path) -> Path | None:
-    """Where the run's merged model is (merge.json says, since `--out` may have put it anywhere), or None
-    when the run has not been merged or its merged folder is gone."""
-    run_dir = Path(run_dir)
-    folder = Path(read_json(run_dir / MERGE)["merged_dir"]) if (run_dir / MERGE).exists() else run_dir / MERGED
-    return folder if (folder / "config.json").exists() else None
-
-
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _probe_batch(recipe, tokenizer, device) -> dict:

@@ -5,11 +5,6 @@
     fit.py       check_fits, auto_fit, gpus_needed, fit_report (what `studio estimate` prints)
     gpus.py      GPU sizes by name, the default GPU, the visible GPU's free memory
 
-Formatting for people lives in the shells (studio.cli.format, studio.ui.tabs.recipe), not here.
+Formatting for people lives in the shells (studio.cli.format, studio.ui.tabs.recipe), not here. Nothing
+is imported here, so `studio --help` can read the GPU table without the estimator.
 """
-
-from studio.memory.fit import auto_fit, check_fits, check_fits_sharded, estimate_sharded, fit_report, gpus_needed
-from studio.memory.formula import estimate
-from studio.memory.gpus import DEFAULT_GPU, GPUS, detect_gpu_gib, parse_gpu
-
-__all__ = ["DEFAULT_GPU", "GPUS", "auto_fit", "check_fits", "check_fits_sharded", "detect_gpu_gib", "estimate", "estimate_sharded", "fit_report", "gpus_needed", "parse_gpu"]

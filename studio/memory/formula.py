@@ -1,4 +1,4 @@
-"""Peak GPU memory of a recipe, from the model's shape alone (no download, no GPU), and settings that fit.
+"""Peak GPU memory of a recipe, from the model's shape alone (no download, no GPU): the estimate formula.
 
 `estimate(recipe, gpu)` adds up what a LoRA/QLoRA training step keeps on the GPU at its peak. Sizes are
 bytes, reported in GiB. T = batch_size x max_length tokens per micro-batch (the worst case: a padded
@@ -37,7 +37,7 @@ b = bytes of the compute dtype (bf16: 2).
                  upcast and fp32 log-softmax. "chunked" (trl 1.16's fused LM head, what SFTTrainer runs
                  when train.fused_loss is false): one min(T, 4096) x 32768 tile x b + T x h x (b + 4) for the
                  gathered hidden rows and their fp32 gradient. "fused" (train.fused_loss, the studio kernel
-                 `studio_kernels.fused_ce`): one C x (V + h) x b chunk buffer (C = chunk_size_for(V, h), 256 MiB)
+                 `studio_kernels.ops.fused_ce`): one C x (V + h) x b chunk buffer (C = chunk_size_for(V, h), 256 MiB)
                  + T x h x 2b (the contiguous hidden rows and dX) + T x 4 (per-token losses).
     overhead     CUDA_CONTEXT_GIB (CUDA context, cuBLAS workspace; not in torch.cuda.max_memory_allocated)
                  + FRAGMENTATION x allocated (the caching allocator's reserved-but-unused blocks)
@@ -65,15 +65,12 @@ GRAD_BYTES = 4  # fp32 adapter gradients
 ADAM_BYTES = 8  # AdamW exp_avg + exp_avg_sq, fp32
 TRL_TOKEN_TILE = 4096  # trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE
 TRL_VOCAB_TILE = 32768  # trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE
-FUSED_BUDGET_BYTES = 256 * 2**20  # studio_kernels.fused_ce.DEFAULT_BUDGET_BYTES
+FUSED_BUDGET_BYTES = 256 * 2**20  # studio_kernels.ops.fused_ce.DEFAULT_BUDGET_BYTES
 OFFLOAD_IN_FLIGHT = 5  # trl get_act_offloading_ctx_manager(max_fwd_stash_size=5)
 MAX_BATCH = 4096  # TrainSpec.batch_size's bound
 MAX_LENGTH = 1_048_576  # DataSpec.max_length's bound
 
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "auto": 2}  # auto = bf16 (or fp16) on a GPU
-
-
-
 
 
 @dataclass
@@ -205,7 +202,7 @@ def terms_for(recipe: Recipe, shape: Shape, batch: int, length: int, loss: str, 
 
 
 def fused_chunk_tokens(vocab: int, hidden: int, dtype_bytes: int = 2) -> int:
-    """Tokens per chunk of the studio's fused loss (mirrors studio_kernels.fused_ce.chunk_size_for)."""
+    """Tokens per chunk of the studio's fused loss (mirrors studio_kernels.ops.fused_ce.chunk_size_for)."""
     rows = FUSED_BUDGET_BYTES // ((vocab + hidden) * dtype_bytes)
     if rows >= 64:
         return int(rows // 64 * 64)

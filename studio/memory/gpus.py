@@ -111,11 +111,11 @@ def computes_bf16(gpu: float | int | str | None = None) -> bool:
     """Whether "auto" precision means bfloat16 on `gpu`: False for the pre-Ampere cards of the table (and, with
     `gpu` None, for the visible GPU when it lacks native bf16); True otherwise, a size alone included."""
     if gpu is None:
-        try:
-            import torch
-        except ImportError:
-            return True
-        return not torch.cuda.is_available() or torch.cuda.is_bf16_supported(including_emulation=False)
+        import torch
+
+        from studio.modeling.loading import native_bf16
+
+        return not torch.cuda.is_available() or native_bf16()
     if isinstance(gpu, str):
         return not _norm(gpu).startswith(tuple(_norm(n) for n in NO_NATIVE_BF16))
     return True

@@ -14,8 +14,8 @@ from pathlib import Path
 from studio.config.schema import BUNDLED_DEMO_MODEL, Recipe
 from studio.errors import StudioError
 
-NF4_BLOCKSIZE = 64
-ABSMAX_BLOCKSIZE = 256
+NF4_BLOCKSIZE = 64  # studio_kernels.nf4's (and bitsandbytes') block of 64 weights per scale
+ABSMAX_BLOCKSIZE = 256  # double quantization: 256 block scales per second-level scale
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def model_shape(recipe: Recipe, model_config: dict | None = None) -> tuple[Shape
     path = Path(name).expanduser()
     if path.is_dir() and (path / "config.json").exists():
         return shape_from_hf_config(json.loads((path / "config.json").read_text(encoding="utf-8"))), str(path / "config.json")
-    if path.is_file() and path.suffix == ".gguf":
+    if path.is_file() and path.suffix.lower() == ".gguf":
         try:
             return shape_from_gguf(path), str(path)
         except StudioError as exc:
@@ -189,7 +189,6 @@ def model_shape(recipe: Recipe, model_config: dict | None = None) -> tuple[Shape
     if name in KNOWN_CONFIGS:
         return KNOWN_CONFIGS[name], "known shapes table"
     return None, "unknown model"
-
 
 
 def linear_shapes(shape: Shape, moe_layer: bool = False) -> list[tuple[str, int, int, int]]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from studio.config.schema import Recipe
-from studio.modeling.quiet import quiet_libraries
 from studio.errors import StudioError
+from studio.modeling.quiet import quiet_libraries
 from studio.modeling.source import resolve_model
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -28,13 +28,20 @@ def pick_device(choice: str = "auto") -> torch.device:
     return torch.device(choice)
 
 
+def native_bf16() -> bool:
+    """Whether the visible GPU computes in bfloat16 natively (Ampere or newer).
+
+    Without including_emulation=False torch calls a pre-Ampere GPU (T4, V100, RTX 20xx) bf16-capable
+    because it can hold bf16 tensors; its bf16 math is emulated and slow, so float16 is the choice there.
+    """
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def pick_dtype(choice: str, device: torch.device) -> torch.dtype:
     """float32 on CPU (bf16 matmuls are slow there), bfloat16 on a GPU that supports it, unless set."""
     if choice != "auto":
         return _DTYPES[choice]
-    # Without including_emulation=False torch calls a pre-Ampere GPU (T4, V100, RTX 20xx) bf16-capable
-    # because it can hold bf16 tensors; its bf16 math is emulated and slow, so float16 is the choice there.
-    if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
+    if device.type == "cuda" and native_bf16():
         return torch.bfloat16
     return torch.float32 if device.type == "cpu" else torch.float16
 

@@ -23,27 +23,19 @@ from studio.errors import StudioError
 from studio_kernels.modules import QuantLinear
 from studio_kernels.ops.nf4_lora import nf4_lora_linear
 
-
-def _skipped(name: str, skip: tuple[str, ...]) -> bool:
-    """A module is skipped when its full name or any dotted part of it is listed in `skip`."""
-    return name in skip or any(part in skip for part in name.split("."))
+KEPT_IN_FULL_PRECISION = ("lm_head",)  # the output head stays 16-bit, as in QLoRA (and bitsandbytes)
 
 
-def quantize_model_linears(
-    model: nn.Module,
-    compute_dtype: torch.dtype,
-    skip: tuple[str, ...] = ("lm_head",),
-    backend: str = "auto",
-) -> int:
-    """Replace every nn.Linear in `model` (except names in `skip`) by an NF4 QuantLinear, in place.
+def quantize_model_linears(model: nn.Module, compute_dtype: torch.dtype, backend: str = "auto") -> int:
+    """Replace every nn.Linear in `model` but the output head by an NF4 QuantLinear, in place.
 
-    Returns how many layers were swapped. The output head stays full precision by default, as
-    in QLoRA. Quantization matches bitsandbytes NF4 with double quantization byte for byte.
+    Returns how many layers were swapped. Quantization matches bitsandbytes NF4 with double quantization
+    byte for byte. `backend` is the kernels' ("auto", "triton" or "torch"; the benchmarks force "triton").
     """
     targets = [
         (name, module)
         for name, module in model.named_modules()
-        if type(module) is nn.Linear and not _skipped(name, skip)
+        if type(module) is nn.Linear and not set(name.split(".")) & set(KEPT_IN_FULL_PRECISION)
     ]
     for name, module in targets:
         if module.weight.device.type == "meta":

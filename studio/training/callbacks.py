@@ -15,17 +15,8 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from studio.training.distributed import barrier
-from studio.training.rundir import append_metrics
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds as `1h02m`, `3m05s` or `12s`."""
-    seconds = max(0, int(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
+from studio.training.eta import format_duration
+from studio.training.rundir import CHECKPOINT_PREFIX, append_metrics
 
 
 class MetricsCallback(TrainerCallback):
@@ -39,7 +30,6 @@ class MetricsCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = time.time()
         self.tokens_at_start = state.num_input_tokens_seen or 0
-        self.step_at_start = state.global_step
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -158,7 +148,7 @@ class CheckpointManifestCallback(TrainerCallback):
         if state.is_world_process_zero:
             from studio.training.checkpoints import write_manifest
 
-            write_manifest(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            write_manifest(Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{state.global_step}")
 
 
 class AgreeOnStopCallback(TrainerCallback):

@@ -6,15 +6,13 @@ import json
 from pathlib import Path
 
 from studio.data.manifest import sha256_of
-from studio.training.rundir import CHECKPOINTS, write_json
-
-MANIFEST = "manifest.json"
+from studio.training.rundir import CHECKPOINT_PREFIX, CHECKPOINTS, MANIFEST, checkpoint_step, write_json
 
 
 def write_manifest(checkpoint: Path) -> None:
     """Record size and sha256 of every file of a finished checkpoint (written last, atomically)."""
     files = {str(p.relative_to(checkpoint)): {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in sorted(checkpoint.rglob("*")) if p.is_file() and p.name != MANIFEST}
-    write_json(checkpoint / MANIFEST, {"step": int(checkpoint.name.split("-")[-1]), "files": files})
+    write_json(checkpoint / MANIFEST, {"step": checkpoint_step(checkpoint), "files": files})
 
 
 def is_intact(checkpoint: Path) -> bool:
@@ -37,8 +35,8 @@ def last_intact_checkpoint(folder: Path) -> Path | None:
     """The newest intact `checkpoint-N` under folder, or None."""
     if not folder.exists():
         return None
-    candidates = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    for checkpoint in sorted(candidates, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+    candidates = [p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if checkpoint_step(p) is not None]
+    for checkpoint in sorted(candidates, key=checkpoint_step, reverse=True):
         if is_intact(checkpoint):
             return checkpoint
     return None

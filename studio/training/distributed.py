@@ -28,7 +28,7 @@ from studio.config.yaml_text import dump_recipe
 from studio.errors import Interrupted, StudioError
 from studio.training.checkpoints import last_checkpoint
 from studio.training.prepare import prepare_run
-from studio.training.rundir import ACCELERATE, RECIPE, write_atomic
+from studio.training.rundir import ACCELERATE, RECIPE, TrainResult, train_result, write_atomic
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class ProcessInfo:
 
     @property
     def distributed(self) -> bool:
+        """Whether this run has more than one process."""
         return self.world_size > 1
 
 
@@ -53,33 +54,6 @@ def process_info() -> ProcessInfo:
     """Rank, local rank and world size of this process (0, 0, 1 outside a distributed launch)."""
     env = os.environ
     return ProcessInfo(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)))
-
-
-def gpus_overrides(recipe_path: str, overrides: list[str], gpus: int | None) -> list[str]:
-    """The `--set` overrides that `--gpus N` stands for: N processes on this machine, with strategy ddp
-    unless the recipe (or a --set) says fsdp. Applied before validation, so `strategy: fsdp` in a recipe
-    plus `--gpus 4` is a valid pair even though fsdp on its own needs more than one process."""
-    if gpus is None:
-        return list(overrides)
-    if gpus < 1:
-        raise StudioError(f"--gpus must be at least 1, got {gpus}", where="--gpus", fix="pass the number of GPUs to train on, e.g. --gpus 4")
-    from studio.config.load import parse_override
-    from studio.config.shipped import find_recipe
-    from studio.config.yaml_text import read_recipe_file
-
-    raw, _ = read_recipe_file(find_recipe(recipe_path))
-    section = raw.get("distributed") if isinstance(raw, dict) else None
-    strategy = section.get("strategy", "none") if isinstance(section, dict) else "none"
-    machines = section.get("num_machines", 1) if isinstance(section, dict) else 1
-    for item in overrides:
-        key, value = parse_override(item)
-        if key == "distributed.strategy":
-            strategy = value
-        if key == "distributed.num_machines":
-            machines = value
-    if strategy in (None, "none"):
-        strategy = "ddp" if gpus > 1 or machines != 1 else "none"
-    return [*overrides, f"distributed.num_processes={gpus}", f"distributed.strategy={strategy}"]
 
 
 def check_launchable(recipe: Recipe, cuda: bool) -> None:
@@ -300,9 +274,9 @@ def barrier() -> None:
         dist.barrier()
 
 
-def launch_distributed(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
+def launch_distributed(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite: bool = False) -> TrainResult:
     """Prepare the run directory, write RUN_DIR/accelerate.yaml and run one worker per process through
-    `accelerate launch`; return the run directory once every worker has finished."""
+    `accelerate launch`; once every worker has finished, the run's result as rank 0 recorded it."""
     from studio.modeling.loading import pick_device
 
     device = pick_device(recipe.train.device)
@@ -323,4 +297,4 @@ def launch_distributed(recipe: Recipe, resume: bool = False, progress: bool = Tr
         raise Interrupted(f"training stopped; saved {done.name if done else 'no checkpoint'}", where=str(run_dir), fix=f"resume with `studio train --resume {run_dir}`")
     if code != 0:
         raise StudioError(f"a training process failed (exit status {code}); its error is printed above", where=str(run_dir), fix="fix the reported problem, then start again or `studio train --resume " + str(run_dir) + "`")
-    return run_dir
+    return train_result(run_dir)

@@ -6,13 +6,12 @@ it (a hub id) and never a path of this machine: a local model is named by its fo
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
 
-from studio.config.schema import BUNDLED_DEMO_MODEL, names_a_path
-from studio.training.rundir import CARD, DATA, ENV, EVAL, RECIPE, SUMMARY, write_atomic
+from studio.config.schema import BUNDLED_DEMO_MODEL, names_local_model
+from studio.training.rundir import CARD, DATA, ENV, EVAL, RECIPE, SUMMARY, read_json_or_empty, write_atomic
 
 BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the bundled demo model is a GGUF copy of
 
@@ -21,24 +20,18 @@ def shareable_base(name: str) -> str | None:
     """The base model as a hub id someone else can load, or None when it is a file of this machine."""
     if name == BUNDLED_DEMO_MODEL:
         return BUNDLED_HUB_ID
-    if names_a_path(name) or Path(name).expanduser().exists():
+    if names_local_model(name):
         return None
     return name
 
-
-def _load(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
 
 
 def write_model_card(run_dir: Path) -> Path:
     """Write run_dir/README.md from the run's own files; called after training and after evaluation."""
     run_dir = Path(run_dir)
     recipe = yaml.safe_load((run_dir / RECIPE).read_text(encoding="utf-8"))
-    data, env, summary = _load(run_dir / DATA), _load(run_dir / ENV), _load(run_dir / SUMMARY)
-    evaluation = _load(run_dir / EVAL)
+    data, env, summary = read_json_or_empty(run_dir / DATA), read_json_or_empty(run_dir / ENV), read_json_or_empty(run_dir / SUMMARY)
+    evaluation = read_json_or_empty(run_dir / EVAL)
     hub_id = shareable_base(recipe["model"]["name"])
     base = hub_id or Path(recipe["model"]["name"]).name  # a local model: its folder's name, never the path
     front = {

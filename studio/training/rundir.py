@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from studio.errors import StudioError
@@ -41,7 +42,9 @@ EXPORT = "export.json"
 EXPORTS = "export"  # folder of GGUF files (`studio export --format gguf`)
 OLLAMA = "ollama"  # folder of model.gguf + Modelfile (`studio export --format ollama`)
 REPRODUCE = "reproduce.json"
-ACCELERATE = "accelerate.yaml"  # a distributed run's accelerate config (machine N > 0: accelerate-machine-N.yaml)
+ACCELERATE = "accelerate.yaml"
+CHECKPOINT_PREFIX = "checkpoint-"  # checkpoints/checkpoint-N, N the optimizer step (the Trainer's naming)
+MANIFEST = "manifest.json"  # in each checkpoint: size and sha256 of its files, written last  # a distributed run's accelerate config (machine N > 0: accelerate-machine-N.yaml)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -62,6 +65,49 @@ def write_atomic(path: Path, text: str) -> None:
 def write_json(path: Path, value) -> None:
     """Atomically write value as indented JSON."""
     write_atomic(path, json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
+
+
+@dataclass
+class TrainResult:
+    """Where a run went and how it ended (what summary.json records)."""
+
+    run_dir: Path
+    adapter_dir: Path
+    steps: int
+    train_loss: float | None
+    eval_loss: float | None
+
+
+def train_result(run_dir: Path) -> TrainResult:
+    """The result of a finished run, read from its summary.json; 0 steps when there is none (a distributed run's
+    machines other than 0 write no run directory)."""
+    run_dir = Path(run_dir)
+    summary = read_json_or_empty(run_dir / SUMMARY)
+    return TrainResult(run_dir, run_dir / ADAPTER, summary.get("steps", 0), summary.get("train_loss"), summary.get("eval_loss"))
+
+
+def checkpoint_step(checkpoint: Path) -> int | None:
+    """The step of a `checkpoint-N` folder, or None for a folder that is not one."""
+    tail = Path(checkpoint).name.removeprefix(CHECKPOINT_PREFIX)
+    return int(tail) if Path(checkpoint).name.startswith(CHECKPOINT_PREFIX) and tail.isdigit() else None
+
+
+def merged_dir(run_dir: str | Path) -> Path | None:
+    """Where the run's merged model is (merge.json says, since `studio merge --out` may have put it anywhere), or
+    None when the run has not been merged or its merged folder is gone."""
+    run_dir = Path(run_dir)
+    folder = Path(read_json(run_dir / MERGE)["merged_dir"]) if (run_dir / MERGE).exists() else run_dir / MERGED
+    return folder if (folder / "config.json").exists() else None
+
+
+def read_json_or_empty(path: Path) -> dict:
+    """A JSON object of the run directory, or {} when it is missing, damaged or not an object: for readers
+    that show what they can (the model card, the UI) rather than fail."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def read_json(path: Path) -> dict:

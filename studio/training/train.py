@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from studio.config.schema import Recipe
@@ -18,25 +17,7 @@ from studio.training.arguments import adapter_dtype, set_adapter_dtype
 from studio.training.callbacks import stop_requested
 from studio.training.checkpoints import last_checkpoint
 from studio.training.prepare import prepare_run
-from studio.training.rundir import (
-    ADAPTER,
-    DATA,
-    SUMMARY,
-    read_metrics,
-    truncate_metrics,
-    write_json,
-)
-
-
-@dataclass
-class TrainResult:
-    """Where the run went and how it ended."""
-
-    run_dir: Path
-    adapter_dir: Path
-    steps: int
-    train_loss: float | None
-    eval_loss: float | None
+from studio.training.rundir import ADAPTER, DATA, SUMMARY, TrainResult, checkpoint_step, read_metrics, truncate_metrics, write_json
 
 
 def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite: bool = False, worker: bool = False) -> TrainResult:
@@ -46,8 +27,8 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     this is one process of a distributed run (started by `launch_distributed`): the run directory is
     already prepared, every rank trains, and only rank 0 writes files.
     """
-    from studio.modeling.quiet import quiet_libraries
     from studio.modeling.loading import pick_device
+    from studio.modeling.quiet import quiet_libraries
     from studio.training.distributed import process_info
 
     quiet_libraries()
@@ -73,10 +54,8 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     # 2. Seeded model with fresh adapters, and the tokenized, loss-masked data.
     from transformers import set_seed
 
-    from studio.modeling.loading import load_for_training
-
     set_seed(recipe.train.seed)
-    model, tokenizer, model_dir = _load_or_explain(recipe, device, load_for_training)
+    model, tokenizer, model_dir = _load_or_explain(recipe, device)
     if recipe.distributed.strategy == "fsdp" and recipe.adapter_method == "qlora":
         from studio.modeling.quant import make_quantized_weights_shardable
 
@@ -92,7 +71,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     checkpoint = last_checkpoint(run_dir) if resume else None
     if resume and rank.is_main:
         # Steps logged after the checkpoint (or any, when there is none) will be run and logged again.
-        truncate_metrics(run_dir, int(checkpoint.name.split("-")[-1]) if checkpoint else 0)
+        truncate_metrics(run_dir, checkpoint_step(checkpoint) if checkpoint else 0)
     try:
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except torch.cuda.OutOfMemoryError:
@@ -143,16 +122,19 @@ def method_trainer(recipe: Recipe, model, tokenizer, run_dir: Path, device, prog
     return build(recipe, model, tokenizer, run_dir, device, progress)
 
 
-def _load_or_explain(recipe: Recipe, device, load):
-    """`load(recipe, device)`, with running out of GPU memory while loading turned into a StudioError.
+def _load_or_explain(recipe: Recipe, device):
+    """The base model with fresh adapters (load_for_training), with running out of GPU memory while loading
+    turned into a StudioError.
 
     The estimator's check before loading cannot catch every case (a model whose shape it does not know, a
-    GPU other processes share), and the design promises a clear error for a GPU that is too small.
+    GPU other processes share), and a GPU that is too small must end in an error that says what to change, not a traceback.
     """
     import torch
 
+    from studio.modeling.loading import load_for_training
+
     try:
-        return load(recipe, device)
+        return load_for_training(recipe, device)
     except torch.cuda.OutOfMemoryError:
         smaller = "a smaller model" if recipe.adapter_method == "qlora" else "method: qlora (4-bit base weights), a smaller model"
         raise StudioError(

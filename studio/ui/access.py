@@ -67,13 +67,17 @@ def check_data_path(space: Path, path: str, where: str) -> str:
 
 
 def check_recipe_paths(space: Path, recipe) -> None:
-    """On a shared server: the recipe's data files and any local model must come from the user's workspace
-    (or, for data, the shipped examples)."""
-    from studio.config.schema import names_a_path
+    """On a shared server: the recipe's data files, a chat template file and any local model must come from
+    the user's workspace (or, for data and templates, what ships with the studio)."""
+    from studio.config.schema import names_local_model
+    from studio.config.shipped import recipes_dir
 
     for key in ("path", "val_path", "test_path"):
         value = getattr(recipe.data, key)
         if value:
             check_data_path(space, value, f"data.{key}")
-    if names_a_path(recipe.model.name) and not inside(space, Path(recipe.model.name).expanduser()):
+    template = recipe.data.chat_template
+    if template and template.endswith(".jinja") and not (inside(space, template) or inside(recipes_dir(), template)):
+        raise StudioError("data.chat_template points outside your workspace", where="data.chat_template", fix="upload the template, or paste it inline")
+    if names_local_model(recipe.model.name) and not inside(space, Path(recipe.model.name).expanduser()):
         raise StudioError("model.name points outside your workspace", where="model.name", fix="use the bundled model or a hub id")

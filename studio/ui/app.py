@@ -90,7 +90,7 @@ def check_host(host: str, accounts: list[Account]) -> None:
         )
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, auth_file: str | Path | None = None, home: str | Path | None = None, open_browser: bool = False, block: bool = True, concurrency: int = 1, start_queue: bool = True) -> gr.Blocks:
+def launch(host: str = "127.0.0.1", port: int = 7860, auth_file: str | Path | None = None, home: str | Path | None = None, block: bool = True, concurrency: int = 1, start_queue: bool = True) -> gr.Blocks:
     """Serve the studio on host:port; any host but localhost needs auth_file or $STUDIO_UI_AUTH.
 
     With `block=False` it returns the running app at once (tests call `app.close()` when done).
@@ -110,7 +110,6 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth_file: str | Path | No
             server_port=port,
             auth=authenticator(accounts) if accounts else None,
             auth_message="Adapter Studio: log in with your workshop account." if accounts else None,
-            inbrowser=open_browser,
             prevent_thread_lock=not block,
             max_file_size=MAX_UPLOAD_BYTES,
             show_error=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -91,9 +92,17 @@ def recipe_data(recipe_yaml: str, where: str = "<yaml>") -> dict:
     return recipe_from_text(recipe_yaml, where=where).to_yaml_dict()
 
 
-def downloadable(path: Path, name: str | None = None) -> str:
-    """Copy a file into a fresh temp folder Gradio may serve, and return the copy's path."""
-    folder = Path(tempfile.mkdtemp(prefix="studio-ui-"))
-    target = folder / (name or path.name)
-    shutil.copyfile(path, target)
-    return str(target)
+def serve_folder() -> Path:
+    """A fresh temporary folder for files Gradio may serve (never the workspace itself)."""
+    return Path(tempfile.mkdtemp(prefix="studio-ui-"))
+
+
+def served(path: Path) -> str:
+    """A path Gradio may serve for a workspace file: a hard link (else a copy) in a fresh temp folder, so the
+    workspace itself never has to be opened to Gradio's file route."""
+    link = serve_folder() / path.name
+    try:
+        os.link(path, link)
+    except OSError:
+        shutil.copyfile(path, link)
+    return str(link)

@@ -126,13 +126,7 @@ def values_to_raw(specs: list[FieldSpec], values: list[Any]) -> dict:
 def recipe_to_values(specs: list[FieldSpec], recipe: Recipe) -> list[Any]:
     """The widget values that show `recipe`."""
     data = recipe.to_yaml_dict()
-    out = []
-    for spec in specs:
-        node: Any = data
-        for part in spec.key.split("."):
-            node = node[part]
-        out.append(to_widget(spec, node))
-    return out
+    return [to_widget(spec, _get(data, spec.key)) for spec in specs]
 
 
 def override_args(base: Recipe | None, recipe: Recipe) -> list[str]:

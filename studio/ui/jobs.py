@@ -55,7 +55,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 
 
-
 @dataclass(frozen=True)
 class Job:
     """One row of the queue."""

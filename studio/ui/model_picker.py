@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from studio.config.schema import BUNDLED_DEMO_MODEL, names_a_path
+from studio.config.schema import BUNDLED_DEMO_MODEL, names_local_model
 from studio.errors import StudioError
 
 KINDS = ("bundled demo model", "local directory", "GGUF file", "hub id")
@@ -39,7 +39,7 @@ def kind_of(name: str) -> str:
         return "bundled demo model"
     if name.lower().endswith(".gguf"):
         return "GGUF file"
-    if names_a_path(name) or Path(name).expanduser().is_dir():
+    if names_local_model(name):
         return "local directory"
     return "hub id"
 

@@ -323,10 +323,8 @@ def test_cli_validate_missing_data(capsys, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Known gaps in studio/recipe_io.py (strict xfail: each turns into a failure once fixed, so the
-# marker gets removed and the test keeps guarding the fix)
+# YAML that says two things
 # ---------------------------------------------------------------------------------------------
-
 
 
 def test_duplicate_key_is_an_error(tmp_path):

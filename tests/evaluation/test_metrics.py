@@ -76,3 +76,13 @@ def test_score_is_a_mean_on_a_0_to_100_scale():
 def test_score_rejects_an_unknown_metric():
     with pytest.raises(ValueError, match="unknown metric"):
         score("bleu", ["a"], ["a"])
+
+
+def test_every_metric_the_schema_offers_exists_and_no_other():
+    """eval.metric is a typed Literal; each name but `none` must be a metric here, and each metric must be offered."""
+    import typing
+
+    from studio.config.schema import Metric
+    from studio.evaluation.metrics import METRICS
+
+    assert set(METRICS) | {"none"} == set(typing.get_args(Metric))

@@ -24,7 +24,7 @@ from studio.export.gguf import llama_rotary_reorder
 from studio.export.ollama import CHATML, LLAMA3, modelfile_text, recognise_template
 
 # llama, qwen2 and mistral load back with transformers' stock GGUF reader; gemma3 loads too, with the
-# attention scale and layer pattern the reader skips filled from the file (see studio/export.py).
+# attention scale and layer pattern the reader skips filled from the file (see studio/export/round_trip.py).
 ARCHS = ["llama", "qwen2", "mistral", "gemma3"]
 
 
@@ -102,18 +102,19 @@ def test_q8_0_export_passes_its_looser_threshold(arch, runs, tmp_path):
     assert types["blk.0.attn_norm.weight"] == GGMLQuantizationType.F32  # 1-D tensors stay f32
 
 
-def test_skipping_the_rotary_reorder_is_caught_and_nothing_is_shipped(runs, tmp_path):
+def test_skipping_the_rotary_reorder_is_caught_and_nothing_is_shipped(runs, tmp_path, monkeypatch):
     run = runs("llama")
     target = tmp_path / "broken.gguf"
+    monkeypatch.setattr(export_gguf, "llama_rotary_reorder", lambda weight, n_heads: weight)  # the layout bug to catch
     with pytest.raises(StudioError, match="export diverges from the merged model") as err:
-        export(run, quant="f32", out=target, _reorder_rotary=False)
+        export(run, quant="f32", out=target)
     assert "mean KL" in err.value.what
     assert not target.exists() and list(tmp_path.iterdir()) == []
     recorded = json.loads((run / "export.json").read_text())["gguf-f32"]
     assert recorded["passed"] is False and recorded["path"] is None and recorded["mean_kl"] > THRESHOLDS["q8_0"][1]
     # Even the looser q8_0 threshold catches it.
     with pytest.raises(StudioError, match="export diverges"):
-        export(run, quant="q8_0", out=target, _reorder_rotary=False)
+        export(run, quant="q8_0", out=target)
     assert list(tmp_path.iterdir()) == []
 
 

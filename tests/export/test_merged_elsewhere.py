@@ -7,7 +7,8 @@ import json
 import helpers
 
 from studio.export.exporter import export
-from studio.export.merge import merge, merged_dir
+from studio.export.merge import merge
+from studio.training.rundir import merged_dir
 
 
 def test_export_uses_the_merged_model_merge_wrote_elsewhere(tmp_path, tiny_llama_dir, tiny_data):

@@ -1,4 +1,4 @@
-"""studio.quant: swapping linears, peft LoRA on QuantLinear, and the saved adapter format."""
+"""studio.modeling.quant: swapping linears, peft LoRA on QuantLinear, and the saved adapter format."""
 
 import pytest
 import torch

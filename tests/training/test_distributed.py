@@ -84,7 +84,7 @@ def test_distributed_cross_checks(tiny_llama_dir, tiny_data, tmp_path, section, 
 
 
 def test_gpus_flag_means_ddp_unless_the_recipe_says_fsdp(tiny_llama_dir, tiny_data, tmp_path):
-    from studio.training.distributed import gpus_overrides
+    from studio.cli.gpus import gpus_overrides
 
     plain = _write_recipe(tmp_path / "plain.yaml", recipe_dict(tiny_llama_dir, tiny_data, tmp_path))
     recipe = load_recipe(plain, gpus_overrides(str(plain), [], 4))

@@ -10,6 +10,7 @@ import pytest
 
 from studio.config.load import load_recipe
 from studio.errors import StudioError
+from studio.ui import context
 from studio.ui.tabs import compare as compare_tab
 from studio.ui.tabs import data as data_tab
 from studio.ui.tabs import export as export_tab
@@ -82,7 +83,7 @@ def test_merged_model_zip_is_built_in_the_workspace_and_reused(ctx, finished_job
         assert archive.getinfo("merged/model.safetensors").compress_type == zipfile.ZIP_STORED
     built = target.stat().st_mtime_ns
     assert export_tab.merged_zip(space, run_dir).stat().st_mtime_ns == built  # unchanged folder: not rebuilt
-    served = Path(export_tab.served(target))
+    served = Path(context.served(target))
     assert served.read_bytes() == target.read_bytes() and not served.is_relative_to(space)
     info = export_tab.merged_info(run_dir)
     assert "Merged model size" in info and "large model" not in info

@@ -19,13 +19,14 @@ import yaml
 from studio.config.validate import validate_recipe
 from studio.data import IGNORE, Renderer, detect_format, normalize, read_rows, render_pairs
 from studio.data.formats import FORMATS
+from studio.data.readers import FILE_SUFFIXES
 from studio.errors import StudioError
 from studio.ui.access import check_data_path, check_name, safe_path
 from studio.ui.context import MAX_UPLOAD_BYTES, Context, recipe_data
 from studio.ui.errors import shows_errors
 
 MAX_ENCODED = 2000  # rows tokenized for the histogram
-UPLOAD_TYPES = [".jsonl", ".json", ".csv", ".parquet"]
+UPLOAD_TYPES = list(FILE_SUFFIXES)  # every file type the readers take
 
 
 @lru_cache(maxsize=4)

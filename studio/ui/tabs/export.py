@@ -4,11 +4,9 @@ model, export GGUF / Ollama (with the library's round-trip check and its figures
 from __future__ import annotations
 
 import html
-import json
 import os
 import re
 import shutil
-import tempfile
 import threading
 import zipfile
 from pathlib import Path
@@ -18,13 +16,13 @@ import gradio as gr
 from studio.errors import StudioError
 from studio.export.exporter import export as library_export
 from studio.export.formats import DEFAULT_QUANT, FORMATS, QUANTS, THRESHOLDS
-from studio.export.merge import merge, merged_dir
-from studio.training.rundir import ADAPTER, CARD, EXPORT, MERGE
+from studio.training.rundir import ADAPTER, CARD, EXPORT, MERGE, merged_dir, read_json_or_empty
 from studio.ui.access import check_name, safe_path
-from studio.ui.context import Context
+from studio.ui.context import Context, serve_folder, served
 from studio.ui.errors import page_error, shows_errors
 from studio.ui.tabs.compare import adapter_runs
 
+RUN_PICKER = "Export tab: Run"
 LARGE_BYTES = 2 * 2**30  # above this the page says the zip will take a while and shows where the folder is
 STORED_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")  # already dense: zip them without compression
 
@@ -84,18 +82,6 @@ def merged_zip(space: Path, run_dir: str) -> Path:
     return target
 
 
-def served(path: Path) -> str:
-    """A path Gradio may serve for a workspace file: a hard link (else a copy) in a fresh temp folder, so the
-    workspace itself never has to be opened to Gradio's file route."""
-    folder = Path(tempfile.mkdtemp(prefix="studio-ui-"))
-    link = folder / path.name
-    try:
-        os.link(path, link)
-    except OSError:
-        shutil.copyfile(path, link)
-    return str(link)
-
-
 def parity_text(result: dict) -> str:
     """The merge parity check as markdown."""
     verdict = "✓ passed" if result.get("passed") else "✗ failed"
@@ -110,8 +96,8 @@ def run_info(run_dir: str) -> tuple[str, str, str]:
     run = Path(run_dir)
     parity, merged = "Not merged yet.", ""
     if (run / MERGE).exists():
-        result = json.loads((run / MERGE).read_text())
-        parity, merged = parity_text(result), result["merged_dir"]
+        result = read_json_or_empty(run / MERGE)
+        parity, merged = parity_text(result), result.get("merged_dir", "")
     card = card_markdown((run / CARD).read_text(encoding="utf-8")) if (run / CARD).exists() else "_No model card yet (training writes README.md when it finishes)._"
     return parity, merged, card
 
@@ -126,13 +112,14 @@ def card_markdown(text: str) -> str:
 
 def adapter_zip(run_dir: str) -> str:
     """Zip the run's adapter/ folder into a temp file Gradio can serve; return its path."""
-    folder = Path(tempfile.mkdtemp(prefix="studio-ui-"))
     name = Path(run_dir).name + "-adapter"
-    return shutil.make_archive(str(folder / name), "zip", root_dir=Path(run_dir) / ADAPTER)
+    return shutil.make_archive(str(serve_folder() / name), "zip", root_dir=Path(run_dir) / ADAPTER)
 
 
 def do_merge(run_dir: str) -> tuple[str, str]:
     """Merge and verify (studio.export.merge.merge); parity markdown and merged path."""
+    from studio.export.merge import merge
+
     result = merge(run_dir)
     return parity_text(result.to_dict()), str(result.merged_dir)
 
@@ -190,25 +177,20 @@ def run_export(ctx: Context, request, run_dir: str, fmt: str, quant: str, progre
     Refuses a run the user may not open. Returns the library's ExportResult; a failed round trip raises the
     library's StudioError (the file is then not written). `progress(fraction, desc)` is told each stage.
     """
-    ctx.run_for(request, run_dir, "Export tab: Run")
+    ctx.run_for(request, run_dir, RUN_PICKER)
     target = export_target(ctx.workspace(request), run_dir, fmt, quant)
     step = progress or (lambda *a, **k: None)
     with _run_lock(run_dir):
         if merged_dir(run_dir) is None:  # the library merges too; done here to say so
             step(0.05, desc="merging the adapter into the base (with its parity check)")
-            merge(run_dir)
+            do_merge(run_dir)
         step(0.3, desc=f"writing {quant} GGUF and comparing it with the merged model")
         return library_export(run_dir, fmt=fmt, quant=quant, out=target)
 
 
 def recorded_exports(run_dir: str) -> dict:
     """The run's export.json (format-quant -> figures of its latest export), or {} when there is none or it is unreadable."""
-    path = Path(run_dir) / EXPORT
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_or_empty(Path(run_dir) / EXPORT)
 
 
 def _esc(value) -> str:
@@ -315,12 +297,6 @@ def build(ctx: Context) -> dict:
         runs = adapter_runs(ctx, request)
         return gr.update(choices=runs, value=runs[0] if runs else None)
 
-    def guard(request, run_dir):
-        try:
-            ctx.run_for(request, run_dir, "Export tab: Run")
-        except StudioError as exc:
-            raise page_error(exc) from None
-
     def on_run(run_dir, request: gr.Request):
         if not run_dir or not ctx.may_open(request, run_dir):
             return "", "", "", ""
@@ -328,16 +304,17 @@ def build(ctx: Context) -> dict:
 
     @shows_errors
     def on_merge(run_dir, request: gr.Request):
-        guard(request, run_dir)
+        ctx.run_for(request, run_dir, RUN_PICKER)
         return (*do_merge(run_dir), merged_info(run_dir))
 
+    @shows_errors
     def on_zip(run_dir, request: gr.Request):
-        guard(request, run_dir)
+        ctx.run_for(request, run_dir, RUN_PICKER)
         return gr.update(value=adapter_zip(run_dir), visible=True)
 
     @shows_errors
     def on_merged_zip(run_dir, request: gr.Request):
-        guard(request, run_dir)
+        ctx.run_for(request, run_dir, RUN_PICKER)
         return gr.update(value=served(merged_zip(ctx.workspace(request), run_dir)), visible=True)
 
     def hidden():  # a fresh update each time: Gradio consumes the dicts it is given

@@ -9,7 +9,7 @@ import gradio as gr
 
 from studio.config.load import load_recipe, recipe_from_text
 from studio.config.schema import Recipe
-from studio.config.shipped import DEMO_RECIPE, recipes_dir, shipped_recipe, shipped_recipes
+from studio.config.shipped import DEMO_RECIPE, recipe_name, shipped_recipe, shipped_recipes
 from studio.config.validate import validate_recipe
 from studio.config.yaml_text import MAX_RECIPE_BYTES, dump_recipe
 from studio.errors import StudioError
@@ -17,7 +17,7 @@ from studio.memory.formula import estimate
 from studio.memory.gpus import DEFAULT_GPU, parse_gpu
 from studio.ui import model_picker
 from studio.ui.access import check_name, check_recipe_paths, safe_path
-from studio.ui.context import Context, downloadable
+from studio.ui.context import Context, served
 from studio.ui.errors import shows_errors
 from studio.ui.form import (
     FieldSpec,
@@ -84,10 +84,7 @@ def load_base(path: str | None) -> Recipe | None:
 
 def command_for(base_path: str | None, base: Recipe | None, recipe: Recipe) -> str:
     """The `studio train` command that trains what the form shows."""
-    shown = base_path if base_path else "RECIPE.yaml"
-    root = recipes_dir().resolve()
-    if base_path and Path(base_path).resolve().is_relative_to(root):
-        shown = Path(base_path).resolve().relative_to(root).with_suffix("").as_posix()  # a shipped recipe: its name
+    shown = (recipe_name(base_path) or base_path) if base_path else "RECIPE.yaml"  # a shipped recipe by its name
     args = override_args(base, recipe)
     return " \\\n    ".join([f"studio train {shown}", *args])
 
@@ -140,8 +137,7 @@ def build(ctx: Context) -> dict:
                 upload = gr.UploadButton("Open YAML…", file_types=[".yaml", ".yml"], scale=1, min_width=100)
             for section in dict.fromkeys(section_of(s.key) for s in specs):
                 fields = [s for s in specs if section_of(s.key) == section]
-                title = section if section != "method" else "method"
-                with gr.Accordion(title, open=section in OPEN_SECTIONS):
+                with gr.Accordion(section, open=section in OPEN_SECTIONS):
                     if section == "model":
                         picker_parts = build_model_picker(demo.model.name)
                     for i in range(0, len(fields), 2):
@@ -197,7 +193,7 @@ def build(ctx: Context) -> dict:
         name = name if name.endswith(".yaml") else name + ".yaml"
         target = safe_path(ctx.workspace(request) / "recipes", name)
         target.write_text(dump_recipe(validate_recipe(raw)), encoding="utf-8")
-        return gr.update(value=downloadable(target), visible=True), gr.update(choices=recipe_choices(ctx, request), value=f"workspace/{name}"), str(target)
+        return gr.update(value=served(target), visible=True), gr.update(choices=recipe_choices(ctx, request), value=f"workspace/{name}"), str(target)
 
     def list_choices(request: gr.Request):
         return gr.update(choices=recipe_choices(ctx, request))

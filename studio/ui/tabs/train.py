@@ -9,6 +9,7 @@ browser or a restarted UI loses nothing.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import gradio as gr
@@ -18,8 +19,8 @@ from studio.config.load import load_recipe
 from studio.config.validate import validate_recipe
 from studio.config.yaml_text import dump_recipe
 from studio.errors import StudioError
-from studio.training.callbacks import format_duration
-from studio.training.rundir import DATA, RECIPE, read_metrics
+from studio.training.eta import format_duration
+from studio.training.rundir import DATA, RECIPE, read_json_or_empty, read_metrics
 from studio.ui.access import check_name, check_recipe_paths, safe_path
 from studio.ui.context import Context, recipe_data
 from studio.ui.errors import shows_errors
@@ -89,14 +90,11 @@ def total_steps(run_dir: Path) -> int | None:
         return None
     if recipe.train.max_steps:
         return recipe.train.max_steps
-    import json
-    import math
-
-    try:
-        examples = json.loads((run_dir / DATA).read_text())["train"]["examples"]
-    except (OSError, KeyError, ValueError):
+    examples = read_json_or_empty(run_dir / DATA).get("train", {}).get("examples")
+    if not isinstance(examples, int):
         return None
-    per_epoch = math.ceil(examples / recipe.train.batch_size / recipe.train.grad_accum)
+    # Each optimizer step takes batch_size x grad_accum examples on every process of a distributed run.
+    per_epoch = math.ceil(examples / (recipe.train.batch_size * recipe.train.grad_accum * recipe.distributed.world_size))
     return math.ceil(per_epoch * recipe.train.epochs)
 
 

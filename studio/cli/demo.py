@@ -1,7 +1,8 @@
 """The demo: QLoRA-tune the bundled SmolLM2-135M-Instruct to extract orders as JSON, offline, then prove it.
 
 Train -> score base and adapter on held-out requests -> show answers side by side -> merge and check
-the merged model reproduces the adapter -> summary. Everything uses the public library functions.
+the merged model reproduces the adapter -> summary. It is a shell, like the rest of studio.cli: it only
+calls the public library functions and writes what they return for a terminal.
 """
 
 from __future__ import annotations

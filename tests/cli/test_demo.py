@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from helpers import network_audit
 
-import studio.demo
+import studio.cli.demo
 from studio.cli import main
 
 SUMMARY_KEYS = {"metric", "base_score", "adapter_score", "run_dir", "merged_dir", "merge_passed"}
@@ -17,7 +17,7 @@ def test_quick_demo_end_to_end(tmp_path):
     lines = []
     # The demo is offline: nothing may reach beyond loopback while it trains, evaluates and merges.
     with network_audit() as outward:
-        summary = studio.demo.run_demo(out_dir=str(tmp_path / "{name}"), quick=True, log=lines.append)
+        summary = studio.cli.demo.run_demo(out_dir=str(tmp_path / "{name}"), quick=True, log=lines.append)
     assert outward == []
     assert SUMMARY_KEYS <= set(summary)
     assert summary["metric"] == "field_accuracy"
@@ -40,7 +40,7 @@ def test_demo_json_prints_one_object(capsys, tmp_path, monkeypatch):
         calls.append((out_dir, quick))
         return {"metric": "field_accuracy", "base_score": 10.0, "adapter_score": 90.0, "run_dir": "r", "merged_dir": "m", "merge_passed": True}
 
-    monkeypatch.setattr(studio.demo, "run_demo", fake_run_demo)
+    monkeypatch.setattr(studio.cli.demo, "run_demo", fake_run_demo)
     code = main(["demo", "--quick", "--json", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0
