@@ -3,9 +3,14 @@ the one rule every op uses to pick its implementation for a tensor."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
+
+from studio_kernels.triton_import import IMPORT_ERROR, missing_reason
+
+log = logging.getLogger("studio_kernels")
 
 
 def interpreting() -> bool:
@@ -18,12 +23,8 @@ def interpreting() -> bool:
 
 
 def triton_available() -> bool:
-    """Whether the triton package imports at all (it is a hard dependency, but be explicit)."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:  # pragma: no cover - triton is pinned in pyproject
-        return False
-    return True
+    """Whether Triton imported on this machine (it has Linux wheels only; see triton_import)."""
+    return IMPORT_ERROR is None
 
 
 def triton_can_run(t: torch.Tensor) -> bool:
@@ -33,6 +34,9 @@ def triton_can_run(t: torch.Tensor) -> bool:
 
 def check_triton_device(*tensors: torch.Tensor) -> None:
     """Raise a clear error when a Triton kernel is asked to run where it cannot."""
+    if not triton_available():
+        raise RuntimeError(f"{missing_reason()}: the Triton kernels cannot run here; use backend='torch' (the reference path), "
+                           "or install Triton (Linux: pip install triton)")
     for t in tensors:
         if not triton_can_run(t):
             raise ValueError(
@@ -60,9 +64,28 @@ BACKENDS = ("auto", "triton", "torch")
 def resolve_backend(backend: str, t: torch.Tensor) -> str:
     """"triton" or "torch" for an op on tensor `t`: "auto" is the Triton kernel for a CUDA tensor and the
     plain-torch reference elsewhere; an explicit choice stands ("triton" on a CPU tensor runs under
-    TRITON_INTERPRET=1, as the tests do, and fails clearly without it)."""
+    TRITON_INTERPRET=1, as the tests do, and fails clearly without it).
+
+    A CUDA tensor on a machine without Triton gets the reference, and the log says so once: the same
+    numbers, much slower (the dense weight is rebuilt for every product).
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "triton" if t.is_cuda and triton_can_run(t) else "torch"
-    return backend
+    if backend != "auto":
+        return backend
+    if not t.is_cuda:
+        return "torch"
+    if triton_available():
+        return "triton"
+    _say_once(f"{missing_reason()}: the NF4 and cross-entropy kernels run their plain-torch references on the GPU "
+              "(correct but slow; install Triton, or use quant.backend: bitsandbytes)")
+    return "torch"
+
+
+_said: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _said:
+        _said.add(message)
+        log.warning(message)

@@ -86,25 +86,32 @@ def load_base(model_dir: Path, dtype: torch.dtype, device: torch.device, trust_r
     return model.eval()
 
 
-def quant_backend(recipe: Recipe) -> tuple[str, str]:
-    """Which 4-bit implementation a QLoRA run uses, and why.
+def quant_backend(recipe: Recipe, device: torch.device | None = None) -> tuple[str, str]:
+    """Which 4-bit implementation a QLoRA run on `device` (default: the recipe's) uses, and why.
 
-    The recipe's choice; for `auto`, the studio's NF4 kernels when they import, else bitsandbytes, with
-    the import error in the reason (training prints it: a silent switch would change speed, memory and
+    The recipe's choice; for `auto`, the studio's NF4 kernels when they import and can run fused on that
+    device (a CPU always can: their torch reference is the CPU path; a GPU needs Triton), else
+    bitsandbytes, with the reason (training prints it: a silent switch would change speed, memory and
     numerics without a word). `studio` with kernels that do not import is a StudioError.
     """
     chosen = recipe.quant.backend
     if chosen == "bitsandbytes":
         return "bitsandbytes", "quant.backend: bitsandbytes"
     try:
-        import studio_kernels  # noqa: F401
+        from studio_kernels.runtime import triton_available
+        from studio_kernels.triton_import import missing_reason
     except ImportError as exc:
         problem = f"{type(exc).__name__}: {exc}"
         if chosen == "studio":
             raise StudioError(f"quant.backend is studio but the studio's NF4 kernels cannot be imported ({problem})", where="quant.backend",
                               fix="install the kernels package (`pip install ./kernels` in a checkout), or set quant.backend: bitsandbytes") from None
         return "bitsandbytes", f"quant.backend auto, and the studio's NF4 kernels cannot be imported: {problem}"
-    return "studio", "quant.backend: studio" if chosen == "studio" else "quant.backend auto: the studio's NF4 kernels"
+    if chosen == "studio":
+        return "studio", "quant.backend: studio"
+    device = device or pick_device(recipe.train.device)
+    if device.type == "cuda" and not triton_available():
+        return "bitsandbytes", f"quant.backend auto, and the studio's fused kernels need Triton on a GPU: {missing_reason()}"
+    return "studio", "quant.backend auto: the studio's NF4 kernels"
 
 
 def load_for_training(recipe: Recipe, device: torch.device):
@@ -119,7 +126,7 @@ def load_for_training(recipe: Recipe, device: torch.device):
     dtype = pick_dtype(recipe.model.dtype, device)
     backend = None
     if recipe.adapter_method == "qlora":
-        backend, why = quant_backend(recipe)
+        backend, why = quant_backend(recipe, device)
         print(f"4-bit base weights: {backend} ({why})", file=sys.stderr, flush=True)
     quantized = 0
     if backend == "bitsandbytes":

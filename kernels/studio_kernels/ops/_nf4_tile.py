@@ -8,8 +8,7 @@ shapes, and rows that straddle a byte or a quantization block, work with the sam
 
 from __future__ import annotations
 
-import triton
-import triton.language as tl
+from studio_kernels.triton_import import tl, triton
 
 
 @triton.jit

@@ -9,12 +9,11 @@ needs to be large enough to keep the memory system busy.
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
 from studio_kernels.nf4 import NF4Weight, dequantize_nf4_reference, nf4_code
 from studio_kernels.ops._nf4_tile import _cast, _load_nf4
 from studio_kernels.runtime import check_triton_device, interpreting, resolve_backend
+from studio_kernels.triton_import import tl, triton
 
 _OUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

@@ -36,11 +36,10 @@ the chunk loop, the autograd Function and the plain-torch reference together.
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
 from studio_kernels.ops._nf4_tile import _cast
 from studio_kernels.runtime import autotuning, check_triton_device, interpreting, resolve_backend
+from studio_kernels.triton_import import tl, triton
 
 DEFAULT_BUDGET_BYTES = 256 * 2**20  # logits chunk budget when chunk_size is not given
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)

@@ -30,8 +30,6 @@ Large M: optionally skip fusion - dequantize W into one reused scratch buffer an
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
 from studio_kernels.dispatch import large_m_threshold
 from studio_kernels.nf4 import NF4Weight, dequantize_nf4_reference, nf4_code
@@ -47,6 +45,7 @@ from studio_kernels.ops.nf4_matmul_configs import (
     TILED_CONFIGS,
 )
 from studio_kernels.runtime import autotuning, check_triton_device, interpreting, resolve_backend
+from studio_kernels.triton_import import tl, triton
 
 SMALL_M = 16  # at or below this many rows, use the read-weights-once kernel
 # At or above large_m_threshold(device) rows, large_m="auto" dequantizes into a scratch buffer for cuBLAS:

@@ -7,7 +7,7 @@ stages two fp32 gathers per element, so the usual GEMM tiles do not fit.
 
 from __future__ import annotations
 
-import triton
+from studio_kernels.triton_import import triton
 
 
 def _cfg(bm, bp, br, warps, stages, split=1, group=8):
