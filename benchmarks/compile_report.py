@@ -149,11 +149,11 @@ def _same_launch(a, b) -> bool:
 
 
 def matmul_configs(which: str) -> list:
-    """The tiled ("tiled") or small-M ("small") autotune configs, plus the fixed launch config unless it is one of them."""
+    """The tiled ("tiled") or small-M ("small") autotune configs, plus each fixed launch config that is not one of them."""
     from studio_kernels.ops import nf4_matmul_configs as cfgs
 
-    configs, fixed = (cfgs.SMALL_CONFIGS, cfgs.FIXED_SMALL) if which == "small" else (cfgs.TILED_CONFIGS, cfgs.FIXED_TILED)
-    return list(configs) + ([] if any(_same_launch(c, fixed) for c in configs) else [fixed])
+    configs, chain = (cfgs.SMALL_CONFIGS, cfgs.FIXED_SMALL) if which == "small" else (cfgs.TILED_CONFIGS, cfgs.FIXED_TILED)
+    return list(configs) + [f for f in chain if not any(_same_launch(c, f) for c in configs)]
 
 
 def matmul_variants(which: str, dtypes, product_filter=None, config_filter=None) -> list[Variant]:

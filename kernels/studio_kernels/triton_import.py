@@ -14,6 +14,7 @@ from types import SimpleNamespace
 try:
     import triton
     import triton.language as tl
+    from triton.runtime.errors import OutOfResources
 except (ImportError, OSError, RuntimeError) as exc:  # absent, or installed without its compiler libraries
     IMPORT_ERROR: BaseException | None = exc
 else:
@@ -79,3 +80,6 @@ class _AbsentLanguage:
 if IMPORT_ERROR is not None:
     triton = _AbsentTriton()  # type: ignore[assignment]
     tl = _AbsentLanguage()  # type: ignore[assignment]
+
+    class OutOfResources(Exception):  # type: ignore[no-redef]
+        """Never raised without Triton: lets `except OutOfResources` stand in launchers."""

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from studio_kernels.nf4 import dequantize_nf4_reference, quantize_nf4
+from studio_kernels.ops import nf4_matmul as nf4_matmul_module, nf4_matmul_configs as configs
 from studio_kernels.ops.nf4_matmul import (
     NF4LinearFunction,
     nf4_linear,
@@ -111,3 +112,19 @@ def test_noncontiguous_input_and_user_errors(weight, assert_close):
         nf4_matmul_triton(torch.randn(3, K), weight, large_m="always")
     with pytest.raises(TypeError, match="float32/float16/bfloat16"):
         nf4_matmul_triton(torch.randn(3, K).double(), weight)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [pytest.param(c, id=f"tiled{i}") for i, c in enumerate(configs.FIXED_TILED)]
+    + [pytest.param(c, id=f"small{i}") for i, c in enumerate(configs.FIXED_SMALL)],
+)
+def test_every_fixed_fallback_config_computes_the_same_product(weight, cfg, monkeypatch, assert_close):
+    """A fallback is launched only on a GPU short of shared memory, so prove here that each one is right."""
+    small = cfg.kwargs["BLOCK_M"] == 16 and cfg.kwargs["GROUP_M"] == 1
+    monkeypatch.setattr(nf4_matmul_module, "INTERPRET_SMALL" if small else "INTERPRET_TILED", cfg.kwargs)
+    M = 5 if small else 40
+    g = torch.Generator().manual_seed(7)
+    x, dy = torch.randn(M, K, generator=g), torch.randn(M, N, generator=g)
+    assert_close(nf4_matmul_triton(x, weight, large_m="fused"), nf4_matmul_reference(x, weight))
+    assert_close(nf4_matmul_grad_input_triton(dy, weight, large_m="fused"), nf4_matmul_grad_input_reference(dy, weight))

@@ -35,6 +35,7 @@ from studio_kernels.dispatch import large_m_threshold
 from studio_kernels.nf4 import NF4Weight, dequantize_nf4_reference, nf4_code
 from studio_kernels.ops._nf4_tile import _cast, _load_nf4
 from studio_kernels.ops.dequant import dequantize_nf4_triton
+from studio_kernels.ops.fixed_launch import launch_first_that_fits
 from studio_kernels.ops.nf4_matmul_configs import (
     AUTOTUNE_KEY,
     FIXED_SMALL,
@@ -204,8 +205,8 @@ def _launch(a: torch.Tensor, weight: NF4Weight, transposed: bool, bias: torch.Te
         meta = INTERPRET_SMALL if small else INTERPRET_TILED
         _nf4_matmul_kernel[grid(meta)](*args, **flags, **meta)
     elif not autotuning():
-        cfg = FIXED_SMALL if small else FIXED_TILED
-        _nf4_matmul_kernel[grid(cfg.kwargs)](*args, **flags, **cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        key = ("nf4_matmul", a.dtype, a.device, *flags.values())
+        launch_first_that_fits(_nf4_matmul_kernel, FIXED_SMALL if small else FIXED_TILED, key, grid, args, flags)
     elif small:
         _nf4_matmul_small[grid](*args, **flags)
     else:

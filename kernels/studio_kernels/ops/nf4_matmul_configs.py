@@ -47,12 +47,14 @@ SMALL_CONFIGS = [
 
 
 # Without autotuning (STUDIO_KERNEL_AUTOTUNE=0: GPU tests, where tuning every shape would cost minutes of
-# compiling): one config each that fits every GPU above in every dtype (32x64x64: 72 KiB bf16, 96 KiB fp32
-# on sm_86).
-FIXED_TILED = TILED_CONFIGS[0]
+# compiling): a chain each, tried in order at the first launch (ops/fixed_launch.py). The first fits every
+# GPU above in every dtype (32x64x64: 72 KiB bf16, 96 KiB fp32 on sm_86); the next ones need about half as
+# much, for a GPU or Triton version that needs more shared memory than the compile report measured.
+FIXED_TILED = (TILED_CONFIGS[0], _cfg(32, 32, 64, 4, 2), _cfg(16, 32, 32, 4, 1))
 
 
-FIXED_SMALL = _cfg(16, 64, 64, 4, 3, split=4, group=1)
+FIXED_SMALL = (_cfg(16, 64, 64, 4, 3, split=4, group=1), _cfg(16, 32, 64, 4, 2, split=4, group=1),
+               _cfg(16, 32, 32, 4, 1, split=4, group=1))
 
 
 # Under the interpreter: one fixed configuration (no timing loop), large tiles because the
