@@ -53,9 +53,10 @@ MODELS = {
     "tiny": dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2, vocab_size=512),
 }
-METHODS = ("bf16_lora", "bnb_qlora", "studio_qlora")
+METHODS = ("studio_qlora", "bf16_lora", "bnb_qlora")  # ours first: a session cut off still has its row
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TARGETS = {
+    "values": "fused NF4 matmul equals dequantize + cuBLAS (normwise error <= 1e-2) at every measured row",
     "fwd_large_m": "fused NF4 matmul >= 0.90x bf16 speed at M >= 4096 (0.85x at M = 2048)",
     "decode": "M = 1 decode >= 3x faster than bf16",
     "step_vs_bf16": "studio QLoRA step <= 1.10x bf16 LoRA step",
@@ -103,8 +104,22 @@ def _speeds(t: dict) -> dict:
     return row
 
 
+# The fused kernel's output against the dequantize + cuBLAS output of the same NF4 bytes, normwise
+# (||a - b|| / ||b||): both accumulate in fp32 and round once to bf16, so they differ by output rounding
+# and summation order, about 2^-9 relative; a wrong tile or mask is off by orders of magnitude more.
+VALUE_TOLERANCE = 1e-2
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """||actual - expected|| / ||expected|| in fp32 (0 when both are zero)."""
+    a, e = actual.float(), expected.float()
+    denom = e.norm().item()
+    return (a - e).norm().item() / denom if denom else (a - e).norm().item()
+
+
 def matmul_rows(shapes, ms, device: str = "cuda") -> Iterator[dict]:
-    """Forward and input-gradient timings of every implementation at every (shape, M), one row at a time.
+    """Forward and input-gradient timings of every implementation at every (shape, M), one row at a time,
+    each with the fused output checked against the dequantize path's (pass/FAIL per row).
 
     A generator, so the caller can write each row to disk before the next (slow) one is measured.
     """
@@ -135,11 +150,19 @@ def matmul_rows(shapes, ms, device: str = "cuda") -> Iterator[dict]:
                 # what bnb's MatMul4Bit.backward does for the input gradient
                 "bwd_bnb": median_ms(lambda: dy @ bnbF.dequantize_4bit(packed, qs).to(dy.dtype), device),
             }
-            row = {"out": out_f, "in": in_f, "M": m, "ms": t, **_speeds(t)}
+            check = {
+                "fwd": relative_error(nf4_matmul_triton(x, weight, large_m="fused"),
+                                      nf4_matmul_triton(x, weight, large_m="dequant")),
+                "bwd": relative_error(nf4_matmul_grad_input_triton(dy, weight, large_m="fused"),
+                                      nf4_matmul_grad_input_triton(dy, weight, large_m="dequant")),
+            }
+            row = {"out": out_f, "in": in_f, "M": m, "ms": t, **_speeds(t), "fused_vs_dequant_error": check,
+                   "values_pass": max(check.values()) <= VALUE_TOLERANCE}
             print(
                 f"  W {out_f}x{in_f} M={m:5d}  fwd fused {row['fwd_speed_vs_bf16_fused']:.2f}x bf16, "
                 f"best {row['fwd_speed_vs_bf16_best']:.2f}x bf16, {row['fwd_speed_vs_bnb_best']:.2f}x bnb | "
-                f"dX best {row['bwd_speed_vs_bf16_best']:.2f}x bf16",
+                f"dX best {row['bwd_speed_vs_bf16_best']:.2f}x bf16 | values "
+                f"{'pass' if row['values_pass'] else 'FAIL'} (fused vs dequant {max(check.values()):.1e})",
                 flush=True,
             )
             yield row
@@ -240,6 +263,9 @@ def verdicts(matmul_rows, train_rows, plan: Plan) -> dict:
     Works on a partial run: a model's training targets appear once all three of its methods are measured.
     """
     out = {}
+    if matmul_rows:
+        worst = max(max(r["fused_vs_dequant_error"].values()) for r in matmul_rows)
+        out["values"] = {"worst_error": worst, "pass": all(r["values_pass"] for r in matmul_rows)}
     big = [r["fwd_speed_vs_bf16_fused"] for r in matmul_rows if r["M"] >= plan.large_m]
     mid = [r["fwd_speed_vs_bf16_fused"] for r in matmul_rows if r["M"] == plan.mid_m]
     if big or mid:
@@ -295,14 +321,15 @@ def markdown(env, matmul_rows, train_rows, targets) -> str:
              " | ".join(f"{k} {v}" for k, v in env.items()), "",
              "## Matmul (speed = bf16 time / our time; >1 is faster)", "",
              "| W (out x in) | M | fwd fused | fwd best | fwd vs bnb | dX fused | dX best | dX vs bnb | "
-             "bf16 fwd ms | fused fwd ms | bnb fwd ms |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "bf16 fwd ms | fused fwd ms | bnb fwd ms | values |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in matmul_rows:
         t = r["ms"]
         lines.append(
             f"| {r['out']}x{r['in']} | {r['M']} | {r['fwd_speed_vs_bf16_fused']:.2f}x | {r['fwd_speed_vs_bf16_best']:.2f}x"
             f" | {r['fwd_speed_vs_bnb_best']:.2f}x | {r['bwd_speed_vs_bf16_fused']:.2f}x | {r['bwd_speed_vs_bf16_best']:.2f}x"
-            f" | {r['bwd_speed_vs_bnb_best']:.2f}x | {t['fwd_bf16']:.3f} | {t['fwd_fused']:.3f} | {t['fwd_bnb']:.3f} |"
+            f" | {r['bwd_speed_vs_bnb_best']:.2f}x | {t['fwd_bf16']:.3f} | {t['fwd_fused']:.3f} | {t['fwd_bnb']:.3f}"
+            f" | {'pass' if r['values_pass'] else 'FAIL'} ({max(r['fused_vs_dequant_error'].values()):.1e}) |"
         )
     if train_rows:
         lines += ["", "## LoRA training step (batch 1)", "",

@@ -143,27 +143,16 @@ def _matmul_args(a: str, c: str, bias: str | None, m: int) -> dict:
 _MATMUL_PRODUCTS = ((True, True), (True, False), (False, False))
 
 
-def _same_launch(a, b) -> bool:
-    """Whether two triton.Configs launch alike (the class defines no equality of its own)."""
-    return (a.kwargs, a.num_warps, a.num_stages) == (b.kwargs, b.num_warps, b.num_stages)
-
-
-def matmul_configs(which: str) -> list:
-    """The tiled ("tiled") or small-M ("small") autotune configs, plus each fixed launch config that is not one of them."""
-    from studio_kernels.ops import nf4_matmul_configs as cfgs
-
-    configs, chain = (cfgs.SMALL_CONFIGS, cfgs.FIXED_SMALL) if which == "small" else (cfgs.TILED_CONFIGS, cfgs.FIXED_TILED)
-    return list(configs) + [f for f in chain if not any(_same_launch(c, f) for c in configs)]
-
-
 def matmul_variants(which: str, dtypes, product_filter=None, config_filter=None) -> list[Variant]:
-    """Variants of the fused NF4 matmul in its tiled ("tiled") or small-M ("small") configs (see matmul_configs).
+    """Variants of the fused NF4 matmul in its tiled ("tiled") or small-M ("small") configs (nf4_matmul_configs.distinct_configs).
 
     Mirrors `nf4_matmul._launch`: small M accumulates atomically into an fp32 C, large M stores in the input
     dtype; fp32 inputs take the fp32 dot (DOT_FP32); the GPU never emulates bf16 rounding.
     """
+    from studio_kernels.ops import nf4_matmul_configs as cfgs
+
     small = which == "small"
-    configs = _pick(matmul_configs(which), config_filter)
+    configs = _pick(cfgs.distinct_configs(which), config_filter)
     variants = []
     for dtype in dtypes:
         c_dtype = "fp32" if small else dtype
@@ -250,16 +239,19 @@ def all_variants(quick: bool) -> list[Variant]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _specialize(value) -> tuple[str, str | None]:
+def _specialize(value, fixed: bool = False) -> tuple[str, str | None]:
     """Triton's type and specialization of a runtime argument, as its launcher derives them.
 
     ("constexpr", None) for an int equal to 1, which the launcher turns into a constant; "D" marks
-    divisibility by 16 (pointers: torch's allocations are aligned far beyond 16 bytes).
+    divisibility by 16 (pointers: torch's allocations are aligned far beyond 16 bytes). fixed: the kernel
+    names the argument in do_not_specialize, so it gets neither.
     """
     if isinstance(value, Ptr):
         return f"*{value.dtype}", "D"
     if isinstance(value, float):
         return "fp32", None
+    if fixed:
+        return ("i32" if -(2**31) <= value < 2**31 else "i64"), None
     if value == 1:
         return "constexpr", None
     ty = "i32" if -(2**31) <= value < 2**31 else "i64"
@@ -276,7 +268,7 @@ def build_source(fn, variant: Variant):
             signature[name] = "constexpr"
             continue
         value = variant.args[name]
-        ty, hint = _specialize(value)
+        ty, hint = _specialize(value, fixed=name in fn.do_not_specialize or i in fn.do_not_specialize)
         signature[name] = ty
         if ty == "constexpr":
             constexprs[name] = value

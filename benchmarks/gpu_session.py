@@ -1,15 +1,16 @@
 """Every GPU check of the project in one command, inside a fixed time budget: tests on CUDA, then the benchmarks.
 
-    python -m benchmarks.gpu_session --out DIR [--budget-s 520] [--wheels .whl] [--stages a,b,...]
+    python -m benchmarks.gpu_session --out DIR [--budget-s 330] [--wheels .whl] [--stages a,b,...]
     python -m benchmarks.gpu_session --smoke --out DIR      # the same plan on the CPU, tiny shapes (CI runs this)
 
 A GPU is often lent for a few minutes only, on a machine that cannot download anything. This script is what
 such a session runs: it installs the project's pinned packages from carried wheels (benchmarks/gpu_wheels.sh
 downloads them on a machine with a package index), checks that everything imports and sees the GPU, then runs
 the stages in order of what the open targets need most, each under its own time limit and all of them under
-one budget. The benchmarks rewrite their JSON after every measurement, so a stage cut off by its limit still
-leaves what it measured. At the end DIR holds three files: session.log (everything printed), summary.md (each
-stage's status and time, and every target verdict the benchmarks printed) and results.tar.gz (the benchmarks'
+one budget. The benchmarks write into DIR/results and rewrite their JSON after every measurement, and
+summary.md and results.tar.gz are rewritten after every stage, so a stage, or the whole session, cut off by
+its limit still leaves what it measured: session.log (everything printed), summary.md (each stage's status
+and time, and every target verdict the benchmarks printed), results/ and results.tar.gz (the benchmarks'
 JSON and markdown and the test reports).
 
 Each stage runs in its own process from the repository root, the benchmarks as `python -m benchmarks.<name>`.
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -71,30 +71,61 @@ class Stage:
     limit_s: int
     min_s: int = 30
     gpu_only: bool = False  # skipped by --smoke (the CPU has nothing to check there)
+    in_smoke: bool = True  # False: under --smoke it would repeat an earlier stage exactly
+    proposes_dispatch: bool = False  # a matmul sweep: later stages dispatch with the threshold it measured
     env: dict = field(default_factory=dict)  # set for this stage only
 
 
+# Device time is lent 15 minutes at a time, machine start included (assumed 180 s: "minutes"), with the
+# results fetched after each run. The default budget leaves room for a second full run in the same lease
+# (2 x (330 + 60) + 180 = 960 would not; 2 x (330 + 30) + 180 = 900 does): a run that fails early can be
+# fixed and run again. tests/benchmarks/test_compile_plan.py holds the arithmetic to this.
+DEVICE_SECONDS = 900
+MACHINE_START_S = 180
+PER_RUN_OVERHEAD_S = 30  # copying the tree and the wheels there, fetching the results back
+DEFAULT_BUDGET_S = 330
+
+# The GPU tests other than the every-config one, which has a stage of its own (it compiles about 50 binaries).
+EVERY_CONFIG_TEST = "every_matmul_config"
+
+
 def stages(smoke: bool, results: Path) -> list[Stage]:
-    """The session's plan, most needed first: GPU correctness, the kernel speed targets, memory, the fused loss.
+    """The session's plan, most needed first: GPU correctness, the quick kernel and QLoRA figures, every config,
+    then the full sweeps, memory and the fused loss.
 
     Under --smoke each benchmark runs its own tiny CPU variant, so CI exercises this plan end to end.
+    Each stage's compile time is predicted by benchmarks/compile_plan.py and checked against its limit.
     """
     py = sys.executable
     out = ["--out", str(results)]
     smoke_flag = ["--smoke"] if smoke else []
-    junit = ["--junitxml", str(results / "gpu-tests.xml"), "-p", "no:cacheprovider"]
+    quick = ["--quick"] if not smoke else []
+
+    def pytest(name: str, select: str) -> list[str]:
+        junit = ["--junitxml", str(results / f"{name}.xml"), "-p", "no:cacheprovider"]
+        return [py, "-m", "pytest", "-q", "-m", "gpu", "-k", select, *GPU_TEST_FILES, *junit]
+
+    fixed = {"STUDIO_KERNEL_AUTOTUNE": "0"}
     return [
-        Stage("preflight", [py, "-c", PREFLIGHT + ("" if smoke else NEEDS_CUDA)], 90, min_s=10),
-        # The kernels compiled for the GPU against bitsandbytes' CUDA kernels, and the fused loss on CUDA.
-        # One fixed config per kernel: autotuning every shape these tests touch would compile for minutes.
-        # Only the files holding GPU tests: collecting the whole folder would import modules that need
-        # packages the GPU machine may lack, and one import error stops pytest before any test runs.
-        Stage("gpu-tests", [py, "-m", "pytest", "-q", "-m", "gpu", *GPU_TEST_FILES, *junit], 150, gpu_only=True,
-              env={"STUDIO_KERNEL_AUTOTUNE": "0"}),
-        # Matmul at the four Llama-3-8B shapes over M (proposes the dispatch threshold), then the 1B and 8B
-        # training steps of the three methods, run with that threshold.
-        Stage("nf4-matmul", [py, "-m", "benchmarks.bench_nf4", "--skip-training", *smoke_flag, *out], 150, min_s=60),
-        Stage("nf4-training", [py, "-m", "benchmarks.bench_nf4", "--skip-matmul", *smoke_flag, *out], 150, min_s=60),
+        Stage("preflight", [py, "-c", PREFLIGHT + ("" if smoke else NEEDS_CUDA)], 30, min_s=10),
+        # The kernels compiled for the GPU against bitsandbytes' CUDA kernels, and the fused loss on CUDA, with
+        # the first config of each fixed chain (autotuning every shape these tests touch would compile for
+        # minutes). Only the files holding GPU tests: collecting the whole folder would import modules that
+        # need packages the GPU machine may lack, and one import error stops pytest before any test runs.
+        Stage("gpu-tests", pytest("gpu-tests", f"not {EVERY_CONFIG_TEST}"), 75, gpu_only=True, env=fixed),
+        # The first figures: the quick matmul sweep (proposes the dispatch threshold), then the 1B training
+        # step with studio QLoRA timed first.
+        Stage("nf4-quick-matmul", [py, "-m", "benchmarks.bench_nf4", "--skip-training", *quick, *smoke_flag, *out],
+              120, min_s=60, proposes_dispatch=True),
+        Stage("nf4-quick-training", [py, "-m", "benchmarks.bench_nf4", "--skip-matmul", *quick, *smoke_flag, *out],
+              90, min_s=45),
+        # Every distinct config of both matmul kernels, once each, for its values.
+        Stage("gpu-configs", pytest("gpu-configs", EVERY_CONFIG_TEST), 150, min_s=90, gpu_only=True, env=fixed),
+        # What a second run (or a longer budget) adds: the full sweep, the 8B step, memory, the fused loss.
+        Stage("nf4-matmul", [py, "-m", "benchmarks.bench_nf4", "--skip-training", *smoke_flag, *out], 120, min_s=60,
+              in_smoke=False, proposes_dispatch=True),
+        Stage("nf4-training", [py, "-m", "benchmarks.bench_nf4", "--skip-matmul", *smoke_flag, *out], 150, min_s=60,
+              in_smoke=False),
         # The 8B QLoRA target setting (batch 1, seq 2048), then estimate vs measured peak over the 1B grid.
         Stage("memory-target", [py, "-m", "benchmarks.bench_memory", "--target", *smoke_flag, *out], 120, min_s=60),
         Stage("memory", [py, "-m", "benchmarks.bench_memory", "--quick", *smoke_flag, *out], 150, min_s=60),
@@ -178,10 +209,20 @@ def summary(rows: list[tuple[str, str, float, list[str]]], budget_s: float, used
     return "\n".join(lines) + "\n"
 
 
+def write_outputs(out: Path, rows: list, budget_s: float, used_s: float, smoke: bool) -> None:
+    """summary.md and results.tar.gz as they stand: rewritten after every stage, so a session cut off keeps them."""
+    (out / "summary.md").write_text(summary(rows, budget_s, used_s, smoke))
+    partial = out / "results.tar.gz.part"
+    with tarfile.open(partial, "w:gz") as tar:
+        tar.add(out / "results", arcname="results")
+    partial.replace(out / "results.tar.gz")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="where session.log, summary.md and results.tar.gz go")
-    parser.add_argument("--budget-s", type=float, default=520, help="the whole session's seconds (default 520)")
+    parser.add_argument("--out", type=Path, required=True, help="where session.log, summary.md, results/ and results.tar.gz go")
+    parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
+                        help=f"the whole session's seconds (default {DEFAULT_BUDGET_S}: room for a rerun in one lease)")
     parser.add_argument("--wheels", type=Path, default=ROOT / ".whl", help="wheels to install first (default .whl)")
     parser.add_argument("--no-wheels", action="store_true", help="install nothing (a venv that has the project's packages)")
     parser.add_argument("--stages", help="comma-separated stage names to run (default: all, in plan order)")
@@ -189,8 +230,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     start = time.monotonic()
-    args.out.mkdir(parents=True, exist_ok=True)
-    results = Path(tempfile.mkdtemp(prefix="studio-results-"))
+    results = args.out / "results"  # the benchmarks write here directly: nothing waits for the end to be kept
+    results.mkdir(parents=True, exist_ok=True)
     plan = stages(args.smoke, results)
     known = [s.name for s in plan]
     wanted = args.stages.split(",") if args.stages else known
@@ -211,23 +252,20 @@ def main(argv=None) -> int:
             left = args.budget_s - (time.monotonic() - start)
             if stage.name not in wanted:
                 continue
-            if args.smoke and stage.gpu_only:
-                rows.append((stage.name, "skipped (GPU only)", 0.0, []))
+            if args.smoke and (stage.gpu_only or not stage.in_smoke):
+                rows.append((stage.name, "skipped (GPU only)" if stage.gpu_only else "skipped (repeats a quick stage)", 0.0, []))
             elif left < stage.min_s:
                 rows.append((stage.name, f"skipped ({left:.0f} s left, needs {stage.min_s})", 0.0, []))
             else:
                 rows.append((stage.name, *run_stage(stage, env, log, min(stage.limit_s, left))))
-            threshold = measured_dispatch(results) if stage.name == "nf4-matmul" else None
+            threshold = measured_dispatch(results) if stage.proposes_dispatch else None
             if threshold:
                 env["STUDIO_NF4_LARGE_M"] = threshold
                 log.write(f"\n(later stages dispatch with STUDIO_NF4_LARGE_M={env['STUDIO_NF4_LARGE_M']})\n")
+            write_outputs(args.out, rows, args.budget_s, time.monotonic() - start, args.smoke)
             if stage.name == "preflight" and not rows[-1][1].startswith(("ok", "skipped")):
                 break  # nothing else can run when the packages do not import
-    used = time.monotonic() - start
-    (args.out / "summary.md").write_text(summary(rows, args.budget_s, used, args.smoke))
-    with tarfile.open(args.out / "results.tar.gz", "w:gz") as tar:
-        tar.add(results, arcname="results")
-    shutil.rmtree(results, ignore_errors=True)
+    write_outputs(args.out, rows, args.budget_s, time.monotonic() - start, args.smoke)
     print((args.out / "summary.md").read_text())
     return 0 if all(status == "ok" or status.startswith("skipped") for _, status, _, _ in rows) else 1
 

@@ -1,14 +1,16 @@
 """Shared test setup: offline, CPU-friendly environment and session-wide tiny models and data.
 
-The environment is set before anything imports torch, triton or studio_kernels: Triton reads
-TRITON_INTERPRET when a kernel is defined, so setting it later would be too late.
+The environment is set before anything imports studio_kernels: Triton reads TRITON_INTERPRET when a
+kernel is defined, so setting it later would be too late.
 """
 
 import os
-import shutil
 
-if shutil.which("nvidia-smi") is None:
-    # No GPU on this machine: Triton kernels run in the CPU interpreter.
+import torch  # reads no TRITON_INTERPRET; only studio_kernels must come after the environment
+
+if not torch.cuda.is_available():
+    # No usable GPU here (nvidia-smi on PATH is not enough: a container may have it without a device):
+    # Triton kernels run in the CPU interpreter.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"

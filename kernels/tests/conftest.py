@@ -40,3 +40,10 @@ def _single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_runtest_setup(item):
+    """A GPU test that would run under the interpreter fails instead: it would pass without compiling anything."""
+    if item.get_closest_marker("gpu") and torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.fail("TRITON_INTERPRET=1 is set on a machine with CUDA: the GPU tests would run interpreted, "
+                    "not compiled; unset it", pytrace=False)

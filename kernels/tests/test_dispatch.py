@@ -127,3 +127,17 @@ def test_every_config_fits_the_smallest_gpu_or_is_one_of_the_big_gpu_extras():
     assert not small & {(64, 256), (128, 128)}
     first_small = configs.FIXED_SMALL[0]
     assert (first_small.kwargs["BLOCK_P"], first_small.kwargs["BLOCK_R"]) in small and configs.FIXED_TILED[0] in configs.TILED_CONFIGS
+
+
+def test_the_gpu_tests_run_every_distinct_matmul_config():
+    """Config coverage: a config added to an autotune list or a fixed chain is run on the GPU too."""
+    import test_gpu
+
+    every = [(kind, cfg) for kind, chain, listed in (("tiled", configs.FIXED_TILED, configs.TILED_CONFIGS),
+                                                     ("small", configs.FIXED_SMALL, configs.SMALL_CONFIGS))
+             for cfg in (*listed, *chain)]
+    covered = test_gpu.MATMUL_CONFIGS
+    for kind, cfg in every:
+        assert any(k == kind and configs.same_launch(cfg, c) for k, c in covered), (kind, cfg)
+    assert len(covered) == len({(k, str(c.kwargs), c.num_warps, c.num_stages) for k, c in covered})  # each once
+    assert {kind for kind, _ in covered} == {"tiled", "small"}

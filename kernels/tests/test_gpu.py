@@ -11,7 +11,9 @@ from studio_kernels.modules import QuantLinear
 from studio_kernels.nf4 import NF4Weight, dequantize_nf4_reference, quantize_nf4
 from studio_kernels.ops.dequant import dequantize_nf4_triton
 from studio_kernels.ops.nf4_lora import nf4_lora_linear
-from studio_kernels.ops.nf4_matmul import nf4_linear
+from studio_kernels.ops import nf4_matmul_configs as configs
+from studio_kernels.ops.nf4_matmul import _launch, nf4_linear
+from studio_kernels.triton_import import OutOfResources
 
 pytestmark = [
     pytest.mark.gpu,
@@ -86,3 +88,36 @@ def test_quant_linear_moves_to_cuda():
     expected = x.to(torch.bfloat16).float() @ w.t() + lin.bias.detach().cuda().to(torch.bfloat16).float()
     atol, rtol = TOL[torch.bfloat16]
     torch.testing.assert_close(q(x).float(), expected, atol=atol, rtol=rtol)
+
+
+# Every distinct config of both matmul kernels (autotune lists and fixed chains), for the config-coverage
+# meta-test in test_dispatch.py to compare against the config module.
+MATMUL_CONFIGS = [(kind, cfg) for kind in ("tiled", "small") for cfg in configs.distinct_configs(kind)]
+
+
+def _config_id(param) -> str:
+    kind, cfg = param
+    k = cfg.kwargs
+    return f"{kind}-{k['BLOCK_M']}x{k['BLOCK_P']}x{k['BLOCK_R']}-w{cfg.num_warps}-s{cfg.num_stages}-split{k['SPLIT_R']}"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("param", MATMUL_CONFIGS, ids=[_config_id(p) for p in MATMUL_CONFIGS])
+def test_every_matmul_config_computes_the_product(param, dtype):
+    """The autotuner may pick any config, so each is run once (forward with bias, an odd shape) for its values.
+
+    A config the GPU cannot hold is skipped with its reason: the autotuner prunes it the same way.
+    """
+    kind, cfg = param
+    weight = quantize_nf4(_weight(torch.float32, seed=3))
+    M = 7 if kind == "small" else 300
+    g = torch.Generator(device="cuda").manual_seed(4)
+    x = torch.randn(M, K, device="cuda", generator=g).to(dtype)
+    bias = torch.randn(N, device="cuda", generator=g).to(dtype)
+    try:
+        y = _launch(x, weight, transposed=True, bias=bias, config=cfg)
+    except OutOfResources as exc:
+        pytest.skip(f"does not fit this GPU: {exc}")
+    w = dequantize_nf4_reference(weight, dtype).float()
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(y.float(), x.float() @ w.t() + bias.float(), atol=atol, rtol=rtol)

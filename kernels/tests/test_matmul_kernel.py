@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from studio_kernels.nf4 import dequantize_nf4_reference, quantize_nf4
-from studio_kernels.ops import nf4_matmul as nf4_matmul_module, nf4_matmul_configs as configs
+from studio_kernels.ops import nf4_matmul_configs as configs
 from studio_kernels.ops.nf4_matmul import (
     NF4LinearFunction,
+    _launch,
     nf4_linear,
     nf4_matmul_grad_input_reference,
     nf4_matmul_grad_input_triton,
@@ -114,17 +115,42 @@ def test_noncontiguous_input_and_user_errors(weight, assert_close):
         nf4_matmul_triton(torch.randn(3, K).double(), weight)
 
 
-@pytest.mark.parametrize(
-    "cfg",
-    [pytest.param(c, id=f"tiled{i}") for i, c in enumerate(configs.FIXED_TILED)]
-    + [pytest.param(c, id=f"small{i}") for i, c in enumerate(configs.FIXED_SMALL)],
-)
-def test_every_fixed_fallback_config_computes_the_same_product(weight, cfg, monkeypatch, assert_close):
+def _config_id(cfg) -> str:
+    k = cfg.kwargs
+    return f"{k['BLOCK_M']}x{k['BLOCK_P']}x{k['BLOCK_R']}-s{cfg.num_stages}-split{k['SPLIT_R']}"
+
+
+@pytest.mark.parametrize("cfg", [*configs.FIXED_TILED, *configs.FIXED_SMALL], ids=_config_id)
+def test_every_fixed_fallback_config_computes_the_same_product(weight, cfg, assert_close):
     """A fallback is launched only on a GPU short of shared memory, so prove here that each one is right."""
-    small = cfg.kwargs["BLOCK_M"] == 16 and cfg.kwargs["GROUP_M"] == 1
-    monkeypatch.setattr(nf4_matmul_module, "INTERPRET_SMALL" if small else "INTERPRET_TILED", cfg.kwargs)
-    M = 5 if small else 40
+    M = 5 if cfg.kwargs["SPLIT_R"] > 1 else 40  # split R accumulates atomically: the small-M kernel only
     g = torch.Generator().manual_seed(7)
     x, dy = torch.randn(M, K, generator=g), torch.randn(M, N, generator=g)
-    assert_close(nf4_matmul_triton(x, weight, large_m="fused"), nf4_matmul_reference(x, weight))
-    assert_close(nf4_matmul_grad_input_triton(dy, weight, large_m="fused"), nf4_matmul_grad_input_reference(dy, weight))
+    assert_close(_launch(x, weight, transposed=True, bias=None, config=cfg), nf4_matmul_reference(x, weight))
+    assert_close(_launch(dy, weight, transposed=False, bias=None, config=cfg), nf4_matmul_grad_input_reference(dy, weight))
+
+
+# The 16-bit tl.dot (what a GPU runs for bf16/fp16 inputs) under the interpreter, in fp16: the interpreter's
+# fp16 arithmetic is right (its bf16 is not). Stated tolerance: fp16 products of fp16-rounded NF4 weights,
+# accumulated in fp32 by both sides, then rounded to fp16 once: a few fp16 ulps at these magnitudes.
+FP16_DOT_TOLERANCE = dict(atol=2e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("M", [3, 40])
+def test_the_16_bit_dot_branch_matches_the_reference_in_fp16(weight, M):
+    g = torch.Generator().manual_seed(11 + M)
+    x = torch.randn(M, K, generator=g).half()
+    bias = torch.randn(N, generator=g).half()
+    dy = torch.randn(M, N, generator=g).half()
+    y = _launch(x, weight, transposed=True, bias=bias, dot_fp32=False)
+    dx = _launch(dy, weight, transposed=False, bias=None, dot_fp32=False)
+    assert y.dtype == dx.dtype == torch.float16
+    torch.testing.assert_close(y.float(), nf4_matmul_reference(x.float(), weight) + bias.float(), **FP16_DOT_TOLERANCE)
+    w16 = dequantize_nf4_reference(weight, torch.float16).float()
+    torch.testing.assert_close(dx.float(), dy.float() @ w16, **FP16_DOT_TOLERANCE)
+
+
+def test_a_split_config_is_refused_for_the_tiled_kernel(weight):
+    x = torch.randn(40, K)
+    with pytest.raises(ValueError, match="SPLIT_R must be 1"):
+        _launch(x, weight, transposed=True, bias=None, config=configs.FIXED_SMALL[0])

@@ -50,6 +50,9 @@ def test_smoke_run_measures_every_row_and_writes_complete_results(tmp_path):
     for row in rows.values():
         assert all(positive(row["ms"][name]) for name in IMPLEMENTATIONS), row
         assert all(positive(row[name]) for name in RATIOS), row
+        # the interpreter's fused kernel agrees with its dequantize path: the value check itself is sound
+        assert row["values_pass"] is True and max(row["fused_vs_dequant_error"].values()) < bench.VALUE_TOLERANCE, row
+    assert done.stdout.count("| values pass (fused vs dequant") == len(rows)
 
     training = {r["method"]: r for r in result["training"]}
     assert sorted(training) == sorted(bench.METHODS)
@@ -58,7 +61,8 @@ def test_smoke_run_measures_every_row_and_writes_complete_results(tmp_path):
         assert positive(row["first_step_ms"])  # the process's first call, compiling included, reported apart
 
     targets = result["targets"]
-    assert {"fwd_large_m", "decode", "step_vs_bf16[tiny]", "step_vs_bnb[tiny]", "memory[tiny]"} <= set(targets)
+    assert targets["values"]["pass"] is True
+    assert {"values", "fwd_large_m", "decode", "step_vs_bf16[tiny]", "step_vs_bnb[tiny]", "memory[tiny]"} <= set(targets)
     assert targets["memory[tiny]"]["pass"] is None  # the CPU has no peak-memory counter
     assert all(isinstance(targets[k]["pass"], bool) for k in targets if not k.startswith("memory"))
 
@@ -100,7 +104,7 @@ def test_a_run_cut_off_during_training_keeps_what_it_measured(tmp_path, monkeypa
     assert all(positive(result["matmul"][0]["ms"][name]) for name in IMPLEMENTATIONS)
     assert [r["method"] for r in result["training"]] == ["bf16_lora", "bnb_qlora"]
     # M = 17 is the smoke plan's "M = 2048"; a model's training targets wait for all three of its methods.
-    assert set(result["targets"]) == {"fwd_large_m"} and "worst_M=17" in result["targets"]["fwd_large_m"]
+    assert set(result["targets"]) == {"values", "fwd_large_m"} and "worst_M=17" in result["targets"]["fwd_large_m"]
 
 
 def test_gpu_results_are_judged_and_formatted():
@@ -110,14 +114,18 @@ def test_gpu_results_are_judged_and_formatted():
     quick = bench.plan_for(bench.parse_args(["--quick", "--seq", "1024"]))
     assert (quick.ms, quick.models, quick.seq) == (bench.QUICK_MS, ["llama-1b"], 1024)
 
-    def matmul(m, fused):
+    def matmul(m, fused, error=2e-3):
         t = dict.fromkeys(IMPLEMENTATIONS, 1.0) | {"fwd_fused": fused}
-        return {"out": 4096, "in": 4096, "M": m, "ms": t, **bench._speeds(t)}
+        return {"out": 4096, "in": 4096, "M": m, "ms": t, **bench._speeds(t),
+                "fused_vs_dequant_error": {"fwd": error, "bwd": 1e-3}, "values_pass": error <= bench.VALUE_TOLERANCE}
 
     rows = [matmul(1, 0.25), matmul(2048, 1.1), matmul(4096, 1.0)]
     train = [{"model": "llama-1b", "method": m, "seq": 2048, "step_ms": s, "peak_gib": g}
              for m, s, g in [("bf16_lora", 100.0, 9.0), ("bnb_qlora", 150.0, 5.5), ("studio_qlora", 105.0, 5.0)]]
     targets = bench.verdicts(rows, train, plan)
+    assert targets["values"] == {"worst_error": 2e-3, "pass": True}
+    wrong = bench.verdicts([*rows, matmul(16, 1.0, error=0.3)], train, plan)["values"]
+    assert wrong == {"worst_error": 0.3, "pass": False}
     assert targets["fwd_large_m"] == {"worst_M>=4096": 1.0, "worst_M=2048": pytest.approx(1 / 1.1), "pass": True}
     assert targets["decode"] == {"worst": 4.0, "pass": True}
     assert targets["step_vs_bf16[llama-1b]"]["pass"] is True and targets["step_vs_bnb[llama-1b]"]["pass"] is True
@@ -126,6 +134,7 @@ def test_gpu_results_are_judged_and_formatted():
     env = {"gpu": "NVIDIA H200", "driver": "1", "cuda": "12.8", "torch": "2", "triton": "3", "bitsandbytes": "0.50"}
     md = bench.markdown(env, rows, train + [{**train[0], "model": "llama-8b"}], targets)
     assert "| llama-1b | studio_qlora | 2048 | 105.0 | - | 5.00 |" in md
+    assert "| 1.000 | 0.250 | 1.000 | pass (2.0e-03) |" in md
     assert "studio QLoRA peak memory <= bitsandbytes QLoRA [llama-1b] | studio_gib=5.000, bnb_gib=5.500 | yes |" in md
     # A model with one method measured has no verdicts yet.
     assert not any("llama-8b" in k for k in bench.verdicts(rows, train + [{**train[0], "model": "llama-8b"}], plan))
@@ -167,3 +176,10 @@ def test_dispatch_proposal_from_rows():
     assert bench.dispatch_proposal([row(256, 1.0, 2.0), row(2048, 1.0, 0.9), row(4096, 1.0, 0.8)]) == {"large_m": 2048}
     assert bench.dispatch_proposal([row(2048, 1.0, 0.9, bwd_dequant=1.1), row(4096, 1.0, 0.8)]) == {"large_m": 4096}
     assert bench.dispatch_proposal([row(2048, 1.0, 1.2), row(4096, 1.0, 1.1)]) == {"large_m": None}
+
+
+def test_relative_error_is_normwise():
+    expected = torch.tensor([3.0, 4.0])
+    assert bench.relative_error(expected, expected) == 0.0
+    assert bench.relative_error(torch.tensor([3.0, 4.5]), expected) == pytest.approx(0.1)
+    assert bench.relative_error(torch.zeros(2), torch.zeros(2)) == 0.0

@@ -32,12 +32,13 @@ def _stage_rows(summary: str) -> dict:
 
 @pytest.mark.slow
 def test_smoke_session_runs_its_stages_and_packs_the_results(tmp_path):
-    done, out = _session(tmp_path, "--smoke", "--stages", "preflight,fused_ce,gpu-tests,nf4-matmul")
+    done, out = _session(tmp_path, "--smoke", "--stages", "preflight,fused_ce,gpu-tests,nf4-quick-matmul,nf4-matmul")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["results.tar.gz", "session.log", "summary.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["results", "results.tar.gz", "session.log", "summary.md"]
     summary = (out / "summary.md").read_text()
     rows = _stage_rows(summary)
-    assert rows == {"preflight": "ok", "gpu-tests": "skipped (GPU only)", "nf4-matmul": "ok", "fused_ce": "ok"}
+    assert rows == {"preflight": "ok", "gpu-tests": "skipped (GPU only)", "nf4-quick-matmul": "ok",
+                    "nf4-matmul": "skipped (repeats a quick stage)", "fused_ce": "ok"}
     # the benchmark's target verdicts are repeated under its stage (at smoke shapes they are meaningless FAILs)
     verdicts = summary.split("## fused_ce", 1)[1]
     assert verdicts.count("\n- ") >= 4 and "speed_vs_torch_bf16" in verdicts
@@ -45,7 +46,7 @@ def test_smoke_session_runs_its_stages_and_packs_the_results(tmp_path):
     assert "studio_kernels (project)" in log and "device: none" in log  # the preflight's import check ran
     # the matmul benchmark's measured dispatch threshold is handed to the stages after it
     assert "(later stages dispatch with STUDIO_NF4_LARGE_M=" in log
-    assert f"===== nf4-matmul: {sys.executable} -m benchmarks.bench_nf4 --skip-training --smoke" in log  # run as a module
+    assert f"===== nf4-quick-matmul: {sys.executable} -m benchmarks.bench_nf4 --skip-training --smoke" in log  # a module
     with tarfile.open(out / "results.tar.gz") as tar:
         names = tar.getnames()
     assert any(n.startswith("results/fused_ce-smoke") and n.endswith(".json") for n in names), names
@@ -58,7 +59,7 @@ def test_stages_that_do_not_fit_the_budget_are_skipped_and_said_so(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = _stage_rows((out / "summary.md").read_text())
     assert rows["preflight"].startswith("skipped (") and "needs 10" in rows["preflight"]
-    assert rows["nf4-matmul"].startswith("skipped (") and rows["gpu-tests"] == "skipped (GPU only)"
+    assert rows["nf4-quick-matmul"].startswith("skipped (") and rows["gpu-tests"] == "skipped (GPU only)"
 
 
 def test_unknown_stage_is_refused_with_the_list(tmp_path):
@@ -112,3 +113,28 @@ def test_wheels_pip_refuses_end_the_session_with_a_summary(tmp_path):
     rows = _stage_rows((tmp_path / "out" / "summary.md").read_text())
     assert list(rows) == ["wheels"] and rows["wheels"].startswith("failed: pip could not install the 1 wheels")
     assert (tmp_path / "out" / "results.tar.gz").exists()
+
+
+def test_a_session_cut_off_keeps_what_the_stages_before_measured(tmp_path, monkeypatch):
+    """The outer time limit kills the session, not only a stage: the results so far must already be in --out."""
+    def plan(smoke, results):
+        write = f"import pathlib; pathlib.Path({str(results)!r}, 'first.json').write_text('{{}}')"
+        return [gpu_session.Stage("first", [sys.executable, "-c", write], 30, min_s=1),
+                gpu_session.Stage("second", [sys.executable, "-c", "pass"], 30, min_s=1)]
+
+    real_run = gpu_session.run_stage
+
+    def run_then_die(stage, *args):
+        if stage.name == "second":
+            raise KeyboardInterrupt  # the machine taken back mid-session
+        return real_run(stage, *args)
+
+    monkeypatch.setattr(gpu_session, "stages", plan)
+    monkeypatch.setattr(gpu_session, "run_stage", run_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_session.main(["--smoke", "--no-wheels", "--out", str(tmp_path / "out")])
+    out = tmp_path / "out"
+    assert (out / "results" / "first.json").exists()
+    assert _stage_rows((out / "summary.md").read_text()) == {"first": "ok"}
+    with tarfile.open(out / "results.tar.gz") as tar:
+        assert "results/first.json" in tar.getnames()

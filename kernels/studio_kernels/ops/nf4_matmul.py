@@ -53,7 +53,13 @@ SMALL_M = 16  # at or below this many rows, use the read-weights-once kernel
 # the crossover is measured per GPU (dispatch.py).
 
 
-@triton.jit
+# Not specialized: Triton would otherwise compile a binary for M == 1 and one for M divisible by 16 (so a
+# sweep over M compiles each autotune config again), where only masks read M. benchmarks/compile_plan.py
+# predicts the GPU session's compile count from this.
+NOT_SPECIALIZED = ["M", "M_BUCKET"]
+
+
+@triton.jit(do_not_specialize=NOT_SPECIALIZED)
 def _nf4_matmul_kernel(
     a_ptr,
     packed_ptr,
@@ -160,8 +166,20 @@ def _check_operands(a: torch.Tensor, weight: NF4Weight, r_expected: int, what: s
         raise ValueError(f"{what} is on {a.device} but the NF4 weight is on {weight.device}")
 
 
-def _launch(a: torch.Tensor, weight: NF4Weight, transposed: bool, bias: torch.Tensor | None) -> torch.Tensor:
-    """Run C = A @ op(W) with the fused kernel (small-M or tiled variant)."""
+def _launch(
+    a: torch.Tensor,
+    weight: NF4Weight,
+    transposed: bool,
+    bias: torch.Tensor | None,
+    config=None,
+    dot_fp32: bool | None = None,
+) -> torch.Tensor:
+    """Run C = A @ op(W) with the fused kernel (small-M or tiled variant).
+
+    config: one triton.Config to launch with instead of the usual choice (the interpreter's config, the
+    fixed chain or the autotuner): the tests run every config this way. dot_fp32: force the fp32 (True) or
+    the 16-bit (False) tl.dot; by default fp32 inputs and the interpreter take the fp32 one.
+    """
     check_triton_device(a)
     out_features, in_features = weight.shape
     M, R = a.shape
@@ -193,7 +211,7 @@ def _launch(a: torch.Tensor, weight: NF4Weight, transposed: bool, bias: torch.Te
         W_IS_TRANSPOSED=transposed,
         HAS_BIAS=bias is not None,
         USE_ATOMIC=small,
-        DOT_FP32=interp or a.dtype == torch.float32,
+        DOT_FP32=(interp or a.dtype == torch.float32) if dot_fp32 is None else dot_fp32,
         EMULATE_BF16_RNE=interp,
         BLOCKSIZE=weight.blocksize,
     )
@@ -201,7 +219,12 @@ def _launch(a: torch.Tensor, weight: NF4Weight, transposed: bool, bias: torch.Te
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(P, meta["BLOCK_P"]), meta["SPLIT_R"])
 
-    if interp:
+    if config is not None:
+        if not small and config.kwargs["SPLIT_R"] != 1:
+            raise ValueError(f"{M} rows take the tiled kernel, which stores without atomics: SPLIT_R must be 1")
+        _nf4_matmul_kernel[grid(config.kwargs)](*args, **flags, **config.kwargs, num_warps=config.num_warps,
+                                                num_stages=config.num_stages)
+    elif interp:
         meta = INTERPRET_SMALL if small else INTERPRET_TILED
         _nf4_matmul_kernel[grid(meta)](*args, **flags, **meta)
     elif not autotuning():

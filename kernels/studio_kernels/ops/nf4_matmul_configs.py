@@ -63,3 +63,22 @@ INTERPRET_TILED = dict(BLOCK_M=64, BLOCK_P=64, BLOCK_R=64, GROUP_M=4, SPLIT_R=1)
 
 
 INTERPRET_SMALL = dict(BLOCK_M=16, BLOCK_P=64, BLOCK_R=64, GROUP_M=1, SPLIT_R=2)
+
+
+def distinct_configs(kind: str) -> list:
+    """Every distinct launch config of the "tiled" or "small" kernel: its autotune list, then the fixed chain's extras.
+
+    The GPU tests run each once and the compile report compiles each: a config only the fixed chain holds
+    is launched on a GPU short of shared memory, so it must be checked like the rest.
+    """
+    configs, chain = (SMALL_CONFIGS, FIXED_SMALL) if kind == "small" else (TILED_CONFIGS, FIXED_TILED)
+    out = []
+    for cfg in (*configs, *chain):
+        if not any(same_launch(cfg, seen) for seen in out):
+            out.append(cfg)
+    return out
+
+
+def same_launch(a, b) -> bool:
+    """Whether two triton.Configs launch alike (the class defines no equality of its own)."""
+    return (a.kwargs, a.num_warps, a.num_stages) == (b.kwargs, b.num_warps, b.num_stages)

@@ -1,0 +1,221 @@
+"""How many Triton binaries each stage of the GPU session compiles, and about how long that takes.
+
+A lent GPU is counted in minutes, and on a fresh machine most of a kernel benchmark's first minute is
+Triton compiling: one binary per (kernel, argument dtypes, constexpr flags, specialization of the integer
+arguments, launch config). This module predicts that count without a GPU, from the same inputs the stages
+use: the benchmark's shapes and row counts, the kernels' routing (`_use_dequant`, SMALL_M), their config
+lists, and which arguments the kernel leaves unspecialized (`NOT_SPECIALIZED`). Seconds per binary come
+from the ahead-of-time compile report (benchmarks/results/compile-aot-*.json, sm_90), which times
+Triton's real compiler per variant.
+
+Stages run one after another on one machine and Triton caches binaries on disk, so a binary counts once,
+in the first stage that needs it. tests/benchmarks/test_compile_plan.py checks every stage's prediction
+against its time limit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+ARCH = 90  # the lent machine's GPU (H200); compile time hardly depends on the target
+
+# The matmul kernel's integer arguments, in order (pointers are always 16-byte aligned: no difference).
+_INT_ARGS = ("M", "P", "R", "IN_FEATURES", "stride_am", "stride_ar", "stride_cm", "stride_cp", "M_BUCKET")
+_DTYPE_NAMES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
+
+@dataclass(frozen=True)
+class Binary:
+    """One compiled kernel: what Triton's cache key depends on, in the compile report's vocabulary."""
+
+    kernel: str  # as in the report: nf4_matmul_small, nf4_matmul_tiled, dequant, ce_rows
+    dtype: str
+    flags: str
+    config: str  # the report's label plus warps and stages, e.g. "32x64x64 G8 split1 w4 s3"
+    specialization: tuple = ()
+
+
+def specialization(values: dict) -> tuple:
+    """How Triton's launcher specializes integer arguments: == 1 (a constant) or divisible by 16, unless exempt."""
+    from studio_kernels.ops.nf4_matmul import NOT_SPECIALIZED
+
+    return tuple((name, v == 1, v % 16 == 0) for name, v in values.items() if name not in NOT_SPECIALIZED)
+
+
+def _config_label(cfg) -> str:
+    from benchmarks.compile_report import _matmul_label
+
+    return f"{_matmul_label(cfg.kwargs)} w{cfg.num_warps} s{cfg.num_stages}"
+
+
+def matmul_binaries(out_f: int, in_f: int, m: int, dtype, *, forward: bool, bias: bool, large_m: str,
+                    autotune: bool, threshold: int = 1024) -> set[Binary]:
+    """The binaries one `nf4_matmul_triton` (forward) or `nf4_matmul_grad_input_triton` call can compile.
+
+    Follows `nf4_matmul._launch`: the dequantize path compiles the dequant kernel; the fused path compiles
+    every config of the kernel's autotune list (the autotuner times them all) or the first of its fixed chain.
+    """
+    from studio_kernels.ops import nf4_matmul as ops
+    from studio_kernels.ops import nf4_matmul_configs as configs
+
+    name = _DTYPE_NAMES[str(dtype).removeprefix("torch.")]
+    if _takes_dequant(m, large_m, max(out_f, in_f), dtype, threshold):
+        return {Binary("dequant", name, "-", "BLOCK=1024 w4 s3")}
+    small = m <= ops.SMALL_M
+    p, r = (out_f, in_f) if forward else (in_f, out_f)
+    spec = specialization(dict(zip(_INT_ARGS, (m, p, r, in_f, r, 1, p, 1, 1 << max(0, m - 1).bit_length()))))
+    chain, tuned = (configs.FIXED_SMALL, configs.SMALL_CONFIGS) if small else (configs.FIXED_TILED, configs.TILED_CONFIGS)
+    flags = ("fwd" if forward else "dX") + ("+bias" if bias else "")
+    kernel = "nf4_matmul_small" if small else "nf4_matmul_tiled"
+    return {Binary(kernel, name, flags, _config_label(c), spec) for c in (tuned if autotune else chain[:1])}
+
+
+def _takes_dequant(m: int, large_m: str, row_length: int, dtype, threshold: int) -> bool:
+    """`nf4_matmul._use_dequant` on a CUDA device whose dispatch threshold is `threshold`."""
+    import torch
+
+    from studio_kernels.ops import nf4_matmul as ops
+
+    fp32 = dtype == torch.float32
+    if large_m == "auto":
+        return m * row_length >= ops.INT32_LIMIT or m > ops.SMALL_M and (fp32 or m >= threshold)
+    return large_m == "dequant" and m > ops.SMALL_M
+
+
+def bench_nf4_matmul(quick: bool) -> set[Binary]:
+    """What `bench_nf4 --skip-training [--quick]` compiles: both products, fused and dequantize paths, every (shape, M)."""
+    from benchmarks import bench_nf4
+
+    shapes, ms = (bench_nf4.QUICK_SHAPES, bench_nf4.QUICK_MS) if quick else (bench_nf4.SHAPES, bench_nf4.MS)
+    out = set()
+    for out_f, in_f in shapes:
+        for m in ms:
+            for forward in (True, False):
+                for large_m in ("fused", "dequant"):
+                    out |= matmul_binaries(out_f, in_f, m, bench_nf4.DTYPE, forward=forward, bias=False,
+                                           large_m=large_m, autotune=True)
+    return out
+
+
+def model_linears(model: dict) -> list[tuple[int, int]]:
+    """(out, in) of a Llama-shaped model's seven projections, from a bench_nf4.MODELS entry."""
+    h, i = model["hidden_size"], model["intermediate_size"]
+    kv = h // model["num_attention_heads"] * model["num_key_value_heads"]
+    return [(h, h), (kv, h), (kv, h), (h, h), (i, h), (i, h), (h, i)]
+
+
+def bench_nf4_training(quick: bool, threshold: int | None) -> set[Binary]:
+    """What `bench_nf4 --skip-matmul [--quick]` compiles for studio QLoRA (batch 1, seq 2048).
+
+    threshold: the dispatch threshold the stage runs with (None: the fused kernel at every M, the most
+    binaries; the autotuner then tunes the tiled kernel at every projection shape).
+    """
+    from benchmarks import bench_nf4
+
+    models = ["llama-1b"] if quick else ["llama-1b", "llama-8b"]
+    m = 2048
+    out = set()
+    for model in models:
+        for out_f, in_f in model_linears(bench_nf4.MODELS[model]):
+            for forward in (True, False):
+                out |= matmul_binaries(out_f, in_f, m, bench_nf4.DTYPE, forward=forward, bias=False, large_m="auto",
+                                       autotune=True, threshold=threshold if threshold is not None else 2**62)
+    return out
+
+
+def gpu_tests(every_config: bool) -> set[Binary]:
+    """What the GPU tests compile with STUDIO_KERNEL_AUTOTUNE=0 (kernels/tests/test_gpu.py).
+
+    every_config: only test_every_matmul_config_computes_the_product (its own stage); otherwise the rest.
+    """
+    import torch
+
+    test_gpu = _gpu_test_module()
+    n, k = test_gpu.N, test_gpu.K
+    out = set()
+    if every_config:
+        for kind, cfg in test_gpu.MATMUL_CONFIGS:
+            m = 7 if kind == "small" else 300
+            spec = specialization(dict(zip(_INT_ARGS, (m, n, k, k, k, 1, n, 1, 1))))
+            for dtype in ("bf16", "fp16"):
+                out.add(Binary(f"nf4_matmul_{kind}", dtype, "fwd+bias", _config_label(cfg), spec))
+        return out
+    dtypes = (torch.float32, torch.float16, torch.bfloat16)
+    for dtype in dtypes:
+        out.add(Binary("dequant", _DTYPE_NAMES[str(dtype).removeprefix("torch.")], "-", "BLOCK=1024 w4 s3"))
+        for m in (1, 7, 16, 17, 300):
+            for large_m in ("fused", "dequant"):
+                out |= matmul_binaries(n, k, m, dtype, forward=True, bias=True, large_m=large_m, autotune=False)
+                out |= matmul_binaries(n, k, m, dtype, forward=False, bias=False, large_m=large_m, autotune=False)
+    for m in (1, 64, 132):  # the bitsandbytes comparison and the LoRA layer, bf16, large_m="auto"
+        out |= matmul_binaries(n, k, m, torch.bfloat16, forward=True, bias=False, large_m="auto", autotune=False)
+        out |= matmul_binaries(n, k, m, torch.bfloat16, forward=False, bias=False, large_m="auto", autotune=False)
+    return out
+
+
+def _gpu_test_module():
+    """kernels/tests/test_gpu.py as a module: its shapes and config list are what the GPU tests compile."""
+    import importlib.util
+    import sys
+
+    if "test_gpu" in sys.modules:
+        return sys.modules["test_gpu"]
+    spec = importlib.util.spec_from_file_location("test_gpu", ROOT / "kernels" / "tests" / "test_gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fused_ce_binaries(dtypes=("bf16",), flags=("grad", "loss")) -> set[Binary]:
+    """The loss kernel autotuned at a vocabulary above 4096: every config of its list, per dtype and flag set."""
+    from studio_kernels.ops import fused_ce
+
+    return {Binary("ce_rows", d, f, f"BLOCK_V={c.kwargs['BLOCK_V']} w{c.num_warps} s{c.num_stages}")
+            for c in fused_ce._ce_rows_tuned.configs for d in dtypes for f in flags}
+
+
+# What each stage of benchmarks/gpu_session.py compiles (preflight compiles nothing).
+STAGES = {
+    "gpu-tests": lambda: gpu_tests(every_config=False) | fused_ce_binaries(("fp32", "bf16")),
+    "nf4-quick-matmul": lambda: bench_nf4_matmul(quick=True),
+    "nf4-quick-training": lambda: bench_nf4_training(quick=True, threshold=None),
+    "gpu-configs": lambda: gpu_tests(every_config=True),
+    "nf4-matmul": lambda: bench_nf4_matmul(quick=False),
+    "nf4-training": lambda: bench_nf4_training(quick=False, threshold=None),
+    "memory-target": lambda: bench_nf4_training(quick=False, threshold=None) | fused_ce_binaries(),
+    "memory": lambda: bench_nf4_training(quick=True, threshold=None) | fused_ce_binaries(),
+    "fused_ce": lambda: fused_ce_binaries(("bf16", "fp32")),
+}
+
+
+def new_binaries_per_stage(names: list[str]) -> dict[str, set[Binary]]:
+    """For stages run in this order on one machine: the binaries each compiles that no earlier stage did."""
+    seen: set[Binary] = set()
+    out = {}
+    for name in names:
+        needed = STAGES[name]() if name in STAGES else set()
+        out[name] = needed - seen
+        seen |= needed
+    return out
+
+
+def compile_seconds(report: dict | None = None) -> dict:
+    """Seconds per (kernel, dtype, flags, config) from the newest sm_90 compile report; `default` for the rest."""
+    if report is None:
+        newest = sorted(RESULTS.glob("compile-aot-*.json"), key=lambda p: p.stem[-15:])[-1]
+        report = json.loads(newest.read_text())
+    times = {}
+    for v in report["variants"]:
+        if v["arch"] == ARCH:
+            times[(v["kernel"], v["dtype"], v["flags"], f"{v['config']} w{v['num_warps']} s{v['num_stages']}")] = v["seconds"]
+    times["default"] = max(times.values())
+    return times
+
+
+def seconds(binaries: set[Binary], times: dict) -> float:
+    """Predicted compile seconds of `binaries` (the slowest measured variant for any the report lacks)."""
+    return sum(times.get((b.kernel, b.dtype, b.flags, b.config), times["default"]) for b in binaries)
