@@ -15,6 +15,8 @@ from studio_kernels.runtime import BACKENDS, resolve_backend
 _QUANT_BUFFERS = ("qweight", "absmax", "absmax_q", "absmax_absmax", "absmax_offset", "absmax_code")
 # The integer tensors `make_shardable` turns into parameters (uint8: safe from any dtype cast).
 SHARDABLE_TENSORS = ("qweight", "absmax_q")
+# This module's tensors in NF4Weight's field order, without and with double quantization.
+_NF4_FIELDS = {False: ("qweight", "absmax"), True: ("qweight", "absmax_q", "absmax_absmax", "absmax_offset", "absmax_code")}
 
 
 class QuantLinear(nn.Module):
@@ -46,6 +48,7 @@ class QuantLinear(nn.Module):
         self.blocksize = weight.blocksize
         self.absmax_blocksize = weight.absmax_blocksize
         self.double_quant = weight.double_quant
+        self._nf4_view: tuple | None = None  # (buffer identities, NF4Weight): see nf4_weight
         self.register_buffer("qweight", weight.packed)
         if weight.double_quant:
             self.register_buffer("absmax_q", weight.absmax_q)
@@ -92,23 +95,24 @@ class QuantLinear(nn.Module):
         return cls(weight, module.bias, compute_dtype, backend, large_m)
 
     def nf4_weight(self) -> NF4Weight:
-        """The quantized weight as an NF4Weight view of this module's buffers (no copy)."""
-        common = dict(
-            packed=self.qweight,
-            shape=torch.Size((self.out_features, self.in_features)),
-            dtype=self.weight_dtype,
-            blocksize=self.blocksize,
-            absmax_blocksize=self.absmax_blocksize,
-        )
-        if self.double_quant:
-            return NF4Weight(
-                **common,
-                absmax_q=self.absmax_q,
-                absmax_absmax=self.absmax_absmax,
-                offset=self.absmax_offset,
-                absmax_code=self.absmax_code,
+        """The quantized weight as an NF4Weight view of this module's buffers (no copy).
+
+        The same object while the buffers are the same tensors, unchanged (the block scales a decode step
+        keeps live on it); a move, a cast, a state-dict load or make_shardable gives a fresh one.
+        """
+        tensors = [getattr(self, name) for name in _NF4_FIELDS[self.double_quant]]
+        key = tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+        view = getattr(self, "_nf4_view", None)  # absent on a module pickled before the attribute existed
+        if view is None or view[0] != key:
+            common = dict(
+                shape=torch.Size((self.out_features, self.in_features)),
+                dtype=self.weight_dtype,
+                blocksize=self.blocksize,
+                absmax_blocksize=self.absmax_blocksize,
             )
-        return NF4Weight(**common, absmax=self.absmax)
+            fields = ("packed", "absmax_q", "absmax_absmax", "offset", "absmax_code") if self.double_quant else ("packed", "absmax")
+            view = self._nf4_view = (key, NF4Weight(**common, **dict(zip(fields, tensors))))
+        return view[1]
 
     def make_shardable(self) -> "QuantLinear":
         """Hold the packed 4-bit weight (and double quantization's 8-bit absmax) as frozen uint8 parameters.
@@ -139,6 +143,7 @@ class QuantLinear(nn.Module):
         # nn.Module.to(dtype) casts every floating buffer; the absmax statistics must stay fp32
         # (and the code tables exact), so restore their dtype from the originals after a move.
         before = {name: self._buffers.get(name) for name in _QUANT_BUFFERS}
+        self._nf4_view = None  # it would keep the tensors from before the move alive
         super()._apply(fn, recurse)
         for name, old in before.items():
             new = self._buffers.get(name)

@@ -17,7 +17,7 @@ The functions here are the reference: the test oracle for the Triton kernels and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -101,6 +101,9 @@ class NF4Weight:
     absmax_code: torch.Tensor | None = None  # fp32, (256,)
     blocksize: int = BLOCKSIZE
     absmax_blocksize: int = ABSMAX_BLOCKSIZE
+    # The decoded fp32 block scales once a small-M call asked to keep them (see block_scales); not an init
+    # field, so `replace` (and `to`) start without them.
+    _kept_scales: list = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.packed.dtype != torch.uint8:
@@ -138,20 +141,26 @@ class NF4Weight:
             n *= s
         return n
 
-    def block_scales(self) -> torch.Tensor:
+    def block_scales(self, keep: bool = False) -> torch.Tensor:
         """The fp32 absmax of every 64-value block, undoing double quantization if present.
 
-        Kernels read this small tensor (numel / 64 floats) instead of decoding the nested
-        statistics per element; it is computed per call and never cached, so double
-        quantization keeps its memory saving. Same op order as bitsandbytes (code * scale,
-        then + offset, both in fp32) so the result is bit-identical.
+        Kernels read this small tensor (numel / 64 floats) instead of decoding the nested statistics per
+        element. Decoding it takes about six small kernels, which at M <= 16 (decoding a token) cost more
+        than the product itself; so a small-M call passes keep=True and the result stays with this weight
+        (4 bytes per 64 weights, 1/8 of the packed weight's size, given back when the weight is). Training
+        calls (large M) recompute it per call, so double quantization keeps its memory saving there. Same
+        op order as bitsandbytes (code * scale, then + offset, both in fp32): the result is bit-identical.
         """
         if self.absmax is not None:
             return self.absmax
+        if self._kept_scales:
+            return self._kept_scales[0]
         q = self.absmax_q.long()
         idx = torch.arange(q.numel(), device=q.device) // self.absmax_blocksize
-        scales = self.absmax_code[q] * self.absmax_absmax[idx]
-        return scales + self.offset
+        scales = self.absmax_code[q] * self.absmax_absmax[idx] + self.offset
+        if keep:
+            self._kept_scales.append(scales)
+        return scales
 
     def to(self, device: torch.device | str) -> "NF4Weight":
         """A copy with every tensor on `device`."""

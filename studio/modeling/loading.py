@@ -98,6 +98,7 @@ def quant_backend(recipe: Recipe, device: torch.device | None = None) -> tuple[s
     if chosen == "bitsandbytes":
         return "bitsandbytes", "quant.backend: bitsandbytes"
     try:
+        import studio_kernels  # noqa: F401  (the package first: its submodules may be imported already)
         from studio_kernels.runtime import triton_available
         from studio_kernels.triton_import import missing_reason
     except ImportError as exc:

@@ -193,7 +193,7 @@ def _launch(
     args = (
         a,
         weight.packed,
-        weight.block_scales(),
+        weight.block_scales(keep=small),  # decode steps reuse them; a training step recomputes
         nf4_code(a.device),
         bias if bias is not None else c,  # dummy pointer when there is no bias
         c,
