@@ -3,6 +3,7 @@ the one rule every op uses to pick its implementation for a tensor."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -46,16 +47,37 @@ def check_triton_device(*tensors: torch.Tensor) -> None:
             )
 
 
+def _switch(name: str, default: str) -> bool:
+    """An on/off environment switch of the kernels; anything but the accepted spellings is refused."""
+    value = os.environ.get(name, default).strip().lower()
+    if value not in ("1", "0", "true", "false", "on", "off", "yes", "no"):
+        raise ValueError(f"{name} must be 1 or 0 (or true/false, on/off, yes/no), got {value!r}")
+    return value in ("1", "true", "on", "yes")
+
+
+def deterministic() -> bool:
+    """Whether the kernels avoid run-to-run differences (STUDIO_KERNEL_DETERMINISTIC=1; the studio sets it
+    from train.deterministic).
+
+    The small-M matmul then never splits R: split partial sums meet through fp32 atomic adds, whose order,
+    and so whose rounding, changes from run to run. Costs decode speed only (training's M is large).
+    """
+    return _switch("STUDIO_KERNEL_DETERMINISTIC", "0")
+
+
+def on_device(t: torch.Tensor):
+    """The context every launcher runs in: `t`'s CUDA device as the current one (a model on cuda:1 must not
+    launch on cuda:0), nothing for a CPU tensor."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
 def autotuning() -> bool:
     """Whether compiled launches autotune (the default), or use one fixed config each (STUDIO_KERNEL_AUTOTUNE=0).
 
     Tuning compiles and times every candidate config once per shape, which is what a GPU test run that
     checks values at many shapes cannot afford; the benchmarks and training keep it on.
     """
-    value = os.environ.get("STUDIO_KERNEL_AUTOTUNE", "1").strip().lower()
-    if value not in ("1", "0", "true", "false", "on", "off", "yes", "no"):
-        raise ValueError(f"STUDIO_KERNEL_AUTOTUNE must be 1 or 0 (or true/false, on/off, yes/no), got {value!r}")
-    return value in ("1", "true", "on", "yes")
+    return _switch("STUDIO_KERNEL_AUTOTUNE", "1")
 
 
 BACKENDS = ("auto", "triton", "torch")

@@ -47,3 +47,9 @@ def pytest_runtest_setup(item):
     if item.get_closest_marker("gpu") and torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") == "1":
         pytest.fail("TRITON_INTERPRET=1 is set on a machine with CUDA: the GPU tests would run interpreted, "
                     "not compiled; unset it", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _kernel_defaults(monkeypatch):
+    """Each kernel test starts from the kernels' defaults, whatever an earlier test (a training run) set."""
+    monkeypatch.delenv("STUDIO_KERNEL_DETERMINISTIC", raising=False)

@@ -189,6 +189,11 @@ class TrainSpec(_Section):
     """Gradient clipping threshold."""
     seed: int = Field(42, ge=0, le=2**32 - 1)
     """Seed for data order, adapter initialisation and dropout: the same seed and data give the same adapter."""
+    deterministic: bool = True
+    """Run-to-run identical where it costs little: the studio's NF4 kernels decode without racing atomic
+    adds, their autotuned configs are saved with every checkpoint and reused on resume, and cuDNN picks
+    deterministic algorithms. A CPU run is deterministic either way; off, a GPU's decode steps are a
+    little faster."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward instead of storing them: much less memory, about 30% slower."""
     offload_activations: bool = False

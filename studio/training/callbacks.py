@@ -185,7 +185,11 @@ class BarrierBeforeManifestCallback(TrainerCallback):
 def training_callbacks(run_dir: Path, progress: bool) -> list:
     """The studio's callbacks for any trl trainer: metrics, checkpoint manifests, Ctrl-C, progress bar."""
     # The barrier comes before the manifest, so rank 0 hashes a checkpoint only when every rank has written to it.
-    callbacks = [MetricsCallback(run_dir), BarrierBeforeManifestCallback(), CheckpointManifestCallback(), GracefulStopCallback(), AgreeOnStopCallback()]
+    from studio.training.determinism import AutotuneRecordCallback
+
+    # The autotune record is part of the checkpoint, so it is written before the manifest hashes the folder.
+    callbacks = [MetricsCallback(run_dir), BarrierBeforeManifestCallback(), AutotuneRecordCallback(), CheckpointManifestCallback(),
+                 GracefulStopCallback(), AgreeOnStopCallback()]
     if progress:
         callbacks.append(ProgressCallback())
     return callbacks

@@ -54,7 +54,10 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     # 2. Seeded model with fresh adapters, and the tokenized, loss-masked data.
     from transformers import set_seed
 
+    from studio.training.determinism import apply_determinism, restore_autotune
+
     set_seed(recipe.train.seed)
+    apply_determinism(recipe.train.deterministic)
     model, tokenizer, model_dir = _load_or_explain(recipe, device)
     if recipe.distributed.strategy == "fsdp" and recipe.adapter_method == "qlora":
         from studio.modeling.quant import make_quantized_weights_shardable
@@ -69,6 +72,8 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
         write_json(run_dir / DATA, {**manifest, "model_dir": str(model_dir)})
     set_adapter_dtype(trainer.model, adapter_dtype(recipe, device))  # after trl's own cast, before the optimizer exists
     checkpoint = last_checkpoint(run_dir) if resume else None
+    if checkpoint and recipe.train.deterministic:
+        restore_autotune(checkpoint)
     if resume and rank.is_main:
         # Steps logged after the checkpoint (or any, when there is none) will be run and logged again.
         truncate_metrics(run_dir, checkpoint_step(checkpoint) if checkpoint else 0)

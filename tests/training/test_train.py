@@ -1,6 +1,7 @@
 """Training end to end on a tiny Llama: golden losses, the run directory, plain-peft loading, resume, backends."""
 
 import json
+import os
 import shutil
 
 import helpers
@@ -143,9 +144,22 @@ def test_adapter_loads_in_plain_peft(which, request, tiny_llama_dir):
     assert not torch.allclose(before, after)
 
 
-def test_resume_after_a_crash_reproduces_the_uninterrupted_run(lora_run, tiny_llama_dir, tiny_data, tmp_path):
+def test_resume_after_a_crash_reproduces_the_uninterrupted_run(lora_run, tiny_llama_dir, tiny_data, tmp_path, monkeypatch):
+    from studio_kernels.ops import nf4_matmul
+
+    # What a GPU run's autotuner would hold (the CPU never tunes): it must travel with the checkpoint.
+    tuner = nf4_matmul._nf4_matmul_tiled
+    key, choice = (4096, 2048, 2048, True, "torch.bfloat16"), tuner.configs[2]
+    monkeypatch.setattr(tuner, "cache", {key: choice})
     recipe = make_recipe(tiny_llama_dir, tiny_data, tmp_path / "b")
+    assert recipe.train.deterministic  # the default
     crashed = train(recipe, progress=False).run_dir
+    saved = json.loads((crashed / "checkpoints" / "checkpoint-2" / "autotune.json").read_text())
+    assert saved["nf4_matmul_tiled"] == [[list(key), {"kwargs": choice.kwargs, "num_warps": choice.num_warps,
+                                                      "num_stages": choice.num_stages}]]
+    assert "autotune.json" in json.loads((crashed / "checkpoints" / "checkpoint-2" / "manifest.json").read_text())["files"]
+    assert os.environ.pop("STUDIO_KERNEL_DETERMINISTIC") == "1"  # (popped: the kernel tests choose their own)
+    monkeypatch.setattr(tuner, "cache", {})  # a fresh process knows nothing
     # Simulate a crash right after checkpoint-2: no adapter, no later checkpoint, no later metrics.
     shutil.rmtree(crashed / "adapter")
     shutil.rmtree(crashed / "checkpoints" / "checkpoint-4")
@@ -156,6 +170,8 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(lora_run, tiny_ll
 
     resumed = train(resume_recipe(crashed), resume=True, progress=False)
     assert resumed.steps == 4
+    restored = tuner.cache[key]  # the resumed run launches with the interrupted run's choice
+    assert (restored.kwargs, restored.num_warps, restored.num_stages) == (choice.kwargs, choice.num_warps, choice.num_stages)
 
     expected, got = adapter_tensors(lora_run.run_dir), adapter_tensors(crashed)
     assert expected.keys() == got.keys()

@@ -12,7 +12,7 @@ import torch
 
 from studio_kernels.nf4 import NF4Weight, dequantize_nf4_reference, nf4_code
 from studio_kernels.ops._nf4_tile import _cast, _load_nf4
-from studio_kernels.runtime import check_triton_device, interpreting, resolve_backend
+from studio_kernels.runtime import check_triton_device, interpreting, on_device, resolve_backend
 from studio_kernels.triton_import import tl, triton
 
 _OUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -59,16 +59,17 @@ def dequantize_nf4_triton(
     scales = weight.block_scales()
     block = 1024
     grid = (triton.cdiv(weight.numel, block),)
-    _dequant_kernel[grid](
-        weight.packed,
-        scales,
-        nf4_code(weight.device),
-        out,
-        weight.numel,
-        BLOCKSIZE=weight.blocksize,
-        BLOCK=block,
-        EMULATE_BF16_RNE=interpreting(),
-    )
+    with on_device(out):
+        _dequant_kernel[grid](
+            weight.packed,
+            scales,
+            nf4_code(weight.device),
+            out,
+            weight.numel,
+            BLOCKSIZE=weight.blocksize,
+            BLOCK=block,
+            EMULATE_BF16_RNE=interpreting(),
+        )
     return out.view(weight.shape)
 
 

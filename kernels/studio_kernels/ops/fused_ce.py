@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 
 from studio_kernels.ops._nf4_tile import _cast
-from studio_kernels.runtime import autotuning, check_triton_device, interpreting, resolve_backend
+from studio_kernels.runtime import autotuning, check_triton_device, interpreting, on_device, resolve_backend
 from studio_kernels.triton_import import tl, triton
 
 DEFAULT_BUDGET_BYTES = 256 * 2**20  # logits chunk budget when chunk_size is not given
@@ -179,11 +179,12 @@ def cross_entropy_rows_triton(
         return loss
     args = (logits, logits.stride(0), labels, loss, scale, V, ignore_index, float(softcap) if softcap is not None else 1.0)
     flags = dict(HAS_SOFTCAP=softcap is not None, COMPUTE_GRAD=compute_grad, EMULATE_BF16_RNE=interpreting())
-    if block_v is None and not interpreting() and V > 4096 and autotuning():
-        _ce_rows_tuned[(rows,)](*args, **flags)
-    else:
-        BLOCK_V, num_warps = _launch_config(V, block_v)
-        _ce_rows_kernel[(rows,)](*args, **flags, BLOCK_V=BLOCK_V, num_warps=num_warps)
+    with on_device(logits):
+        if block_v is None and not interpreting() and V > 4096 and autotuning():
+            _ce_rows_tuned[(rows,)](*args, **flags)
+        else:
+            BLOCK_V, num_warps = _launch_config(V, block_v)
+            _ce_rows_kernel[(rows,)](*args, **flags, BLOCK_V=BLOCK_V, num_warps=num_warps)
     return loss
 
 

@@ -39,13 +39,16 @@ from studio_kernels.ops.fixed_launch import launch_first_that_fits
 from studio_kernels.ops.nf4_matmul_configs import (
     AUTOTUNE_KEY,
     FIXED_SMALL,
+    FIXED_SMALL_SPLIT_FREE,
     FIXED_TILED,
     INTERPRET_SMALL,
+    INTERPRET_SMALL_SPLIT_FREE,
     INTERPRET_TILED,
     SMALL_CONFIGS,
+    SPLIT_FREE_SMALL_CONFIGS,
     TILED_CONFIGS,
 )
-from studio_kernels.runtime import autotuning, check_triton_device, interpreting, resolve_backend
+from studio_kernels.runtime import autotuning, check_triton_device, deterministic, interpreting, on_device, resolve_backend
 from studio_kernels.triton_import import tl, triton
 
 SMALL_M = 16  # at or below this many rows, use the read-weights-once kernel
@@ -146,6 +149,15 @@ _nf4_matmul_small = triton.autotune(
     reset_to_zero=["c_ptr"],
     cache_results=True,
 )(_nf4_matmul_kernel)
+_nf4_matmul_small_split_free = triton.autotune(  # runtime.deterministic(): no atomics racing
+    configs=SPLIT_FREE_SMALL_CONFIGS,
+    key=AUTOTUNE_KEY,
+    reset_to_zero=["c_ptr"],
+    cache_results=True,
+)(_nf4_matmul_kernel)
+# Every autotuner of this module, by name: their choices go into a checkpoint (studio_kernels.autotune_record).
+AUTOTUNERS = {"nf4_matmul_tiled": _nf4_matmul_tiled, "nf4_matmul_small": _nf4_matmul_small,
+              "nf4_matmul_small_split_free": _nf4_matmul_small_split_free}
 
 
 def _check_operands(a: torch.Tensor, weight: NF4Weight, r_expected: int, what: str) -> None:
@@ -190,23 +202,9 @@ def _launch(
     if M == 0:
         return c.to(a.dtype)
     interp = interpreting()
-    args = (
-        a,
-        weight.packed,
-        weight.block_scales(keep=small),  # decode steps reuse them; a training step recomputes
-        nf4_code(a.device),
-        bias if bias is not None else c,  # dummy pointer when there is no bias
-        c,
-        M,
-        P,
-        R,
-        in_features,
-        a.stride(0),
-        a.stride(1),
-        c.stride(0),
-        c.stride(1),
-        triton.next_power_of_2(M),
-    )
+    # Block scales: decode steps keep them, a training step recomputes. Without a bias, C is a dummy pointer.
+    args = (a, weight.packed, weight.block_scales(keep=small), nf4_code(a.device), bias if bias is not None else c, c,
+            M, P, R, in_features, a.stride(0), a.stride(1), c.stride(0), c.stride(1), triton.next_power_of_2(M))
     flags = dict(
         W_IS_TRANSPOSED=transposed,
         HAS_BIAS=bias is not None,
@@ -219,21 +217,24 @@ def _launch(
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(P, meta["BLOCK_P"]), meta["SPLIT_R"])
 
-    if config is not None:
-        if not small and config.kwargs["SPLIT_R"] != 1:
-            raise ValueError(f"{M} rows take the tiled kernel, which stores without atomics: SPLIT_R must be 1")
-        _nf4_matmul_kernel[grid(config.kwargs)](*args, **flags, **config.kwargs, num_warps=config.num_warps,
-                                                num_stages=config.num_stages)
-    elif interp:
-        meta = INTERPRET_SMALL if small else INTERPRET_TILED
-        _nf4_matmul_kernel[grid(meta)](*args, **flags, **meta)
-    elif not autotuning():
-        key = ("nf4_matmul", a.dtype, a.device, *flags.values())
-        launch_first_that_fits(_nf4_matmul_kernel, FIXED_SMALL if small else FIXED_TILED, key, grid, args, flags)
-    elif small:
-        _nf4_matmul_small[grid](*args, **flags)
-    else:
-        _nf4_matmul_tiled[grid](*args, **flags)
+    split_free = deterministic()
+    if config is not None and not small and config.kwargs["SPLIT_R"] != 1:
+        raise ValueError(f"{M} rows take the tiled kernel, which stores without atomics: SPLIT_R must be 1")
+    with on_device(a):
+        if config is not None:
+            _nf4_matmul_kernel[grid(config.kwargs)](*args, **flags, **config.kwargs, num_warps=config.num_warps,
+                                                    num_stages=config.num_stages)
+        elif interp:
+            meta = (INTERPRET_SMALL_SPLIT_FREE if split_free else INTERPRET_SMALL) if small else INTERPRET_TILED
+            _nf4_matmul_kernel[grid(meta)](*args, **flags, **meta)
+        elif not autotuning():
+            chain = (FIXED_SMALL_SPLIT_FREE if split_free else FIXED_SMALL) if small else FIXED_TILED
+            key = ("nf4_matmul", a.dtype, a.device, split_free, *flags.values())
+            launch_first_that_fits(_nf4_matmul_kernel, chain, key, grid, args, flags)
+        elif small:
+            (_nf4_matmul_small_split_free if split_free else _nf4_matmul_small)[grid](*args, **flags)
+        else:
+            _nf4_matmul_tiled[grid](*args, **flags)
     return c.to(a.dtype) if small else c
 
 

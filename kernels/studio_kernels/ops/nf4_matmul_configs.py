@@ -48,13 +48,20 @@ SMALL_CONFIGS = [
 
 # Without autotuning (STUDIO_KERNEL_AUTOTUNE=0: GPU tests, where tuning every shape would cost minutes of
 # compiling): a chain each, tried in order at the first launch (ops/fixed_launch.py). The first fits every
-# GPU above in every dtype (32x64x64: 72 KiB bf16, 96 KiB fp32 on sm_86); the next ones need about half as
-# much, for a GPU or Triton version that needs more shared memory than the compile report measured.
+# GPU above in every dtype (32x64x64: 72 KiB bf16, 96 KiB fp32 on sm_86); the next ones need 5-32 KiB there
+# (compile report, Triton 3.9), for a GPU or Triton version that needs more than the report measured.
 FIXED_TILED = (TILED_CONFIGS[0], _cfg(32, 32, 64, 4, 2), _cfg(16, 32, 32, 4, 1))
 
 
 FIXED_SMALL = (_cfg(16, 64, 64, 4, 3, split=4, group=1), _cfg(16, 32, 64, 4, 2, split=4, group=1),
                _cfg(16, 32, 32, 4, 1, split=4, group=1))
+
+
+# train.deterministic (runtime.deterministic): the small-M kernel without split R, whose atomic partial sums
+# land in a different order each run. The same tiles, split 1.
+SPLIT_FREE_SMALL_CONFIGS = [c for c in SMALL_CONFIGS if c.kwargs["SPLIT_R"] == 1]
+FIXED_SMALL_SPLIT_FREE = tuple(_cfg(16, c.kwargs["BLOCK_P"], c.kwargs["BLOCK_R"], c.num_warps, c.num_stages, split=1, group=1)
+                               for c in FIXED_SMALL)
 
 
 # Under the interpreter: one fixed configuration (no timing loop), large tiles because the
@@ -65,13 +72,16 @@ INTERPRET_TILED = dict(BLOCK_M=64, BLOCK_P=64, BLOCK_R=64, GROUP_M=4, SPLIT_R=1)
 INTERPRET_SMALL = dict(BLOCK_M=16, BLOCK_P=64, BLOCK_R=64, GROUP_M=1, SPLIT_R=2)
 
 
+INTERPRET_SMALL_SPLIT_FREE = {**INTERPRET_SMALL, "SPLIT_R": 1}
+
+
 def distinct_configs(kind: str) -> list:
     """Every distinct launch config of the "tiled" or "small" kernel: its autotune list, then the fixed chain's extras.
 
     The GPU tests run each once and the compile report compiles each: a config only the fixed chain holds
     is launched on a GPU short of shared memory, so it must be checked like the rest.
     """
-    configs, chain = (SMALL_CONFIGS, FIXED_SMALL) if kind == "small" else (TILED_CONFIGS, FIXED_TILED)
+    configs, chain = (SMALL_CONFIGS, FIXED_SMALL + FIXED_SMALL_SPLIT_FREE) if kind == "small" else (TILED_CONFIGS, FIXED_TILED)
     out = []
     for cfg in (*configs, *chain):
         if not any(same_launch(cfg, seen) for seen in out):
