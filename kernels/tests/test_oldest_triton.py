@@ -23,9 +23,8 @@ from packaging.version import Version
 KERNELS = Path(__file__).resolve().parents[1]
 REPO = KERNELS.parent
 NUMPY_FOR_OLD_INTERPRETER = "numpy==2.2.6"
-# The ones whose kernels run: this file (it would recurse) and the GPU-only file are left out.
-SUITES = ["test_matmul_kernel.py", "test_dequant_kernel.py", "test_fused_ce.py", "test_lora_fused.py",
-          "test_modules.py", "test_fixed_launch.py", "test_triton_api.py"]
+# Every kernel test file but this one (it would recurse) and the GPU-only one.
+SUITES = sorted(p.name for p in Path(__file__).parent.glob("test_*.py") if p.name not in {Path(__file__).name, "test_gpu.py"})
 
 
 def oldest_triton() -> str:
