@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import RESULTS
 from benchmarks._gpu_env import (
     NO_CUDA_EXIT,
     Results,
@@ -293,7 +294,7 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny shapes on the CPU, Triton in its interpreter, a 64 KiB chunk budget: "
                              "checks that every code path runs; the numbers mean nothing")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
     if args.smoke:

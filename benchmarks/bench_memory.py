@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from benchmarks import RESULTS
 from benchmarks._gpu_env import (
     NO_CUDA_EXIT,
     Results,
@@ -52,7 +53,6 @@ from benchmarks._gpu_env import (
     synchronize,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 
 SHAPES = {
     "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
@@ -393,7 +393,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per case (default 3; --smoke: 1)")
     parser.add_argument("--models-dir", type=Path, help="where to keep the random model directories (default: a temporary folder)")
     parser.add_argument("--runs-dir", type=Path, help="where to keep each case's run directory (metrics.jsonl; default: a temporary folder)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
     if args.smoke:

@@ -24,6 +24,7 @@ from typing import Iterator
 
 import torch
 
+from benchmarks import RESULTS
 from benchmarks._gpu_env import (
     NO_CUDA_EXIT,
     Results,
@@ -357,7 +358,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "kernels/studio_kernels/dispatch.json under that run's GPU name (needs no GPU)")
     parser.add_argument("--seq", type=int, default=None, help="training sequence length (default 2048; 64 with --smoke)")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per method (default 5; 2 with --smoke)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
 

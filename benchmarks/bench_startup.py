@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import RESULTS
 from benchmarks._gpu_env import Results
 
 TARGETS_S = {"studio --help": 0.5, "studio validate smollm2/135m-qlora": 2.0}
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     """Time every command `--runs` times (interleaved, so load changes hit all rows alike) and write the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="runs of each command (default 7)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     env.pop("PYTHONPATH", None)

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from benchmarks import RESULTS, ROOT
+
 ARCH = 90  # the lent machine's GPU (H200); compile time hardly depends on the target
 
 # The matmul kernel's integer arguments, in order (pointers are always 16-byte aligned: no difference).

@@ -32,9 +32,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks import ROOT
+
 # What a stage prints that the summary repeats: the benchmarks' target verdicts and pytest's final count.
 VERDICT = re.compile(r"\b(pass|FAIL)\b|\b\d+ (passed|failed|errors?)\b")
-ROOT = Path(__file__).resolve().parents[1]
 
 # Required: what the kernels and the nf4 benchmark need. Optional: what only some stages need (bench_memory
 # imports trl, which imports datasets, which needs a recent pyarrow): a failure there costs those stages, not all.
