@@ -169,17 +169,21 @@ def _gpu_test_module():
     return module
 
 
-def fused_ce_binaries(dtypes=("bf16",), flags=("grad", "loss")) -> set[Binary]:
-    """The loss kernel autotuned at a vocabulary above 4096: every config of its list, per dtype and flag set."""
+def fused_ce_binaries(dtypes=("bf16",), flags=("grad", "loss"), autotune: bool = True) -> set[Binary]:
+    """The loss kernel at a vocabulary above 4096: every config of its autotune list, or its one fixed launch."""
     from studio_kernels.ops import fused_ce
 
-    return {Binary("ce_rows", d, f, f"BLOCK_V={c.kwargs['BLOCK_V']} w{c.num_warps} s{c.num_stages}")
-            for c in fused_ce._ce_rows_tuned.configs for d in dtypes for f in flags}
+    if autotune:
+        configs = [(c.kwargs["BLOCK_V"], c.num_warps, c.num_stages) for c in fused_ce._ce_rows_tuned.configs]
+    else:
+        configs = [(*fused_ce._launch_config(2**17, None), 3)]  # 3: Triton's default num_stages
+    return {Binary("ce_rows", d, f, f"BLOCK_V={bv} w{w} s{stages}") for bv, w, stages in configs for d in dtypes for f in flags}
 
 
 # What each stage of benchmarks/gpu_session.py compiles (preflight compiles nothing).
 STAGES = {
-    "gpu-tests": lambda: gpu_tests(every_config=False) | fused_ce_binaries(("fp32", "bf16")),
+    # test_fused_ce's GPU test: bf16, with and without a softcap, autotuning off
+    "gpu-tests": lambda: gpu_tests(every_config=False) | fused_ce_binaries(flags=("grad", "grad+softcap"), autotune=False),
     "nf4-quick-matmul": lambda: bench_nf4_matmul(quick=True),
     "nf4-quick-training": lambda: bench_nf4_training(quick=True, threshold=None),
     "gpu-configs": lambda: gpu_tests(every_config=True),
@@ -202,11 +206,20 @@ def new_binaries_per_stage(names: list[str]) -> dict[str, set[Binary]]:
     return out
 
 
+def newest_report(triton_version: str | None = None) -> dict:
+    """The newest committed compile report made with `triton_version` (default: the installed Triton), else the newest."""
+    if triton_version is None:
+        from studio_kernels.triton_import import triton
+
+        triton_version = triton.__version__
+    reports = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("compile-aot-*.json"), key=lambda p: p.stem[-15:])]
+    same = [r for r in reports if r["environment"].get("triton") == triton_version]
+    return (same or reports)[-1]
+
+
 def compile_seconds(report: dict | None = None) -> dict:
-    """Seconds per (kernel, dtype, flags, config) from the newest sm_90 compile report; `default` for the rest."""
-    if report is None:
-        newest = sorted(RESULTS.glob("compile-aot-*.json"), key=lambda p: p.stem[-15:])[-1]
-        report = json.loads(newest.read_text())
+    """Seconds per (kernel, dtype, flags, config) at sm_90 from `report` (default: newest_report()); `default` for the rest."""
+    report = report or newest_report()
     times = {}
     for v in report["variants"]:
         if v["arch"] == ARCH:

@@ -113,11 +113,11 @@ def stages(smoke: bool, results: Path) -> list[Stage]:
         # the first config of each fixed chain (autotuning every shape these tests touch would compile for
         # minutes). Only the files holding GPU tests: collecting the whole folder would import modules that
         # need packages the GPU machine may lack, and one import error stops pytest before any test runs.
-        Stage("gpu-tests", pytest("gpu-tests", f"not {EVERY_CONFIG_TEST}"), 75, gpu_only=True, env=fixed),
+        Stage("gpu-tests", pytest("gpu-tests", f"not {EVERY_CONFIG_TEST}"), 60, gpu_only=True, env=fixed),
         # The first figures: the quick matmul sweep (proposes the dispatch threshold), then the 1B training
         # step with studio QLoRA timed first.
         Stage("nf4-quick-matmul", [py, "-m", "benchmarks.bench_nf4", "--skip-training", *quick, *smoke_flag, *out],
-              120, min_s=60, proposes_dispatch=True),
+              150, min_s=60, proposes_dispatch=True),
         Stage("nf4-quick-training", [py, "-m", "benchmarks.bench_nf4", "--skip-matmul", *quick, *smoke_flag, *out],
               90, min_s=45),
         # Every distinct config of both matmul kernels, once each, for its values.
@@ -167,11 +167,13 @@ def stage_environment(site: Path | None, smoke: bool) -> dict:
     return env
 
 
-def measured_dispatch(results: Path) -> str | None:
-    """STUDIO_NF4_LARGE_M for the stages after the matmul benchmark: the threshold it just measured, if any."""
+def measured_dispatch(results: Path, since: float = 0.0) -> str | None:
+    """STUDIO_NF4_LARGE_M for the stages after a matmul sweep: the threshold it just measured (in a file written
+    after `since`, a time.time(): --out may hold an earlier session's results), if any."""
     import json
 
-    for path in sorted(results.glob("nf4*.json"), reverse=True):
+    fresh = [p for p in results.glob("nf4*.json") if p.stat().st_mtime >= since]
+    for path in sorted(fresh, reverse=True):
         proposal = json.loads(path.read_text()).get("dispatch")
         if proposal:
             return str(proposal["large_m"] if proposal["large_m"] is not None else 2**62)  # None: fused at every M
@@ -250,7 +252,7 @@ def main(argv=None) -> int:
             site = None
         env = stage_environment(site, args.smoke)
         for stage in plan:
-            left = args.budget_s - (time.monotonic() - start)
+            left, started = args.budget_s - (time.monotonic() - start), time.time()
             if stage.name not in wanted:
                 continue
             if args.smoke and (stage.gpu_only or not stage.in_smoke):
@@ -259,7 +261,7 @@ def main(argv=None) -> int:
                 rows.append((stage.name, f"skipped ({left:.0f} s left, needs {stage.min_s})", 0.0, []))
             else:
                 rows.append((stage.name, *run_stage(stage, env, log, min(stage.limit_s, left))))
-            threshold = measured_dispatch(results) if stage.proposes_dispatch else None
+            threshold = measured_dispatch(results, since=started) if stage.proposes_dispatch else None
             if threshold:
                 env["STUDIO_NF4_LARGE_M"] = threshold
                 log.write(f"\n(later stages dispatch with STUDIO_NF4_LARGE_M={env['STUDIO_NF4_LARGE_M']})\n")

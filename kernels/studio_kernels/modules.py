@@ -101,7 +101,8 @@ class QuantLinear(nn.Module):
         keeps live on it); a move, a cast, a state-dict load or make_shardable gives a fresh one.
         """
         tensors = [getattr(self, name) for name in _NF4_FIELDS[self.double_quant]]
-        key = tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+        # Inference tensors keep no version counter (and cannot change outside inference mode).
+        key = tuple((id(t), t.data_ptr(), None if t.is_inference() else t._version) for t in tensors)
         view = getattr(self, "_nf4_view", None)  # absent on a module pickled before the attribute existed
         if view is None or view[0] != key:
             common = dict(

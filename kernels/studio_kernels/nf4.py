@@ -147,14 +147,16 @@ class NF4Weight:
         Kernels read this small tensor (numel / 64 floats) instead of decoding the nested statistics per
         element. Decoding it takes about six small kernels, which at M <= 16 (decoding a token) cost more
         than the product itself; so a small-M call passes keep=True and the result stays with this weight
-        (4 bytes per 64 weights, 1/8 of the packed weight's size, given back when the weight is). Training
-        calls (large M) recompute it per call, so double quantization keeps its memory saving there. Same
+        (4 bytes per 64 weights, 1/8 of the packed weight's size). A call with keep=False (large M: a training
+        step) drops what was kept and recomputes, so training keeps double quantization's memory saving. Same
         op order as bitsandbytes (code * scale, then + offset, both in fp32): the result is bit-identical.
         """
         if self.absmax is not None:
             return self.absmax
         if self._kept_scales:
-            return self._kept_scales[0]
+            if keep:
+                return self._kept_scales[0]
+            self._kept_scales.clear()  # a training-sized call: give the memory back
         q = self.absmax_q.long()
         idx = torch.arange(q.numel(), device=q.device) // self.absmax_blocksize
         scales = self.absmax_code[q] * self.absmax_absmax[idx] + self.offset

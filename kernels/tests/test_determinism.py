@@ -112,3 +112,51 @@ def test_every_launcher_runs_under_its_tensors_device(weight, monkeypatch, launc
         logits = torch.randn(4, 50)
         fused_ce.cross_entropy_rows_triton(logits, torch.tensor([1, 2, 3, 4]), torch.ones(1) / 4)
         assert seen and seen[0] is logits
+
+
+@pytest.mark.parametrize("tuned", [True, False], ids=["autotuned", "fixed"])
+@pytest.mark.parametrize("switch", ["0", "1"])
+def test_a_gpu_launch_takes_the_split_free_kernels_when_asked(weight, monkeypatch, tuned, switch):
+    """The compiled-GPU branches (not the interpreter's): the split-free autotuner, or the split-free fixed chain."""
+    monkeypatch.setenv("STUDIO_KERNEL_DETERMINISTIC", switch)
+    monkeypatch.setattr(ops, "interpreting", lambda: False)
+    monkeypatch.setattr(ops, "autotuning", lambda: tuned)
+    used = []
+    for name in ("_nf4_matmul_small", "_nf4_matmul_small_split_free"):
+        monkeypatch.setattr(ops, name, _Named(name, used))
+    monkeypatch.setattr(ops, "launch_first_that_fits", lambda kernel, chain, *a: used.append(chain))
+    monkeypatch.setattr(ops, "check_triton_device", lambda t: None)
+    nf4_matmul_triton(torch.randn(4, 160), weight)
+    split_free = switch == "1"
+    if tuned:
+        assert used == ["_nf4_matmul_small_split_free" if split_free else "_nf4_matmul_small"]
+    else:
+        assert used == [configs.FIXED_SMALL_SPLIT_FREE if split_free else configs.FIXED_SMALL]
+
+
+class _Named:
+    """An autotuner stand-in that records its name when launched."""
+
+    def __init__(self, name, used):
+        self.name, self.used = name, used
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.used.append(self.name)
+
+
+def test_a_record_from_another_gpu_is_not_restored(monkeypatch):
+    tuner = ops._nf4_matmul_small
+    monkeypatch.setattr(tuner, "cache", {(8, 64, 64, False, "torch.float32"): tuner.configs[0]})
+    saved = autotune_record.choices()
+    monkeypatch.setattr(tuner, "cache", {})
+    elsewhere = {**saved, "where": {**saved["where"], "device": "NVIDIA H100 80GB HBM3 (sm_90)"}}
+    assert autotune_record.restore(elsewhere) == 0 and tuner.cache == {}
+    assert autotune_record.restore({**saved, "where": {**saved["where"], "triton": "0.0"}}) == 0
+    assert autotune_record.restore(saved) == 1
+
+
+def test_m_is_left_unspecialized_by_the_kernel():
+    """The GPU session's compile count rests on it (benchmarks/compile_plan.py)."""
+    kernel = ops._nf4_matmul_kernel
+    names = getattr(kernel, "do_not_specialize", None) or kernel.kwargs["do_not_specialize"]  # compiled / interpreted
+    assert list(names) == ops.NOT_SPECIALIZED == ["M", "M_BUCKET"]

@@ -187,8 +187,8 @@ def training_callbacks(run_dir: Path, progress: bool) -> list:
     # The barrier comes before the manifest, so rank 0 hashes a checkpoint only when every rank has written to it.
     from studio.training.determinism import AutotuneRecordCallback
 
-    # The autotune record is part of the checkpoint, so it is written before the manifest hashes the folder.
-    callbacks = [MetricsCallback(run_dir), BarrierBeforeManifestCallback(), AutotuneRecordCallback(), CheckpointManifestCallback(),
+    # Every rank's autotune record is part of the checkpoint: written before the barrier, so before rank 0 hashes it.
+    callbacks = [MetricsCallback(run_dir), AutotuneRecordCallback(), BarrierBeforeManifestCallback(), CheckpointManifestCallback(),
                  GracefulStopCallback(), AgreeOnStopCallback()]
     if progress:
         callbacks.append(ProgressCallback())

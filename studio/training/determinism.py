@@ -21,25 +21,27 @@ def apply_determinism(deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False  # benchmarking picks algorithms by timing, which varies
 
 
-def restore_autotune(checkpoint: Path) -> int:
-    """Load the autotuned configs saved with `checkpoint` into the kernels; return how many (0 when none were saved)."""
+def restore_autotune(checkpoint: Path, rank: int) -> int:
+    """Load the configs process `rank` autotuned before `checkpoint` into the kernels; return how many (0 when
+    none were saved, or they were tuned on another GPU model or Triton version)."""
     from studio_kernels.autotune_record import restore
 
-    path = checkpoint / AUTOTUNE
+    path = checkpoint / AUTOTUNE.format(rank=rank)
     if not path.is_file():
         return 0
     return restore(json.loads(path.read_text(encoding="utf-8")))
 
 
 class AutotuneRecordCallback(TrainerCallback):
-    """Writes the kernels' autotune choices into each checkpoint, before its manifest is written.
+    """Every process writes its kernels' autotune choices into each checkpoint (one file per rank: each
+    tuned on its own GPU), before the barrier that precedes the manifest.
 
     A resumed run that timed its configs afresh could pick others and sum in another order; with the
-    record it launches exactly what the interrupted run did.
+    record each process launches exactly what it did before the interruption.
     """
 
     def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            from studio_kernels.autotune_record import choices
+        from studio_kernels.autotune_record import choices
 
-            write_json(Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{state.global_step}" / AUTOTUNE, choices())
+        folder = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{state.global_step}"
+        write_json(folder / AUTOTUNE.format(rank=args.process_index), choices())

@@ -44,7 +44,7 @@ OLLAMA = "ollama"  # folder of model.gguf + Modelfile (`studio export --format o
 REPRODUCE = "reproduce.json"
 ACCELERATE = "accelerate.yaml"
 CHECKPOINT_PREFIX = "checkpoint-"  # checkpoints/checkpoint-N, N the optimizer step (the Trainer's naming)
-AUTOTUNE = "autotune.json"  # in each checkpoint: the kernels' autotuned configs, reused on resume
+AUTOTUNE = "autotune-rank{rank}.json"  # in each checkpoint, per process: the kernels' autotuned configs, reused on resume
 MANIFEST = "manifest.json"  # in each checkpoint: size and sha256 of its files, written last  # a distributed run's accelerate config (machine N > 0: accelerate-machine-N.yaml)
 
 

@@ -73,7 +73,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     set_adapter_dtype(trainer.model, adapter_dtype(recipe, device))  # after trl's own cast, before the optimizer exists
     checkpoint = last_checkpoint(run_dir) if resume else None
     if checkpoint and recipe.train.deterministic:
-        restore_autotune(checkpoint)
+        restore_autotune(checkpoint, rank.rank)
     if resume and rank.is_main:
         # Steps logged after the checkpoint (or any, when there is none) will be run and logged again.
         truncate_metrics(run_dir, checkpoint_step(checkpoint) if checkpoint else 0)

@@ -71,7 +71,12 @@ def test_specializing_m_would_multiply_the_compiles(monkeypatch):
     assert len(compile_plan.bench_nf4_matmul(quick=True)) > 1.5 * unspecialized
 
 
-def test_the_gpu_tests_predicted_are_the_ones_that_exist():
-    """The every-config stage compiles each config of the GPU test's list in bf16 and fp16."""
-    every = compile_plan.gpu_tests(every_config=True)
-    assert len(every) == 2 * len(compile_plan._gpu_test_module().MATMUL_CONFIGS)
+def test_the_every_config_prediction_is_the_tests_parametrization():
+    """What the gpu-configs stage runs, read from the test's own parametrize marks, is what the plan prices."""
+    module = compile_plan._gpu_test_module()
+    marks = {m.args[0]: m.args[1] for m in module.test_every_matmul_config_computes_the_product.pytestmark
+             if m.name == "parametrize"}
+    dtype_names = {str(d).removeprefix("torch.").replace("bfloat16", "bf16").replace("float16", "fp16") for d in marks["dtype"]}
+    expected = {(f"nf4_matmul_{kind}", dtype, compile_plan._config_label(cfg)) for kind, cfg in marks["param"] for dtype in dtype_names}
+    predicted = {(b.kernel, b.dtype, b.config) for b in compile_plan.gpu_tests(every_config=True)}
+    assert predicted == expected and dtype_names == {"bf16", "fp16"}

@@ -138,3 +138,17 @@ def test_a_session_cut_off_keeps_what_the_stages_before_measured(tmp_path, monke
     assert _stage_rows((out / "summary.md").read_text()) == {"first": "ok"}
     with tarfile.open(out / "results.tar.gz") as tar:
         assert "results/first.json" in tar.getnames()
+
+
+def test_the_dispatch_threshold_comes_from_this_session_only(tmp_path):
+    """--out may hold an earlier session's results: a sweep that wrote nothing must not hand theirs on."""
+    import json
+    import time
+
+    old = tmp_path / "nf4-NVIDIA_H200-old.json"
+    old.write_text(json.dumps({"dispatch": {"large_m": 256}}))
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    started = time.time()
+    assert gpu_session.measured_dispatch(tmp_path, since=started) is None
+    (tmp_path / "nf4-NVIDIA_H200-new.json").write_text(json.dumps({"dispatch": {"large_m": None}}))
+    assert gpu_session.measured_dispatch(tmp_path, since=started) == str(2**62)  # fused at every M

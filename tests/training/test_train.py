@@ -151,14 +151,16 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(lora_run, tiny_ll
     tuner = nf4_matmul._nf4_matmul_tiled
     key, choice = (4096, 2048, 2048, True, "torch.bfloat16"), tuner.configs[2]
     monkeypatch.setattr(tuner, "cache", {key: choice})
+    monkeypatch.setenv("STUDIO_KERNEL_DETERMINISTIC", "0")  # restored after the test (train sets it)
     recipe = make_recipe(tiny_llama_dir, tiny_data, tmp_path / "b")
     assert recipe.train.deterministic  # the default
     crashed = train(recipe, progress=False).run_dir
-    saved = json.loads((crashed / "checkpoints" / "checkpoint-2" / "autotune.json").read_text())
-    assert saved["nf4_matmul_tiled"] == [[list(key), {"kwargs": choice.kwargs, "num_warps": choice.num_warps,
-                                                      "num_stages": choice.num_stages}]]
-    assert "autotune.json" in json.loads((crashed / "checkpoints" / "checkpoint-2" / "manifest.json").read_text())["files"]
-    assert os.environ.pop("STUDIO_KERNEL_DETERMINISTIC") == "1"  # (popped: the kernel tests choose their own)
+    saved = json.loads((crashed / "checkpoints" / "checkpoint-2" / "autotune-rank0.json").read_text())
+    assert saved["tuners"]["nf4_matmul_tiled"] == [[list(key), {"kwargs": choice.kwargs, "num_warps": choice.num_warps,
+                                                                "num_stages": choice.num_stages}]]
+    assert saved["where"]["device"] == "cpu"
+    assert "autotune-rank0.json" in json.loads((crashed / "checkpoints" / "checkpoint-2" / "manifest.json").read_text())["files"]
+    assert os.environ["STUDIO_KERNEL_DETERMINISTIC"] == "1"
     monkeypatch.setattr(tuner, "cache", {})  # a fresh process knows nothing
     # Simulate a crash right after checkpoint-2: no adapter, no later checkpoint, no later metrics.
     shutil.rmtree(crashed / "adapter")
