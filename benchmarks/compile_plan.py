@@ -39,10 +39,12 @@ class Binary:
 
 
 def specialization(values: dict) -> tuple:
-    """How Triton's launcher specializes integer arguments: == 1 (a constant) or divisible by 16, unless exempt."""
+    """Each integer argument as Triton's launcher specializes it (compile_report._specialize: == 1 becomes a
+    constant, divisible by 16 gets a hint), the kernel's NOT_SPECIALIZED ones left alone."""
+    from benchmarks.compile_report import _specialize
     from studio_kernels.ops.nf4_matmul import NOT_SPECIALIZED
 
-    return tuple((name, v == 1, v % 16 == 0) for name, v in values.items() if name not in NOT_SPECIALIZED)
+    return tuple((name, _specialize(v, fixed=name in NOT_SPECIALIZED)) for name, v in values.items())
 
 
 def _config_label(cfg) -> str:
@@ -61,8 +63,10 @@ def matmul_binaries(out_f: int, in_f: int, m: int, dtype, *, forward: bool, bias
     from studio_kernels.ops import nf4_matmul as ops
     from studio_kernels.ops import nf4_matmul_configs as configs
 
-    name = _DTYPE_NAMES[str(dtype).removeprefix("torch.")]
-    if _takes_dequant(m, large_m, max(out_f, in_f), dtype, threshold):
+    name = _dtype_name(dtype)
+    import torch
+
+    if ops._use_dequant(m, large_m, torch.device("cuda"), max(out_f, in_f), dtype, threshold=threshold):
         return {Binary("dequant", name, "-", "BLOCK=1024 w4 s3")}
     small = m <= ops.SMALL_M
     p, r = (out_f, in_f) if forward else (in_f, out_f)
@@ -71,18 +75,6 @@ def matmul_binaries(out_f: int, in_f: int, m: int, dtype, *, forward: bool, bias
     flags = ("fwd" if forward else "dX") + ("+bias" if bias else "")
     kernel = "nf4_matmul_small" if small else "nf4_matmul_tiled"
     return {Binary(kernel, name, flags, _config_label(c), spec) for c in (tuned if autotune else chain[:1])}
-
-
-def _takes_dequant(m: int, large_m: str, row_length: int, dtype, threshold: int) -> bool:
-    """`nf4_matmul._use_dequant` on a CUDA device whose dispatch threshold is `threshold`."""
-    import torch
-
-    from studio_kernels.ops import nf4_matmul as ops
-
-    fp32 = dtype == torch.float32
-    if large_m == "auto":
-        return m * row_length >= ops.INT32_LIMIT or m > ops.SMALL_M and (fp32 or m >= threshold)
-    return large_m == "dequant" and m > ops.SMALL_M
 
 
 def bench_nf4_matmul(quick: bool) -> set[Binary]:
@@ -126,8 +118,18 @@ def bench_nf4_training(quick: bool, threshold: int | None) -> set[Binary]:
     return out
 
 
+def parametrized(test) -> dict:
+    """{argument: values} of a test function's @pytest.mark.parametrize marks: what it runs, read from the test."""
+    return {m.args[0]: list(m.args[1]) for m in getattr(test, "pytestmark", []) if m.name == "parametrize"}
+
+
+def _dtype_name(dtype) -> str:
+    return _DTYPE_NAMES[str(dtype).removeprefix("torch.")]
+
+
 def gpu_tests(every_config: bool) -> set[Binary]:
-    """What the GPU tests compile with STUDIO_KERNEL_AUTOTUNE=0 (kernels/tests/test_gpu.py).
+    """What the GPU tests compile with STUDIO_KERNEL_AUTOTUNE=0 (kernels/tests/test_gpu.py), their shapes,
+    dtypes and row counts read from the tests' parametrization.
 
     every_config: only test_every_matmul_config_computes_the_product (its own stage); otherwise the rest.
     """
@@ -137,17 +139,18 @@ def gpu_tests(every_config: bool) -> set[Binary]:
     n, k = test_gpu.N, test_gpu.K
     out = set()
     if every_config:
-        for kind, cfg in test_gpu.MATMUL_CONFIGS:
+        params = parametrized(test_gpu.test_every_matmul_config_computes_the_product)
+        for kind, cfg in params["param"]:
             m = 7 if kind == "small" else 300
             spec = specialization(dict(zip(_INT_ARGS, (m, n, k, k, k, 1, n, 1, 1))))
-            for dtype in ("bf16", "fp16"):
-                out.add(Binary(f"nf4_matmul_{kind}", dtype, "fwd+bias", _config_label(cfg), spec))
+            for dtype in params["dtype"]:
+                out.add(Binary(f"nf4_matmul_{kind}", _dtype_name(dtype), "fwd+bias", _config_label(cfg), spec))
         return out
-    dtypes = (torch.float32, torch.float16, torch.bfloat16)
-    for dtype in dtypes:
-        out.add(Binary("dequant", _DTYPE_NAMES[str(dtype).removeprefix("torch.")], "-", "BLOCK=1024 w4 s3"))
-        for m in (1, 7, 16, 17, 300):
-            for large_m in ("fused", "dequant"):
+    params = parametrized(test_gpu.test_cuda_matmul_forward_backward)
+    for dtype in params["dtype"]:
+        out.add(Binary("dequant", _dtype_name(dtype), "-", "BLOCK=1024 w4 s3"))
+        for m in params["M"]:
+            for large_m in params["large_m"]:
                 out |= matmul_binaries(n, k, m, dtype, forward=True, bias=True, large_m=large_m, autotune=False)
                 out |= matmul_binaries(n, k, m, dtype, forward=False, bias=False, large_m=large_m, autotune=False)
     for m in (1, 64, 132):  # the bitsandbytes comparison and the LoRA layer, bf16, large_m="auto"

@@ -15,8 +15,12 @@ from studio_kernels.runtime import BACKENDS, resolve_backend
 _QUANT_BUFFERS = ("qweight", "absmax", "absmax_q", "absmax_absmax", "absmax_offset", "absmax_code")
 # The integer tensors `make_shardable` turns into parameters (uint8: safe from any dtype cast).
 SHARDABLE_TENSORS = ("qweight", "absmax_q")
-# This module's tensors in NF4Weight's field order, without and with double quantization.
-_NF4_FIELDS = {False: ("qweight", "absmax"), True: ("qweight", "absmax_q", "absmax_absmax", "absmax_offset", "absmax_code")}
+# NF4Weight's fields and the buffers of this module that hold them, without and with double quantization.
+_NF4_FIELDS = {
+    False: {"packed": "qweight", "absmax": "absmax"},
+    True: {"packed": "qweight", "absmax_q": "absmax_q", "absmax_absmax": "absmax_absmax", "offset": "absmax_offset",
+           "absmax_code": "absmax_code"},
+}
 
 
 class QuantLinear(nn.Module):
@@ -100,9 +104,9 @@ class QuantLinear(nn.Module):
         The same object while the buffers are the same tensors, unchanged (the block scales a decode step
         keeps live on it); a move, a cast, a state-dict load or make_shardable gives a fresh one.
         """
-        tensors = [getattr(self, name) for name in _NF4_FIELDS[self.double_quant]]
+        tensors = {field: getattr(self, name) for field, name in _NF4_FIELDS[self.double_quant].items()}
         # Inference tensors keep no version counter (and cannot change outside inference mode).
-        key = tuple((id(t), t.data_ptr(), None if t.is_inference() else t._version) for t in tensors)
+        key = tuple((id(t), t.data_ptr(), None if t.is_inference() else t._version) for t in tensors.values())
         view = getattr(self, "_nf4_view", None)  # absent on a module pickled before the attribute existed
         if view is None or view[0] != key:
             common = dict(
@@ -111,8 +115,7 @@ class QuantLinear(nn.Module):
                 blocksize=self.blocksize,
                 absmax_blocksize=self.absmax_blocksize,
             )
-            fields = ("packed", "absmax_q", "absmax_absmax", "offset", "absmax_code") if self.double_quant else ("packed", "absmax")
-            view = self._nf4_view = (key, NF4Weight(**common, **dict(zip(fields, tensors))))
+            view = self._nf4_view = (key, NF4Weight(**common, **tensors))
         return view[1]
 
     def make_shardable(self) -> "QuantLinear":

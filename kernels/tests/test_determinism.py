@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from fake_kernels import RecordingKernel
 
 from studio_kernels import autotune_record
 from studio_kernels.nf4 import quantize_nf4
@@ -15,16 +16,6 @@ from studio_kernels.ops import nf4_matmul as ops
 from studio_kernels.ops import nf4_matmul_configs as configs
 from studio_kernels.ops.nf4_matmul import nf4_matmul_reference, nf4_matmul_triton
 from studio_kernels.runtime import deterministic, on_device
-
-
-class _RecordingKernel:
-    """Stands in for the matmul kernel and keeps the meta-parameters of each launch."""
-
-    def __init__(self):
-        self.launches: list[dict] = []
-
-    def __getitem__(self, grid):
-        return lambda *args, **kwargs: self.launches.append(kwargs)
 
 
 @pytest.fixture
@@ -35,7 +26,7 @@ def weight():
 @pytest.mark.parametrize("switch, split", [("0", 2), ("1", 1)])
 def test_deterministic_small_m_never_splits_r(weight, monkeypatch, switch, split):
     monkeypatch.setenv("STUDIO_KERNEL_DETERMINISTIC", switch)
-    kernel = _RecordingKernel()
+    kernel = RecordingKernel()
     monkeypatch.setattr(ops, "_nf4_matmul_kernel", kernel)
     nf4_matmul_triton(torch.randn(4, 160), weight)
     assert [k["SPLIT_R"] for k in kernel.launches] == [split]
@@ -123,7 +114,7 @@ def test_a_gpu_launch_takes_the_split_free_kernels_when_asked(weight, monkeypatc
     monkeypatch.setattr(ops, "autotuning", lambda: tuned)
     used = []
     for name in ("_nf4_matmul_small", "_nf4_matmul_small_split_free"):
-        monkeypatch.setattr(ops, name, _Named(name, used))
+        monkeypatch.setattr(ops, name, RecordingKernel(name, used))
     monkeypatch.setattr(ops, "launch_first_that_fits", lambda kernel, chain, *a: used.append(chain))
     monkeypatch.setattr(ops, "check_triton_device", lambda t: None)
     nf4_matmul_triton(torch.randn(4, 160), weight)
@@ -132,16 +123,6 @@ def test_a_gpu_launch_takes_the_split_free_kernels_when_asked(weight, monkeypatc
         assert used == ["_nf4_matmul_small_split_free" if split_free else "_nf4_matmul_small"]
     else:
         assert used == [configs.FIXED_SMALL_SPLIT_FREE if split_free else configs.FIXED_SMALL]
-
-
-class _Named:
-    """An autotuner stand-in that records its name when launched."""
-
-    def __init__(self, name, used):
-        self.name, self.used = name, used
-
-    def __getitem__(self, grid):
-        return lambda *args, **kwargs: self.used.append(self.name)
 
 
 def test_a_record_from_another_gpu_is_not_restored(monkeypatch):

@@ -258,9 +258,12 @@ def _scratch_weight(weight: NF4Weight, dtype: torch.dtype) -> torch.Tensor:
 INT32_LIMIT = 2**31  # the fused kernel addresses A and C with 32-bit offsets (row * row length)
 
 
-def _use_dequant(M: int, large_m: str, device: torch.device, row_length: int, dtype: torch.dtype = torch.bfloat16) -> bool:
+def _use_dequant(M: int, large_m: str, device: torch.device, row_length: int, dtype: torch.dtype = torch.bfloat16,
+                 threshold: int | None = None) -> bool:
     """Whether this product goes through dequantize + cuBLAS rather than the fused kernel.
 
+    threshold: the dispatch threshold to assume (default: large_m_threshold(device)); the GPU session's
+    compile plan asks this without a GPU.
     row_length: the longer of A's and C's rows. Past INT32_LIMIT elements the fused kernel's offsets would
     wrap, so "auto" takes the cuBLAS path there whatever the table says, and "fused" is refused.
     fp32 activations on a GPU also take it above the small-M path under "auto": the fused kernel's fp32 dot
@@ -275,7 +278,9 @@ def _use_dequant(M: int, large_m: str, device: torch.device, row_length: int, dt
         raise ValueError(f"{M} rows of {row_length} elements are past the fused kernel's 32-bit offsets; "
                          "use large_m='auto' or 'dequant'")
     if large_m == "auto":
-        return too_big or M > SMALL_M and (fp32_on_gpu or M >= large_m_threshold(device))
+        if threshold is None:
+            threshold = large_m_threshold(device)
+        return too_big or M > SMALL_M and (fp32_on_gpu or M >= threshold)
     return large_m == "dequant" and M > SMALL_M
 
 
