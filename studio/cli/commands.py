@@ -53,6 +53,10 @@ def cmd_validate(args) -> int:
     from studio.data import load_examples, load_heldout
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if recipe.method == "grpo":
+        from studio.training.grpo_data import load_prompt_examples
+
+        load_prompt_examples(recipe)  # reward names, options and the columns each needs, row by row
     data_format, examples = load_examples(recipe.data.path, recipe.data)
     info = {"recipe": recipe.to_yaml_dict(), "data_format": data_format, "data_rows": len(examples), "valid": True}
     if recipe.data.test_path:
@@ -68,6 +72,17 @@ def cmd_recipes(args) -> int:
 
     rows = shipped_estimates(args.gpu)
     _emit(args, {"gpu": args.gpu, "recipes": rows}, fmt.recipe_table(rows, args.gpu))
+    return 0
+
+
+def cmd_rewards(args) -> int:
+    """`studio rewards`: every reward a GRPO recipe can name, with the columns and options it takes."""
+    from studio.training.rewards import available
+
+    rows = [{"name": r.name, "summary": r.summary, "columns": list(r.columns), "optional_columns": list(r.optional_columns),
+             "options": {k: repr(v) if v is not None and not isinstance(v, (int, float, str, bool)) else v for k, v in r.options.items()}, "source": r.source}
+            for r in available(args.file).values()]
+    _emit(args, {"rewards": rows}, fmt.reward_table(rows))
     return 0
 
 
@@ -198,7 +213,7 @@ def cmd_doctor(args) -> int:
 
 
 COMMANDS = {
-    "train": cmd_train, "validate": cmd_validate, "recipes": cmd_recipes, "estimate": cmd_estimate, "merge": cmd_merge,
+    "train": cmd_train, "validate": cmd_validate, "recipes": cmd_recipes, "rewards": cmd_rewards, "estimate": cmd_estimate, "merge": cmd_merge,
     "eval": cmd_eval, "chat": cmd_chat, "export": cmd_export, "reproduce": cmd_reproduce, "delete": cmd_delete,
     "ui": cmd_ui, "demo": cmd_demo, "doctor": cmd_doctor,
 }

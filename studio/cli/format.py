@@ -38,6 +38,11 @@ def eval_result(result) -> str:
     if result.base_loss is not None:
         lines.append(f"  base    {score(result.base_score)}loss {result.base_loss:.4f}")
     lines.append(f"  adapter {score(result.adapter_score)}loss {result.adapter_loss:.4f}  perplexity {result.adapter_perplexity:.3f}")
+    if result.adapter_rewards:
+        lines.append("mean reward (greedy answers):")
+        for who, rewards in (("base", result.base_rewards), ("adapter", result.adapter_rewards)):
+            if rewards:
+                lines.append(f"  {who:<7} " + "  ".join(f"{name} {value:.3f}" for name, value in rewards.items()))
     for s in result.samples:
         lines += ["", f"prompt:    {s['prompt']}", f"reference: {s['reference']}", f"base:      {s['base']}", f"adapter:   {s['adapter']}"]
     return "\n".join(lines)
@@ -102,6 +107,20 @@ def recipe_table(rows: list[dict], gpu: str) -> str:
         from studio.config.shipped import DEMO_RECIPE
 
         out += ["", f"train one: studio train {DEMO_RECIPE}   (its memory on a GPU: studio estimate NAME --gpu 8GB)"]
+    return "\n".join(out)
+
+
+def reward_table(rows: list[dict]) -> str:
+    """The GRPO rewards, one block each: name and summary, then the columns it reads and its options."""
+    out = []
+    for r in rows:
+        out.append(f"{r['name']}  ({r['source']})\n  {r['summary']}")
+        columns = r["columns"] + [f"{c} (optional)" for c in r["optional_columns"]]
+        if columns:
+            out.append(f"  columns: {', '.join(columns)}")
+        if r["options"]:
+            out.append("  options: " + ", ".join(f"{k}={v}" for k, v in r["options"].items()))
+    out += ["", "use one: grpo.rewards: [{name: numeric_answer, weight: 1.0, args: {tolerance: 0.01}}]"]
     return "\n".join(out)
 
 

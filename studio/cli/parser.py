@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", default=DEFAULT_GPU, metavar="SIZE|NAME", help=f"the GPU the 'fits' column is judged against (default {DEFAULT_GPU})")
     _add_json(p, "the list")
 
+    p = sub.add_parser("rewards", help="list the GRPO rewards: the shipped ones (and a reward file's), the columns and options each takes")
+    p.add_argument("--file", metavar="PY", help="also list the reward functions of this Python file (it is run, like any script)")
+    _add_json(p, "the list")
+
     add_estimate_parser(sub)
     add_export_parser(sub)
 

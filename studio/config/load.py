@@ -103,7 +103,7 @@ def _deep_copy(raw: dict) -> dict:
 
 
 def _resolve_paths(recipe: Recipe, base_dir: Path | None) -> Recipe:
-    """Make the recipe's file paths absolute (data files, a .jinja chat template, a local model)."""
+    """Make the recipe's file paths absolute (data files, a .jinja chat template, a local model, a reward file)."""
     updates = {}
     for name in ("path", "val_path", "test_path"):
         value = getattr(recipe.data, name)
@@ -117,7 +117,10 @@ def _resolve_paths(recipe: Recipe, base_dir: Path | None) -> Recipe:
     else:
         model = recipe.model
     data = recipe.data.model_copy(update=updates)
-    return recipe.model_copy(update={"data": data, "model": model})
+    grpo = recipe.grpo
+    if grpo.reward_file:
+        grpo = grpo.model_copy(update={"reward_file": str(_resolve(grpo.reward_file, base_dir))})
+    return recipe.model_copy(update={"data": data, "model": model, "grpo": grpo})
 
 
 def _resolve(value: str, base_dir: Path | None) -> Path:

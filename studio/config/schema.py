@@ -3,21 +3,27 @@
 Every default lives here. The CLI help, the UI form and the trainer all read this schema, so a
 field's docstring is its help text everywhere. Load a recipe with `load_recipe`, which turns every
 validation failure into a `StudioError` naming the file, line and key.
+
+It is over 400 lines because it is one document: every section of a recipe with its help text, in the order a
+recipe file reads; split, a reader would chase a field's meaning across files.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Method = Literal["lora", "qlora", "dora", "dpo", "orpo"]
+Method = Literal["lora", "qlora", "dora", "dpo", "orpo", "grpo"]
 AdapterMethod = Literal["lora", "qlora", "dora"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
-DataFormat = Literal["auto", "chat", "alpaca", "prompt_completion", "text", "preference"]
-Metric = Literal["field_accuracy", "exact_match", "contains", "none"]
+DataFormat = Literal["auto", "chat", "alpaca", "prompt_completion", "text", "preference", "prompt"]
+Metric = Literal["field_accuracy", "exact_match", "contains", "numeric_answer", "none"]
+# trl 1.16's GRPO loss formulations that need no other switch (luspo and vespo need a sequence-level importance
+# ratio, which the studio does not expose).
+GrpoLoss = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"]
 
 BUNDLED_DEMO_MODEL = "bundled:smollm2-135m-instruct"
 
@@ -133,8 +139,9 @@ class DataSpec(_Section):
     """Training data: a .jsonl, .json, .csv or .parquet file, or a directory saved with `datasets`.
     A relative path is resolved against the recipe file's folder, then the current directory."""
     format: DataFormat = "auto"
-    """Row format: chat (`messages` with roles), alpaca (instruction/input/output), prompt_completion, or
-    text (plain completion). auto detects it from the columns."""
+    """Row format: chat (`messages` with roles), alpaca (instruction/input/output), prompt_completion, text
+    (plain completion), preference (prompt/chosen/rejected, for dpo and orpo) or prompt (a `prompt` alone, or
+    GSM8K-style `question`/`answer`, for grpo: the model writes the answers). auto detects it from the columns."""
     columns: dict[str, str] = Field(default_factory=dict)
     """Rename columns to the names the format expects, e.g. {instruction: question, output: answer}."""
     chat_template: str | None = None
@@ -143,7 +150,8 @@ class DataSpec(_Section):
     system_prompt: str | None = None
     """A system message prepended to every example that has none."""
     max_length: int = Field(512, ge=8, le=1_048_576)
-    """Tokens per example; longer examples are truncated (counted in data.json). Activation memory grows with it."""
+    """Tokens per example; longer examples are truncated (counted in data.json). Activation memory grows with it.
+    For grpo it bounds the templated prompt: longer prompts are left out (counted in data.json)."""
     packing: bool = False
     """Pack several examples into each row of max_length tokens (padding-free; attention and positions stay
     inside each example, loss masks unchanged). Less padding: faster steps and steadier memory on mixed lengths."""
@@ -164,6 +172,87 @@ class PreferenceSpec(_Section):
     """For method dpo or orpo: the adapter the preference run trains (same LoRA/QLoRA settings as SFT)."""
     beta: float = Field(0.1, gt=0, le=10)
     """DPO: strength of the pull towards the reference (the base model); ORPO: weight of the odds-ratio term."""
+
+
+class RewardSpec(_Section):
+    """One reward of a GRPO run: a shipped reward (or one from grpo.reward_file), its weight and its options."""
+
+    name: str
+    """The reward: numeric_answer, exact_answer, think_format, json_schema, regex_match, length_target (see
+    `studio rewards`), or a function of grpo.reward_file."""
+    weight: float = Field(1.0, ge=-100.0, le=100.0)
+    """Weight in the total reward (the weighted sum GRPO ranks each prompt's completions by)."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """The reward's options, e.g. {tolerance: 0.01} for numeric_answer or {pattern: '^Answer: '} for regex_match."""
+
+    @model_validator(mode="after")
+    def _finite_weight(self):
+        if not math.isfinite(self.weight) or self.weight == 0:
+            raise ValueError("weight must be a finite, non-zero number (remove the reward instead of weighting it 0)")
+        return self
+
+
+class GrpoSpec(_Section):
+    """GRPO (method grpo): reinforcement learning from verifiable rewards, R1-style, on a LoRA/QLoRA adapter.
+
+    Each step the model samples num_generations completions per prompt (with the KV cache, through the same
+    adapter-wrapped model that trains), the rewards score them, and each completion is pushed up or down by how
+    its total reward compares with the other completions of its prompt."""
+
+    adapter: AdapterMethod = "qlora"
+    """The adapter the GRPO run trains (same LoRA/QLoRA settings as SFT)."""
+    rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="numeric_answer")])
+    """Rewards and their weights, e.g. [{name: numeric_answer, weight: 1.0}, {name: think_format, weight: 0.2}]."""
+    reward_file: str | None = None
+    """A local Python file of reward functions `(completions, <columns>..., *, <options>) -> list[float]`, named
+    in grpo.rewards like the shipped ones. It runs as trusted code, like any script you run; the UI on a shared host
+    only accepts files the server's owner placed in the studio home's rewards folder."""
+    loss_type: GrpoLoss = "dapo"
+    """How per-token losses are averaged. dapo (trl's default): over every completion token of the batch, no length
+    bias. grpo: per completion, then over completions (the original paper; favours short right answers and long
+    wrong ones). dr_grpo: by a constant (max_completion_length); pair it with scale_rewards: none (Dr. GRPO).
+    bnpo: over the tokens of each micro-batch. cispo and sapo clip or soften the importance weights instead of the update."""
+    num_generations: int = Field(4, ge=2, le=256)
+    """Completions sampled per prompt (the group each is compared with). More: a steadier signal, and
+    generation time and memory grow with it. train.batch_size x train.grad_accum must be a multiple of it."""
+    max_completion_length: int = Field(256, ge=1, le=131072)
+    """Tokens each completion may have; a longer one is cut (counted as truncated). The KV cache and the
+    training sequence grow with it."""
+    temperature: float = Field(1.0, gt=0.0, le=4.0)
+    """Sampling temperature: GRPO learns from differences between completions, so it needs sampling (above 0)."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling: keep the smallest set of tokens whose probability adds up to top_p (1 keeps all)."""
+    beta: float = Field(0.0, ge=0.0, le=10.0)
+    """KL penalty towards the base model. 0 (the current default of trl, Dr. GRPO and DAPO): the verifiable reward
+    already keeps the policy honest, and no reference forward pass is needed. DeepSeek-R1 used 0.001. With a
+    LoRA adapter the reference is the base itself (the adapter switched off), so beta > 0 costs a forward pass,
+    not a second copy of the model."""
+    epsilon: float = Field(0.2, gt=0.0, le=10.0)
+    """Clipping range of the policy ratio (PPO's epsilon)."""
+    epsilon_high: float | None = Field(None, gt=0.0, le=10.0)
+    """Upper clipping bound when it differs from epsilon (DAPO's clip-higher: 0.28)."""
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """Divide each advantage by the reward's standard deviation in its group (GRPO), in the whole batch, or not at
+    all (Dr. GRPO: scaling favours prompts that are too easy or too hard)."""
+    mask_truncated_completions: bool = False
+    """Leave completions cut at max_completion_length out of the loss (DAPO): they are not penalised for being
+    unfinished. Turn on once most completions end on their own."""
+    generation_batch_size: int | None = Field(None, ge=2, le=65536)
+    """Completions generated at once; None = train.batch_size x train.grad_accum (one generation per optimizer
+    step). Larger batches decode faster per token and hold a larger KV cache. A multiple of train.batch_size and of
+    num_generations."""
+    log_completions_steps: int = Field(10, ge=1)
+    """Every N steps, write a sample of prompts, completions and their per-reward scores to completions.jsonl."""
+    log_completions_count: int = Field(8, ge=1, le=1024)
+    """Completions kept in each completions.jsonl sample."""
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.generation_batch_size is not None and self.generation_batch_size % self.num_generations:
+            raise ValueError(f"generation_batch_size ({self.generation_batch_size}) must be a multiple of num_generations ({self.num_generations})")
+        if not self.rewards:
+            raise ValueError("rewards must name at least one reward")
+        return self
 
 
 class TrainSpec(_Section):
@@ -233,7 +322,8 @@ class EvalSpec(_Section):
 
     metric: Metric = "exact_match"
     """Task metric on held-out examples: field_accuracy (share of JSON fields equal to the reference),
-    exact_match (whole answer), contains (reference appears in the answer), or none."""
+    exact_match (whole answer), contains (reference appears in the answer), numeric_answer (the final number
+    equals the reference's, as GRPO's reward of that name scores it), or none."""
     max_new_tokens: int = Field(128, ge=1, le=32768)
     """Generation length limit for evaluation and chat."""
     limit: int | None = Field(None, ge=1)
@@ -295,13 +385,16 @@ class Recipe(_Section):
     method: Method = "qlora"
     """lora: 16-bit base + adapter. qlora: 4-bit NF4 base + adapter (about 4x less weight memory).
     dora: weight-decomposed LoRA (slower, sometimes better at low rank). dpo / orpo: preference training
-    on prompt/chosen/rejected data, with the adapter named in preference.adapter."""
+    on prompt/chosen/rejected data, with the adapter named in preference.adapter. grpo: reinforcement learning
+    from verifiable rewards on prompts (R1-style), with the adapter named in grpo.adapter."""
     lora: LoraSpec = Field(default_factory=LoraSpec)
     """Adapter shape."""
     quant: QuantSpec = Field(default_factory=QuantSpec)
     """4-bit settings, used when method is qlora."""
     preference: PreferenceSpec = Field(default_factory=PreferenceSpec)
     """Preference training (method dpo or orpo)."""
+    grpo: GrpoSpec = Field(default_factory=GrpoSpec)
+    """Reinforcement learning from verifiable rewards (method grpo)."""
     data: DataSpec = Field(default_factory=DataSpec)
     """Training data and how it becomes tokens."""
     train: TrainSpec = Field(default_factory=TrainSpec)
@@ -321,13 +414,32 @@ class Recipe(_Section):
             raise ValueError("train.eval_steps needs validation data: set data.val_split or data.val_path")
         if self.lora.alpha / self.lora.rank > 64:
             raise ValueError("lora.alpha / lora.rank is above 64: updates would be scaled absurdly; lower lora.alpha")
-        if self.distributed.strategy != "none" and self.method in ("dpo", "orpo"):
-            raise ValueError("distributed training covers method lora, qlora and dora; dpo and orpo run on one process (distributed.strategy: none)")
+        if self.distributed.strategy != "none" and self.method in ("dpo", "orpo", "grpo"):
+            raise ValueError(f"distributed training covers method lora, qlora and dora; {self.method} runs on one process (distributed.strategy: none)")
+        if self.method == "grpo":
+            self._grpo_checks()
         return self
+
+    def _grpo_checks(self) -> None:
+        """What GRPO needs of the rest of the recipe: whole groups of completions per batch, no SFT-only switches."""
+        g, t = self.grpo, self.train
+        effective = t.batch_size * t.grad_accum
+        generation = g.generation_batch_size or effective
+        if generation % g.num_generations:
+            raise ValueError(f"train.batch_size x train.grad_accum ({effective}) must be a multiple of grpo.num_generations ({g.num_generations}): each batch holds whole groups of completions; or set grpo.generation_batch_size")
+        if generation % t.batch_size:
+            raise ValueError(f"grpo.generation_batch_size ({generation}) must be a multiple of train.batch_size ({t.batch_size})")
+        if self.data.val_split or self.data.val_path or t.eval_steps:
+            raise ValueError("grpo has no validation loss (it trains on its own samples): unset data.val_split, data.val_path and train.eval_steps; `studio eval` scores data.test_path")
+        for key, on in (("train.fused_loss", t.fused_loss), ("data.packing", self.data.packing), ("train.offload_activations", t.offload_activations)):
+            if on:
+                raise ValueError(f"{key} is for supervised training; grpo computes its own per-token log-probabilities of sampled completions: set {key}: false")
 
     @property
     def adapter_method(self) -> str:
-        """The adapter kind trained: the method itself, or preference.adapter for dpo and orpo."""
+        """The adapter kind trained: the method itself, preference.adapter for dpo and orpo, grpo.adapter for grpo."""
+        if self.method == "grpo":
+            return self.grpo.adapter
         return self.preference.adapter if self.method in ("dpo", "orpo") else self.method
 
     def adapter_dtype_for(self, compute_dtype: str) -> str:

@@ -1,7 +1,7 @@
 """Data: read a dataset file, normalize its format, render it with the chat template, mask the loss.
 
     readers.py    files (JSONL, JSON, CSV, Parquet, saved datasets) -> rows that know their file and line
-    formats.py    rows -> one normal form (chat messages, plain text, or a preference pair)
+    formats.py    rows -> one normal form (chat messages, plain text, a preference pair, or a prompt with columns)
     render.py     normal form -> token ids and labels, exactly as training sees them; preference pairs as text
     split.py      the one seeded validation split every method uses
     manifest.py   what was trained on: sha256 and token-length statistics (data.json)
@@ -12,11 +12,11 @@ the UI (which shows a sample exactly as training sees it) and for tests.
 """
 
 from studio.data.build import BuiltData, build_data, load_examples, load_heldout
-from studio.data.formats import Example, detect_format, normalize
+from studio.data.formats import Example, detect_format, normalize, reference_of
 from studio.data.readers import read_rows
 from studio.data.render import IGNORE, Encoded, Renderer, prepare_tokenizer, render_pairs
 
 __all__ = [
     "BuiltData", "Encoded", "Example", "IGNORE", "Renderer", "build_data", "detect_format", "load_examples", "load_heldout",
-    "normalize", "prepare_tokenizer", "read_rows", "render_pairs",
+    "normalize", "prepare_tokenizer", "read_rows", "reference_of", "render_pairs",
 ]

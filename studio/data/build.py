@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from studio.config.schema import DataSpec, Recipe
-from studio.data.formats import Example, normalize
+from studio.data.formats import Example, normalize, reference_of
 from studio.data.manifest import length_stats, sha256_of
 from studio.data.readers import read_rows
 from studio.data.render import Encoded, Renderer
@@ -30,10 +30,21 @@ def load_examples(path: str, spec: DataSpec) -> tuple[str, list[Example]]:
 
 def load_heldout(path: str, spec: DataSpec) -> tuple[str, list[Example]]:
     """Held-out examples for evaluation: read like the training data, except that preference runs are
-    scored on ordinary prompt/answer rows (their format is detected, not taken from data.format)."""
+    scored on ordinary prompt/answer rows (their format is detected, not taken from data.format), and prompt
+    rows (GRPO) end in their reference answer as the assistant turn, keeping their columns for the rewards."""
     if spec.format == "preference":
         spec = spec.model_copy(update={"format": "auto"})
-    return load_examples(path, spec)
+    fmt, examples = load_examples(path, spec)
+    if fmt == "prompt":
+        examples = [_with_reference(e) for e in examples]
+    return fmt, examples
+
+
+def _with_reference(example: Example) -> Example:
+    reference = reference_of(example)
+    if reference is None:
+        raise StudioError("a held-out prompt row has no `answer` column to score against", where=example.where, fix="give every held-out row an `answer` (the reference the metric compares with)")
+    return replace(example, messages=(*example.messages, {"role": "assistant", "content": reference}))
 
 
 def build_data(recipe: Recipe, tokenizer) -> BuiltData:
@@ -43,6 +54,8 @@ def build_data(recipe: Recipe, tokenizer) -> BuiltData:
     fmt, examples = load_examples(spec.path, spec)
     if fmt == "preference":
         raise StudioError("this is preference data (prompt/chosen/rejected), which trains with method dpo or orpo", where=spec.path, fix="set method: dpo (or orpo), or use chat / alpaca / text data for supervised fine-tuning")
+    if fmt == "prompt":
+        raise StudioError("these rows are prompts without answers, which train with method grpo (the model writes the answers and rewards score them)", where=spec.path, fix="set method: grpo, or use chat / alpaca / prompt_completion data for supervised fine-tuning")
     n_rows = len(examples)
     if spec.val_path:
         _, val_examples = load_examples(spec.val_path, spec)

@@ -2,13 +2,15 @@
 
 Formats: chat (`messages`/`conversations`, OpenAI `role`/`content` or ShareGPT `from`/`value`),
 alpaca (`instruction`, optional `input`, `output`), prompt_completion (`prompt`/`completion`, strings
-or message lists) and text (`text`, trained as a plain completion).
+or message lists), text (`text`, trained as a plain completion), preference (prompt/chosen/rejected) and
+prompt (a `prompt` alone, or GSM8K's `question`/`answer`: GRPO's data, where the model writes the answers and
+every other column goes to the reward functions).
 """
 
 from __future__ import annotations
 
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from studio.config.schema import DataFormat
 from studio.data.readers import Row
@@ -28,13 +30,15 @@ _ROLE_NAMES = {
 
 @dataclass(frozen=True)
 class Example:
-    """One training example in normal form: `messages` for chat-like formats, else `text`."""
+    """One training example in normal form: `messages` for chat-like formats, else `text`. Prompt rows (GRPO)
+    keep their other columns in `columns`, for the reward functions."""
 
     where: str
     messages: tuple[dict, ...] | None = None
     text: str | None = None
     chosen: str | None = None
     rejected: str | None = None
+    columns: dict | None = None
 
 
 def detect_format(row: dict) -> str | None:
@@ -47,6 +51,8 @@ def detect_format(row: dict) -> str | None:
         return "alpaca"
     if "prompt" in row and "completion" in row:
         return "prompt_completion"
+    if "prompt" in row or ("question" in row and "answer" in row):
+        return "prompt"
     if "text" in row:
         return "text"
     return None
@@ -64,9 +70,9 @@ def normalize(rows: list[Row], fmt: str = "auto", columns: dict[str, str] | None
             raise StudioError(
                 f"cannot detect the data format from columns {keys}",
                 where=renamed[0].where,
-                fix="use `messages`, `instruction`/`output`, `prompt`/`completion` or `text` columns, or map yours with data.columns (e.g. {instruction: question, output: answer})",
+                fix="use `messages`, `instruction`/`output`, `prompt`/`completion`, `prompt` (for grpo) or `text` columns, or map yours with data.columns (e.g. {instruction: question, output: answer})",
             )
-    convert = {"chat": _chat, "alpaca": _alpaca, "prompt_completion": _prompt_completion, "text": _text, "preference": _preference}[fmt]
+    convert = {"chat": _chat, "alpaca": _alpaca, "prompt_completion": _prompt_completion, "text": _text, "preference": _preference, "prompt": _prompt_only}[fmt]
     examples = [convert(row) for row in renamed]
     if system_prompt:
         examples = [_with_system(ex, system_prompt) for ex in examples]
@@ -100,7 +106,7 @@ def _string(row: Row, key: str, value: object, allow_empty: bool = False) -> str
     return value
 
 
-def _messages(row: Row, key: str, value: object) -> list[dict]:
+def _messages(row: Row, key: str, value: object, need_assistant: bool = True) -> list[dict]:
     if not isinstance(value, list) or not value:
         raise StudioError(f"'{key}' must be a non-empty list of messages", where=row.where, fix='write [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]')
     out = []
@@ -114,7 +120,7 @@ def _messages(row: Row, key: str, value: object) -> list[dict]:
         if not isinstance(content, str) or not content.strip():
             raise StudioError(f"message {i} ({role}) has empty or non-text content", where=row.where, fix="give every message non-empty text content")
         out.append({"role": _ROLE_NAMES[role.lower()], "content": content})
-    if not any(m["role"] == "assistant" for m in out):
+    if need_assistant and not any(m["role"] == "assistant" for m in out):
         raise StudioError("conversation has no assistant message, so there is nothing to learn", where=row.where, fix="add the assistant's reply")
     return out
 
@@ -135,7 +141,7 @@ def _alpaca(row: Row) -> Example:
 def _prompt_completion(row: Row) -> Example:
     prompt, completion = _require(row, "prompt", "prompt_completion"), _require(row, "completion", "prompt_completion")
     if isinstance(prompt, list):
-        head = _messages(row, "prompt", prompt + [{"role": "assistant", "content": "x"}])[:-1]
+        head = _messages(row, "prompt", prompt, need_assistant=False)
         tail = _messages(row, "completion", completion) if isinstance(completion, list) else [{"role": "assistant", "content": _string(row, "completion", completion)}]
         return Example(row.where, messages=tuple(head + tail))
     return Example(
@@ -160,7 +166,7 @@ def _preference(row: Row) -> Example:
             raise StudioError("chosen and rejected must be the same conversation up to a different last assistant answer", where=row.where, fix="make both conversations share every turn but the final assistant answer")
         head, good_text, bad_text = good[:-1], good[-1]["content"], bad[-1]["content"]
     else:
-        head = _messages(row, "prompt", prompt + [{"role": "assistant", "content": "x"}])[:-1] if isinstance(prompt, list) else [{"role": "user", "content": _string(row, "prompt", prompt)}]
+        head = _messages(row, "prompt", prompt, need_assistant=False) if isinstance(prompt, list) else [{"role": "user", "content": _string(row, "prompt", prompt)}]
         good_text, bad_text = (_answer(row, key, value) for key, value in (("chosen", chosen), ("rejected", rejected)))
     if not head:
         raise StudioError("preference row has an empty prompt", where=row.where, fix="give the prompt the answers respond to")
@@ -178,6 +184,33 @@ def _answer(row: Row, key: str, value: object) -> str:
     return _string(row, key, value)
 
 
+def _prompt_only(row: Row) -> Example:
+    """A GRPO prompt: `prompt` as text (one user turn) or messages, or GSM8K's `question`; every other column is
+    kept for the rewards. A GSM8K `answer` ("...reasoning... #### 42") becomes `answer: "42"`, and the whole text
+    is kept as `solution`."""
+    data = dict(row.data)
+    key = "prompt" if "prompt" in data else "question"
+    prompt = _require(row, key, "prompt")
+    del data[key]
+    if isinstance(prompt, list):
+        messages = _messages(row, key, prompt, need_assistant=False)
+        if messages[-1]["role"] == "assistant":
+            raise StudioError(f"the {key} ends with an assistant message; the model writes the answer in GRPO", where=row.where, fix="end the prompt with the user's turn")
+    else:
+        messages = [{"role": "user", "content": _string(row, key, prompt)}]
+    answer = data.get("answer")
+    if key == "question" and isinstance(answer, str) and "####" in answer:
+        data["solution"] = answer
+        data["answer"] = answer.rsplit("####", 1)[1].strip().replace(",", "")
+    return Example(row.where, messages=tuple(messages), columns=data)
+
+
+def reference_of(example: Example) -> str | None:
+    """The reference answer of a prompt row (its `answer` column as text), or None when it has none."""
+    value = (example.columns or {}).get("answer")
+    return None if value is None else str(value)
+
+
 def _text(row: Row) -> Example:
     return Example(row.where, text=_string(row, "text", _require(row, "text", "text")))
 
@@ -185,4 +218,4 @@ def _text(row: Row) -> Example:
 def _with_system(example: Example, system_prompt: str) -> Example:
     if example.messages is None or example.messages[0]["role"] == "system":
         return example
-    return Example(example.where, messages=({"role": "system", "content": system_prompt}, *example.messages))
+    return replace(example, messages=({"role": "system", "content": system_prompt}, *example.messages))

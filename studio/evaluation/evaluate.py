@@ -26,6 +26,8 @@ class EvalResult:
     adapter_loss: float | None
     adapter_perplexity: float | None
     samples: list[dict] = field(default_factory=list)
+    base_rewards: dict | None = None  # grpo runs: each reward's mean on the greedy answers, and their weighted total
+    adapter_rewards: dict | None = None
 
     def to_dict(self) -> dict:
         """The result as JSON-ready data."""
@@ -53,6 +55,15 @@ def evaluate(run_dir: str | Path, data: str | None = None, limit: int | None = N
     def scored(answers):
         return None if metric == "none" else score(metric, answers, references)
 
+    rewarded = None
+    if recipe.method == "grpo":
+        from studio.training.grpo_data import mean_rewards, resolved_rewards
+
+        resolved = resolved_rewards(recipe)
+
+        def rewarded(answers):
+            return mean_rewards(resolved, examples, answers)
+
     base_answers, base_score, base_loss = None, None, None
     if with_base:
         with model.disable_adapter():
@@ -69,6 +80,8 @@ def evaluate(run_dir: str | Path, data: str | None = None, limit: int | None = N
         base_loss=base_loss,
         adapter_loss=adapter_loss,
         adapter_perplexity=perplexity(adapter_loss),
+        base_rewards=rewarded(base_answers) if rewarded and base_answers else None,
+        adapter_rewards=rewarded(answers) if rewarded else None,
         samples=[
             {
                 "prompt": e.messages[-2]["content"] if len(e.messages) > 1 else "",

@@ -1,4 +1,4 @@
-"""Task metrics on generated answers, each 0..100: field accuracy for JSON, exact match, contains."""
+"""Task metrics on generated answers, each 0..100: field accuracy for JSON, exact match, contains, numeric answer."""
 
 from __future__ import annotations
 
@@ -50,7 +50,15 @@ def contains(prediction: str, reference: str) -> float:
     return float(_norm(reference) in _norm(prediction))
 
 
-METRICS = {"field_accuracy": field_accuracy, "exact_match": exact_match, "contains": contains}
+def numeric_answer(prediction: str, reference: str) -> float:
+    """1 when the answer's final number (after an <answer> tag, \\boxed{}, ####, else the last number written)
+    equals the reference's: the GRPO reward of the same name, so held-out accuracy scores what training rewarded."""
+    from studio.training.rewards.answers import numeric_answer as reward
+
+    return reward([prediction], [reference])[0]
+
+
+METRICS = {"field_accuracy": field_accuracy, "exact_match": exact_match, "contains": contains, "numeric_answer": numeric_answer}
 
 
 def score(metric: str, predictions: list[str], references: list[str]) -> float:

@@ -13,7 +13,7 @@ import math
 
 from studio.config.schema import Recipe
 from studio.errors import StudioError
-from studio.memory.formula import estimate, largest_fitting, loss_kind, peak_of, terms_for, totals
+from studio.memory.formula import estimate, largest_fitting, loss_kind, peak_of, sequence_tokens, terms_for, totals
 from studio.memory.gpus import computes_bf16, detect_gpu_gib, parse_gpu
 from studio.memory.shapes import known_shape, model_shape
 
@@ -56,7 +56,7 @@ def auto_fit(recipe: Recipe, gpu: float | str | None = None, model_config: dict 
     ladder += [step for step in steps if step not in ladder]
     for ckpt, emb_off, offload in ladder:
         trial = _with_train(recipe, gradient_checkpointing=ckpt, offload_embeddings=emb_off, offload_activations=offload)
-        largest = largest_fitting(lambda b, r=trial: peak_of(r, shape, b, recipe.data.max_length, loss, bf16=bf16) <= gpu_gib, 1, t.batch_size)
+        largest = largest_fitting(lambda b, r=trial: peak_of(r, shape, b, sequence_tokens(recipe), loss, bf16=bf16) <= gpu_gib, 1, t.batch_size)
         if largest < 1:
             continue
         batch = max(d for d in range(1, largest + 1) if effective % d == 0)
@@ -89,7 +89,7 @@ def estimate_sharded(recipe: Recipe, gpu: float | str, gpus: int, model_config: 
     """
     gpu_gib = parse_gpu(gpu)
     shape = known_shape(recipe, model_config)
-    terms = terms_for(recipe, shape, recipe.train.batch_size, recipe.data.max_length, loss_kind(recipe), computes_bf16(gpu) if bf16 is None else bf16)
+    terms = terms_for(recipe, shape, recipe.train.batch_size, sequence_tokens(recipe), loss_kind(recipe), computes_bf16(gpu) if bf16 is None else bf16)
     breakdown, allocated, reserved, peak = totals(terms, gpus)
     return {"known": True, "model": recipe.model.name, "gpus": gpus, "gpu_gib": gpu_gib, "breakdown": breakdown, "allocated_gib": allocated, "reserved_gib": reserved, "peak_gib": peak, "fits": peak <= gpu_gib, "params": terms.params, "lora_params": terms.lora_params}
 
@@ -102,7 +102,7 @@ def gpus_needed(recipe: Recipe, gpu: float | str, model_config: dict | None = No
     """
     gpu_gib = parse_gpu(gpu)
     shape = known_shape(recipe, model_config)
-    terms = terms_for(recipe, shape, recipe.train.batch_size, recipe.data.max_length, loss_kind(recipe), computes_bf16(gpu) if bf16 is None else bf16)
+    terms = terms_for(recipe, shape, recipe.train.batch_size, sequence_tokens(recipe), loss_kind(recipe), computes_bf16(gpu) if bf16 is None else bf16)
     if totals(terms, 1)[3] <= gpu_gib:
         return 1
     if totals(terms, max_gpus)[3] > gpu_gib:

@@ -39,6 +39,15 @@ b = bytes of the compute dtype (bf16: 2).
                  gathered hidden rows and their fp32 gradient. "fused" (train.fused_loss, the studio kernel
                  `studio_kernels.ops.fused_ce`): one C x (V + h) x b chunk buffer (C = chunk_size_for(V, h), 256 MiB)
                  + T x h x 2b (the contiguous hidden rows and dX) + T x 4 (per-token losses).
+    generation   grpo only: sampling the completions happens between optimizer steps, when no gradients,
+                 activations or logits of a training step are alive, so it adds only what it needs beyond
+                 them: max(0, G - gradients - activations - logits), G = S x P' x kv x L x 2 x b (the KV
+                 cache of S = grpo.generation_batch_size sequences of P' = max_length + max_completion_length
+                 tokens; MLA models cache full per-head keys and values) + S x max_length x (4h + 3I) x b (one
+                 layer's prefill values) + S x V x 8 (one decode step's fp32 logits and probabilities). The
+                 training micro-batch of grpo is batch_size rows of max_length + max_completion_length tokens.
+                 With a LoRA adapter the KL reference (grpo.beta > 0) is the base with the adapter switched off:
+                 a no-grad forward pass, no second copy of the weights, so beta adds no term.
     overhead     CUDA_CONTEXT_GIB (CUDA context, cuBLAS workspace; not in torch.cuda.max_memory_allocated)
                  + FRAGMENTATION x allocated (the caching allocator's reserved-but-unused blocks)
 
@@ -88,6 +97,7 @@ class Terms:
     lora_params: int
     block_weights: float  # the largest FSDP unit (a block, the embedding or the head), for gathering
     saved_values: int  # values per token kept for backward at the end of the forward pass
+    generation: float = 0.0  # grpo: the peak of sampling completions (KV cache, prefill, decode logits)
 
 
 def terms_for(recipe: Recipe, shape: Shape, batch: int, length: int, loss: str, bf16: bool = True) -> Terms:
@@ -187,6 +197,7 @@ def terms_for(recipe: Recipe, shape: Shape, batch: int, length: int, loss: str, 
         raise ValueError(f"loss must be 'full', 'chunked' or 'fused', got {loss!r}")
 
     return Terms(
+        generation=generation_bytes(recipe, shape, compute_b) if recipe.method == "grpo" else 0.0,
         weights=weights,
         lora=lora_params * ADAPTER_BYTES * adapter_scale,
         gradients=lora_params * GRAD_BYTES * adapter_scale,
@@ -199,6 +210,26 @@ def terms_for(recipe: Recipe, shape: Shape, batch: int, length: int, loss: str, 
         block_weights=largest_block,
         saved_values=int(values + 2 * h),
     )
+
+
+def generation_bytes(recipe: Recipe, shape: Shape, b: int) -> float:
+    """Bytes alive while GRPO samples its completions (see `generation` in the module docstring)."""
+    g, t = recipe.grpo, recipe.train
+    seqs = g.generation_batch_size or t.batch_size * t.grad_accum
+    tokens = recipe.data.max_length + g.max_completion_length
+    if shape.kv_lora_rank:
+        per_token = shape.heads * (shape.qk_nope_dim + shape.qk_rope_dim + shape.v_head_dim)
+    else:
+        per_token = 2 * shape.kv_heads * shape.head_dim
+    kv = seqs * tokens * per_token * shape.layers * b
+    width = max(shape.intermediate, (shape.experts_per_tok + shape.shared_experts) * shape.moe_intermediate)
+    prefill = seqs * recipe.data.max_length * (4 * shape.hidden + 3 * width) * b
+    return float(kv + prefill + seqs * shape.vocab * 8)
+
+
+def sequence_tokens(recipe: Recipe) -> int:
+    """Tokens per training row: data.max_length, plus grpo.max_completion_length for grpo (prompt and completion)."""
+    return recipe.data.max_length + (recipe.grpo.max_completion_length if recipe.method == "grpo" else 0)
 
 
 def fused_chunk_tokens(vocab: int, hidden: int, dtype_bytes: int = 2) -> int:
@@ -227,6 +258,8 @@ def totals(terms: Terms, gpus: int = 1) -> tuple[dict, float, float, float]:
     }
     if gpus > 1:  # FSDP all-gathers one unit while prefetching the next: two unsharded copies
         parts["gathered"] = 2 * terms.block_weights / GIB
+    if terms.generation:  # sampling and a training step never overlap: only the excess over the step counts
+        parts["generation"] = max(0.0, terms.generation - terms.gradients - terms.activations - terms.logits) / GIB
     allocated = sum(parts.values())
     parts["overhead"] = CUDA_CONTEXT_GIB + FRAGMENTATION * allocated
     return parts, allocated, allocated * (1 + FRAGMENTATION), allocated + parts["overhead"]
@@ -271,11 +304,12 @@ def estimate(recipe: Recipe, gpu: float | str = DEFAULT_GPU, model_config: dict 
         return {"known": False, "source": source, "model": recipe.model.name, "gpu_gib": gpu_gib, "breakdown": {}, "peak_gib": None, "fits": None}
     loss = loss or loss_kind(recipe)
     bf16 = computes_bf16(gpu) if bf16 is None else bf16
-    batch, length = recipe.train.batch_size, recipe.data.max_length
+    batch, length = recipe.train.batch_size, sequence_tokens(recipe)
+    extra = length - recipe.data.max_length  # grpo's completion tokens: max_length below is the prompt's
     terms = terms_for(recipe, shape, batch, length, loss, bf16)
     breakdown, allocated, reserved, peak = totals(terms)
     max_batch = largest_fitting(lambda b: peak_of(recipe, shape, b, length, loss, bf16=bf16) <= gpu_gib, 1, MAX_BATCH)
-    max_len = largest_fitting(lambda n: peak_of(recipe, shape, batch, n, loss, bf16=bf16) <= gpu_gib, 8, MAX_LENGTH)
+    max_len = largest_fitting(lambda n: peak_of(recipe, shape, batch, n + extra, loss, bf16=bf16) <= gpu_gib, 8, MAX_LENGTH)
     return {
         "known": True,
         "source": source,

@@ -49,8 +49,17 @@ class MetricsCallback(TrainerCallback):
         append_metrics(self.run_dir, record)
 
 
+_RENAMED = {
+    "loss": "train_loss",
+    "learning_rate": "lr",
+    # GRPO (trl's names, kept for rewards/<name>/mean and /std): the ones whose name would not say what they are
+    "completions/mean_length": "completion_length",
+    "completions/clipped_ratio": "truncated_share",
+}
+
+
 def _rename(key: str) -> str:
-    return {"loss": "train_loss", "learning_rate": "lr"}.get(key, key)
+    return _RENAMED.get(key, key)
 
 
 class ProgressCallback(TrainerCallback):
@@ -60,6 +69,7 @@ class ProgressCallback(TrainerCallback):
         self.stream = stream or sys.stderr
         self.width = width
         self.loss = float("nan")
+        self.reward = None
         self.start = None
         self.first_step = 0
         self.tokens_at_start = 0
@@ -73,6 +83,8 @@ class ProgressCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
             self.loss = logs["loss"]
+        if logs and "reward" in logs:  # GRPO: the reward says how training goes; its loss hovers near 0
+            self.reward = logs["reward"]
 
     def on_step_end(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -87,7 +99,8 @@ class ProgressCallback(TrainerCallback):
         filled = int(self.width * done / total)
         bar = "#" * filled + "-" * (self.width - filled)
         loss = f"{self.loss:.4f}" if not math.isnan(self.loss) else "  -   "
-        line = f"step {done:>{len(str(total))}}/{total} [{bar}] loss {loss} | {rate:,.0f} tok/s | ETA {format_duration(eta)}"
+        shown = f"reward {self.reward:.3f}" if self.reward is not None else f"loss {loss}"
+        line = f"step {done:>{len(str(total))}}/{total} [{bar}] {shown} | {rate:,.0f} tok/s | ETA {format_duration(eta)}"
         if self.tty:
             self.stream.write("\r" + line)
             if done >= total:

@@ -83,6 +83,11 @@ def _check_inputs(recipe: Recipe) -> None:
     from studio.modeling.source import resolve_model
 
     resolve_model(recipe.model.name, recipe.model.revision)
+    if recipe.method == "grpo":
+        from studio.training.grpo_data import load_prompt_examples
+
+        load_prompt_examples(recipe)  # the rows and every column the rewards need
+        return
     for path in (recipe.data.path, recipe.data.val_path):
         if path:
             load_examples(path, recipe.data)

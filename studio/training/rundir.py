@@ -6,6 +6,7 @@ Every name in it is a constant here, used by every module that reads or writes t
     env.json        versions, device, commit; auto_fit's changes
     data.json       what was trained on (sha256, counts, token lengths)
     metrics.jsonl   one line per logged step
+    completions.jsonl  grpo: a sample of prompts, completions and their rewards every few steps
     adapter/        the trained adapter (standard peft format) and its tokenizer
     checkpoints/    resumable checkpoints, each with a manifest of its files
     summary.json    how training ended
@@ -31,6 +32,7 @@ RECIPE = "recipe.yaml"
 ENV = "env.json"
 DATA = "data.json"
 METRICS = "metrics.jsonl"
+COMPLETIONS = "completions.jsonl"
 SUMMARY = "summary.json"
 ADAPTER = "adapter"
 CHECKPOINTS = "checkpoints"
@@ -121,21 +123,22 @@ def read_json(path: Path) -> dict:
         raise StudioError(f"{path.name} is not valid JSON ({exc.msg})", where=f"{path}:{exc.lineno}", fix="the file was edited or damaged; restore it or re-run training") from None
 
 
-def append_metrics(run_dir: Path, record: dict) -> None:
-    """Append one line to metrics.jsonl and flush it to disk, so a watcher sees every step as it happens."""
-    with open(run_dir / METRICS, "a", encoding="utf-8") as handle:
+def append_metrics(run_dir: Path, record: dict, name: str = METRICS) -> None:
+    """Append one line to metrics.jsonl (or another per-step log, `name`) and flush it to disk, so a watcher
+    sees every step as it happens."""
+    with open(Path(run_dir) / name, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    """Every record of metrics.jsonl.
+def read_metrics(run_dir: Path, name: str = METRICS) -> list[dict]:
+    """Every record of metrics.jsonl (or another per-step log, `name`, such as completions.jsonl).
 
     Only the last line may be incomplete (a crash, or a step being written right now): it is skipped. A
     malformed line before it means the file was damaged, and is a StudioError naming the line.
     """
-    path = Path(run_dir) / METRICS
+    path = Path(run_dir) / name
     if not path.exists():
         return []
     lines = path.read_text(encoding="utf-8").split("\n")
@@ -148,15 +151,18 @@ def read_metrics(run_dir: Path) -> list[dict]:
         except json.JSONDecodeError:
             if number == len(lines):  # no newline after it yet: a torn or half-written last line
                 continue
-            raise StudioError(f"{METRICS} is damaged: line {number} is not a JSON record", where=f"{path}:{number}",
+            raise StudioError(f"{name} is damaged: line {number} is not a JSON record", where=f"{path}:{number}",
                               fix="restore the file, or delete that line (the other steps' metrics are kept)") from None
     return records
 
 
 def truncate_metrics(run_dir: Path, after_step: int) -> None:
-    """Drop metric lines past a checkpoint's step, so a resumed run does not log those steps twice."""
-    kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= after_step]
-    write_atomic(Path(run_dir) / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
+    """Drop metric (and completion-sample) lines past a checkpoint's step, so a resumed run does not log those
+    steps twice."""
+    for name in (METRICS, COMPLETIONS):
+        if name == METRICS or (Path(run_dir) / name).exists():
+            kept = [r for r in read_metrics(run_dir, name) if r.get("step", 0) <= after_step]
+            write_atomic(Path(run_dir) / name, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def has_adapter(run_dir: str | Path) -> bool:

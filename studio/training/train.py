@@ -64,7 +64,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
 
         make_quantized_weights_shardable(model)
 
-    # 3. The method's trainer (SFT, DPO, ORPO) on its data, extended with callbacks only.
+    # 3. The method's trainer (SFT, DPO, ORPO, GRPO) on its data, extended with callbacks only.
     import torch
 
     trainer, manifest, has_val = method_trainer(recipe, model, tokenizer, run_dir, device, progress)
@@ -122,6 +122,8 @@ def method_trainer(recipe: Recipe, model, tokenizer, run_dir: Path, device, prog
     validation data. Each method lives in its own file of studio.training; a new one is added here."""
     if recipe.method in ("dpo", "orpo"):
         from studio.training.preference import preference_trainer as build
+    elif recipe.method == "grpo":
+        from studio.training.grpo import grpo_trainer as build
     else:
         from studio.training.sft import sft_trainer as build
     return build(recipe, model, tokenizer, run_dir, device, progress)
