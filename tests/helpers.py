@@ -130,14 +130,19 @@ def model_config(arch: str, vocab_size: int, eos_id: int, pad_id: int):
     raise ValueError(arch)
 
 
-def make_model_dir(path: Path, arch: str = "llama", chat_template: str | None = CHATML, seed: int = 0) -> Path:
-    """Save a seeded random tiny model of `arch` with its tokenizer to `path` (safetensors); return path."""
+def make_model_dir(path: Path, arch: str = "llama", chat_template: str | None = CHATML, seed: int = 0, init_std: float | None = None) -> Path:
+    """Save a seeded random tiny model of `arch` with its tokenizer to `path` (safetensors); return path.
+
+    `init_std` overrides the weights' initialisation spread (transformers' 0.02 gives near-uniform next-token
+    probabilities, which an adapter can barely sharpen: reinforcement-learning tests need a model that can)."""
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     path = Path(path)
     tokenizer = make_tokenizer(chat_template)
     config = model_config(arch, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
+    if init_std is not None:
+        config.initializer_range = init_std
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)

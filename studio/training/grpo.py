@@ -63,10 +63,11 @@ def _fed_from_rows(fn, columns: list[dict], wheres: list[str], samples: Completi
     `datasets` table, which would demand one type per column across rows (a JSON schema here, a string there)."""
 
     def reward(prompts, completions, completion_ids=None, **kwargs):
-        rows = [int(i) for i in kwargs[ROW]]
+        rows = [int(i) for i in kwargs.pop(ROW)]
         names = {key for i in rows for key in columns[i]}
         values = {key: [columns[i].get(key) for i in rows] for key in names}
-        scores = fn(prompts, completions, completion_ids, _where=[wheres[i] for i in rows], **values)
+        # What trl adds (trainer_state, log_metric, ...) goes on, for reward files that ask for it.
+        scores = fn(prompts, completions, completion_ids, **kwargs, _where=[wheres[i] for i in rows], **values)
         samples.record(fn.__name__, rows, [completion_text(c) for c in completions], scores)
         return scores
 

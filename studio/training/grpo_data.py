@@ -66,11 +66,19 @@ def build_prompt_data(recipe: Recipe, tokenizer, resolved) -> PromptData:
         "rows": len(examples),
         "train": {"prompts": len(kept), "too_long": len(too_long), "prompt_tokens": {"max": max(lengths), "mean": round(sum(lengths) / len(lengths), 1)}},
         "max_length": spec.max_length,
-        "rewards": [{"name": r.name, "weight": w, "args": opts, "source": r.source} for r, opts, w in resolved],
+        "rewards": [_reward_entry(r, opts, w) for r, opts, w in resolved],
     }
     if too_long:
         manifest["train"]["too_long_where"] = too_long[:20]
     return PromptData(kept, manifest)
+
+
+def _reward_entry(reward, options: dict, weight: float) -> dict:
+    """How data.json records a reward: a file's reward with the file's sha256, which `studio reproduce` checks."""
+    entry = {"name": reward.name, "weight": weight, "args": options, "source": reward.source}
+    if reward.source != "shipped":
+        entry["sha256"] = sha256_of(reward.source)
+    return entry
 
 
 def mean_rewards(resolved, examples: list[Example], answers: list[str]) -> dict[str, float]:

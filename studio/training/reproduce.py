@@ -32,18 +32,19 @@ class ReproduceResult:
 
 
 def check_data_unchanged(run_dir: Path) -> None:
-    """Refuse when a dataset file no longer matches the sha256 recorded at training time."""
+    """Refuse when a dataset file (or a GRPO run's reward file) no longer matches the sha256 recorded at training time."""
     manifest = read_json(run_dir / DATA)
-    for path_key, sha_key in (("path", "sha256"), ("val_path", "val_sha256")):
-        path = manifest.get(path_key)
-        if not path or not manifest.get(sha_key):
+    recorded = [(manifest.get(path_key), manifest.get(sha_key)) for path_key, sha_key in (("path", "sha256"), ("val_path", "val_sha256"))]
+    recorded += [(r["source"], r["sha256"]) for r in manifest.get("rewards", []) if r.get("sha256")]
+    for path, sha in recorded:
+        if not path or not sha:
             continue
         if not Path(path).exists():
             raise StudioError(f"dataset file is missing: {path}", where=str(run_dir / DATA), fix="restore the file the run was trained on")
         actual = sha256_of(path)
-        if actual != manifest[sha_key]:
+        if actual != sha:
             raise StudioError(
-                f"dataset {path} changed since training (sha256 {actual[:12]}... != recorded {manifest[sha_key][:12]}...)",
+                f"{'reward file' if path.endswith('.py') else 'dataset'} {path} changed since training (sha256 {actual[:12]}... != recorded {sha[:12]}...)",
                 where=path,
                 fix="restore the original file; a reproduction must train on exactly the same data",
             )

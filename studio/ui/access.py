@@ -2,7 +2,9 @@
 
 A workspace is `home/workspaces/<user>/` with `recipes/`, `uploads/` and `runs/`; no user-given name may
 reach outside it. On a shared (logged-in) server, recipes may only point at data in the user's workspace
-or the shipped examples, and at local models in the workspace (`check_recipe_paths`, `check_data_path`).
+or the shipped examples, and at local models in the workspace (`check_recipe_paths`, `check_data_path`);
+and no uploaded code ever runs: a GRPO reward file must be one the server's owner placed in the studio
+home's rewards folder (`check_reward_file`).
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from studio.config.home import studio_home
 from studio.config.shipped import examples_dir
 from studio.errors import StudioError
 
 LOCAL_USER = "local"
+REWARDS = "rewards"  # the studio home's folder of reward files a shared server may run
 _USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]{0,127}$")
 
@@ -66,9 +70,31 @@ def check_data_path(space: Path, path: str, where: str) -> str:
     return path
 
 
-def check_recipe_paths(space: Path, recipe) -> None:
+def rewards_dir() -> Path:
+    """The folder of reward files a shared server may run: `<studio home>/rewards`, filled by the server's owner."""
+    return studio_home() / REWARDS
+
+
+def check_reward_file(path: str) -> str:
+    """On a shared server, the reward file a recipe names as the absolute path training will import: it must lie in
+    rewards_dir() (a bare name is a file there), since the file runs as code; a StudioError otherwise."""
+    folder = rewards_dir()
+    target = Path(path).expanduser()
+    target = target if target.is_absolute() else folder / target
+    if not inside(folder, target) or target.resolve() == folder.resolve():
+        raise StudioError(
+            "grpo.reward_file is not in this server's rewards folder: on a shared server only rewards shipped with the studio, "
+            "or files the server's owner placed in that folder, may run",
+            where="grpo.reward_file",
+            fix=f"use the shipped rewards (leave grpo.reward_file empty), or ask the server's owner to put your file in {folder} and name it there",
+        )
+    return str(target.resolve())
+
+
+def check_recipe_paths(space: Path, recipe):
     """On a shared server: the recipe's data files, a chat template file and any local model must come from
-    the user's workspace (or, for data and templates, what ships with the studio)."""
+    the user's workspace (or, for data and templates, what ships with the studio), and a reward file from the
+    server's rewards folder. Returns the recipe with that reward file's absolute path, the one training imports."""
     from studio.config.schema import names_local_model
     from studio.config.shipped import recipes_dir
 
@@ -81,3 +107,6 @@ def check_recipe_paths(space: Path, recipe) -> None:
         raise StudioError("data.chat_template points outside your workspace", where="data.chat_template", fix="upload the template, or paste it inline")
     if names_local_model(recipe.model.name) and not inside(space, Path(recipe.model.name).expanduser()):
         raise StudioError("model.name points outside your workspace", where="model.name", fix="use the bundled model or a hub id")
+    if recipe.grpo.reward_file:
+        return recipe.model_copy(update={"grpo": recipe.grpo.model_copy(update={"reward_file": check_reward_file(recipe.grpo.reward_file)})})
+    return recipe

@@ -32,6 +32,9 @@ CSS = """
 .field-error .info-text { color: #b42318 !important; font-weight: 600; }
 .picker-help p { font-size: 0.85em; margin: 2px 0 6px 0; }
 .token-view .eos { background: #fedf89; border: 1px solid #b54708; border-radius: 3px; font-weight: 600; }
+.reward-columns { border-collapse: collapse; font-size: 0.85em; }
+.reward-columns th, .reward-columns td { border: 1px solid #d0d5dd; padding: 3px 8px; text-align: left; vertical-align: top; }
+.field-error table { outline: 1px solid #d92d20; }
 """
 
 

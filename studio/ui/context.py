@@ -10,7 +10,7 @@ from pathlib import Path
 
 from studio.errors import StudioError
 from studio.training.rundir import RECIPE
-from studio.ui.access import LOCAL_USER, check_user, workspace
+from studio.ui.access import LOCAL_USER, check_reward_file, check_user, workspace
 from studio.ui.accounts import Account
 from studio.ui.jobs import Job, JobQueue
 
@@ -40,6 +40,19 @@ class Context:
         if not self.shared:
             return True
         return any(a.user == user and a.teacher for a in self.accounts)
+
+    def reward_file(self, path: str | None) -> str | None:
+        """The reward file the UI may import for a recipe's grpo.reward_file (None when it names none): any local file
+        for the single local user, as the CLI; on a shared server only one in the rewards folder (check_reward_file)."""
+        if not path:
+            return None
+        return check_reward_file(path) if self.shared else path
+
+    def with_reward_file(self, raw: dict | None) -> dict | None:
+        """Recipe data whose grpo.reward_file is the file `reward_file` allows, for the previews that import it."""
+        if raw is None or not (raw.get("grpo") or {}).get("reward_file"):
+            return raw
+        return {**raw, "grpo": {**raw["grpo"], "reward_file": self.reward_file(raw["grpo"]["reward_file"])}}
 
     def workspace(self, request) -> Path:
         """The asking user's workspace folder."""

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import yaml
 
+from pydantic import BaseModel
+
 from studio.config.schema import Recipe
 from studio.config.walker import SchemaField, recipe_fields
 from studio.errors import StudioError
@@ -21,14 +23,16 @@ from studio.errors import StudioError
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """One form field: dotted key, widget kind, schema default, choices, whether None is allowed, help text."""
+    """One form field: dotted key, widget kind, schema default, choices, whether None is allowed, help text;
+    for a table (a list of objects, such as grpo.rewards) the fields of one row as `columns`."""
 
     key: str
-    kind: str  # dropdown | checkbox | int | float | text | list | mapping
+    kind: str  # dropdown | checkbox | int | float | text | list | mapping | table
     default: Any
     choices: tuple = ()
     optional: bool = False
     info: str = ""
+    columns: tuple["FieldSpec", ...] = ()
 
 
 def form_fields() -> list[FieldSpec]:
@@ -60,12 +64,21 @@ def _spec(field: SchemaField) -> FieldSpec:
         return FieldSpec(key, "text", default, (), optional, info)
     if typing.get_origin(core) is dict:
         return FieldSpec(key, "mapping", default, (), optional, info)
+    item = typing.get_args(core)[0] if typing.get_origin(core) is list else None
+    if isinstance(item, type) and issubclass(item, BaseModel):
+        # A list of objects (grpo.rewards): a table whose cells are read like the item's own fields. The default
+        # is kept as plain data, as a recipe's YAML holds it.
+        columns = tuple(_spec(SchemaField(name, sub)) for name, sub in item.model_fields.items())
+        return FieldSpec(key, "table", [d.model_dump() for d in default or []], (), optional, info, columns)
     # A union of a Literal and a list (lora.targets): free text, `all-linear` or `q_proj, v_proj`.
     return FieldSpec(key, "list", default, (), optional, info)
 
 
 def to_widget(spec: FieldSpec, value: Any) -> Any:
-    """A recipe value as its widget shows it (lists as comma text, mappings as YAML flow text, None as empty)."""
+    """A recipe value as its widget shows it (lists as comma text, mappings as YAML flow text, None as empty,
+    a list of objects as table rows)."""
+    if spec.kind == "table":
+        return [[to_widget(column, item.get(column.key)) for column in spec.columns] for item in value or []]
     if spec.kind == "list":
         return ", ".join(value) if isinstance(value, list) else (value or "")
     if spec.kind == "mapping":
@@ -88,6 +101,8 @@ def _number(text: str, kind: type):
 
 def from_widget(spec: FieldSpec, value: Any) -> Any:
     """A widget value as plain recipe data (empty optional fields become None; numbers keep their type)."""
+    if spec.kind == "table":
+        return _table_items(spec, value)
     if spec.kind in ("text", "list", "mapping") and isinstance(value, str):
         value = value.strip() if spec.kind != "text" else value
         if value == "":
@@ -109,6 +124,22 @@ def from_widget(spec: FieldSpec, value: Any) -> Any:
         if spec.kind == "int" and isinstance(value, float) and value.is_integer():
             return int(value)
     return value
+
+
+def _table_items(spec: FieldSpec, rows: Any) -> Any:
+    """Table rows as a list of objects; rows left blank (a table always shows one) are dropped, and a cell
+    left empty leaves its field out, so the schema default (or its "required" error) applies."""
+    if isinstance(rows, dict):  # the value a Dataframe holds before any browser sent one: {headers, data}
+        rows = rows.get("data")
+    if not isinstance(rows, list):
+        return rows  # the schema reports it as not a list
+    items = []
+    for row in rows:
+        cells = [None if cell is None or (isinstance(cell, str) and not cell.strip()) else cell for cell in row]
+        if all(cell is None for cell in cells):
+            continue
+        items.append({column.key: from_widget(column, cell) for column, cell in zip(spec.columns, cells) if cell is not None})
+    return items
 
 
 def values_to_raw(specs: list[FieldSpec], values: list[Any]) -> dict:
@@ -184,8 +215,8 @@ def field_errors(error: StudioError, keys: list[str]) -> dict[str, str]:
     last: str | None = None
     for segment in error.what.split("; "):
         match = _KEYED.match(segment)
-        if match and match.group(1) in known:
-            last = match.group(1)
+        if match and _field_of(match.group(1), known):
+            last = _field_of(match.group(1), known)
             out[last] = match.group(2) if last not in out else f"{out[last]}; {match.group(2)}"
             continue
         mentioned = [k for k in _MENTION.findall(segment) if k in known]
@@ -195,6 +226,13 @@ def field_errors(error: StudioError, keys: list[str]) -> dict[str, str]:
         elif last is not None:  # a message that itself contained "; "
             out[last] += "; " + segment
     where = _WHERE_KEY.search(error.where or "")
-    if where and where.group(1) in known and where.group(1) not in out:
-        out[where.group(1)] = error.what
+    field = _field_of(where.group(1), known) if where else None
+    if field and field not in out:
+        out[field] = error.what
     return out
+
+
+def _field_of(key: str, known: set[str]) -> str | None:
+    """The form field a dotted key is about: itself, or the table it is a cell of (`grpo.rewards.0.weight`)."""
+    parts = key.split(".")
+    return next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in known), None)

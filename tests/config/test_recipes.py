@@ -93,7 +93,8 @@ def test_recipe_data_paths_exist(rel):
         assert Path(recipe.data.val_path).is_file()
     if recipe.data.chat_template and recipe.data.chat_template.endswith(".jinja"):
         assert Path(recipe.data.chat_template).is_file()
-    assert recipe.eval.metric == "field_accuracy"
+    # Supervised recipes score the order-extraction JSON; GRPO ones the final number their reward checks.
+    assert recipe.eval.metric == ("numeric_answer" if recipe.method == "grpo" else "field_accuracy")
 
 
 @pytest.mark.parametrize("rel", RECIPE_PATHS)
@@ -135,7 +136,7 @@ BAD = {
     "key-outside-its-section": ("rank: 8\n", ["'rank'", "did you mean 'lora.rank'", ":1"]),
     "other-tools-name": ("train:\n  lr: 1e-4\n", ["train.lr", "did you mean 'train.learning_rate'", ":2"]),
     "unknown-section": ("trainer: {}\n", ["'trainer'", "did you mean 'train'"]),
-    "wrong-literal": ("method: qlora4\n", ["method", "'lora', 'qlora', 'dora', 'dpo' or 'orpo'", "qlora4", ":1"]),
+    "wrong-literal": ("method: qlora4\n", ["method", "'lora', 'qlora', 'dora', 'dpo', 'orpo' or 'grpo'", "qlora4", ":1"]),
     "nan-learning-rate": ("train:\n  learning_rate: .nan\n", ["train.learning_rate", "finite", ":2"]),
     "inf-epochs": ("train:\n  epochs: .inf\n", ["train.epochs", "finite", ":2"]),
     "negative-learning-rate": ("train:\n  learning_rate: -1.0e-4\n", ["train.learning_rate", "greater than 0", "-0.0001", ":2"]),

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import helpers
 import pytest
+from ui_pages import choose, field, open_tab, pick, points, set_field, upload_data, use_model_dir
+
+from studio.ui.tabs.recipe import field_id
 
 pytestmark = helpers.requires_chromium
 
@@ -84,3 +87,71 @@ def test_every_tab_renders(page, shots, tab):
     page.wait_for_timeout(500)
     page.screenshot(path=str(shots / f"{tab.lower()}.png"), full_page=False)
     assert (shots / f"{tab.lower()}.png").stat().st_size > 5_000
+
+
+PROMPTS = [{"prompt": f"add {a} and {b}", "answer": str(a + b)} for a, b in [(1, 2), (3, 4), (2, 2), (5, 1), (0, 7), (6, 2), (4, 4), (3, 3)]]
+
+
+def test_grpo_from_the_form_to_rewarded_completions(chromium, served_ui, shots, tiny_llama_dir, tmp_path):
+    """Compose a GRPO recipe on the tiny model (the rewards picker adds a second reward), see the prompts and what
+    the rewards give the reference answers, start it, and watch the reward plot gain points and the completions fill."""
+    from playwright.sync_api import expect
+
+    slow = 150_000  # ms: a training subprocess on two shared CPU cores
+    page = chromium.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(served_ui, wait_until="domcontentloaded")
+    expect(field(page, "model.name")).to_have_value("bundled:smollm2-135m-instruct")
+    use_model_dir(page, tiny_llama_dir)
+    status = page.locator("#recipe-status")
+    pick(page, "method", "grpo")
+    expect(status).to_contain_text("grpo has no validation loss")  # the demo recipe holds out a validation split
+    pick(page, "grpo.adapter", "lora")
+    for key, value in {"data.val_split": 0, "lora.rank": 8, "data.max_length": 64, "train.max_steps": 4, "train.batch_size": 4, "train.save_steps": 4,
+                       "grpo.num_generations": 2, "grpo.max_completion_length": 8, "grpo.log_completions_steps": 1}.items():
+        set_field(page, key, value)
+    # The rewards picker adds length_target at weight 0.5 next to the default numeric_answer.
+    choose(page, page.locator("#reward-choice input"), "length_target")
+    expect(page.locator("#reward-help")).to_contain_text("target ± tolerance")
+    weight = page.locator("#reward-weight input")
+    weight.fill("0.5")
+    weight.press("Tab")
+    page.locator("#reward-add").click()
+    table = page.locator(f"#{field_id('grpo.rewards')}")
+    expect(table).to_contain_text("length_target")
+    expect(status).to_contain_text("✓ valid — grpo on", timeout=slow)
+    expect(page.locator("#recipe-yaml")).to_contain_text("weight: 0.5")
+    page.screenshot(path=str(shots / "grpo-recipe.png"))
+
+    # Data: the prompts as the model is given them, the columns the rewards see and their scores of the reference.
+    open_tab(page, "Data")
+    upload_data(page, helpers.write_jsonl(tmp_path / "prompts.jsonl", PROMPTS), slow)
+    choose(page, page.locator("#data-format input"), "auto")
+    page.locator("#inspect-data").click()
+    sample = page.locator("#sample-view")
+    expect(sample).to_contain_text("<|im_start|>assistant", timeout=slow)  # the generation prompt the template appends
+    expect(sample).to_contain_text("read by numeric_answer")
+    expect(sample.locator("td.reference-score").first).to_have_text("1")  # numeric_answer gives the reference full marks
+    expect(page.locator("#data-summary")).to_contain_text("format prompt")
+    page.locator("#data-use").click()
+    page.screenshot(path=str(shots / "grpo-data.png"))
+
+    # Train: the reward plot gains points as steps are logged, and the completions table fills.
+    open_tab(page, "Train")
+    page.locator("#run-name input, #run-name textarea").first.fill("grpo-e2e")
+    page.locator("#start-training").click()
+    expect(page.locator("#train-message")).to_contain_text("Queued job #")
+    expect(page.locator("#grpo-view")).to_be_visible(timeout=slow)
+    rewards = points("reward-plot")
+    before = page.evaluate(rewards)
+    page.wait_for_function(f"() => ({rewards})() > {before}", timeout=slow, polling=500)
+    rows = page.locator("#completions-table tbody tr")
+    expect(rows.first).to_contain_text("add ", timeout=slow)
+    expect(page.locator("#train-stats")).to_contain_text("done · step 4/4 (100%)", timeout=slow)
+    # Every step logs the total and each reward's mean: 3 series x 4 steps, and 4 steps of completions.
+    page.wait_for_function(f"() => ({rewards})() >= 12", timeout=slow, polling=500)
+    expect(page.locator("#completions-table")).to_contain_text("length_target")
+    assert rows.count() >= 4
+    page.wait_for_timeout(500)  # let the plots finish drawing before the screenshot
+    page.screenshot(path=str(shots / "grpo-train.png"), full_page=True)
+    page.close()

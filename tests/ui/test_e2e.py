@@ -13,13 +13,13 @@ from pathlib import Path
 
 import helpers
 import pytest
+from ui_pages import download, field, open_tab, pick, points, set_field, upload_data, use_model_dir
 
 SLOW = 150_000  # ms: a training subprocess on two shared CPU cores
 
 pytestmark = helpers.requires_chromium
 
-# Points the loss plot draws: Gradio's native (Vega) plot puts one hover symbol on every data point.
-POINTS_JS = "() => document.querySelectorAll('#loss-plot g.mark-symbol path').length"
+POINTS_JS = points("loss-plot")
 
 
 @pytest.fixture(scope="module")
@@ -27,39 +27,6 @@ def shots(tmp_path_factory) -> Path:
     folder = Path(os.environ.get("STUDIO_TEST_ARTIFACTS") or tmp_path_factory.mktemp("screenshots")) / "ui-e2e"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def field(page, key: str):
-    """The input of a recipe form field (ids are `field-<key with dashes>`)."""
-    return page.locator(f"#field-{key.replace('.', '-')}").locator("input, textarea").first
-
-
-def set_field(page, key: str, value) -> None:
-    box = field(page, key)
-    box.fill(str(value))
-    box.press("Tab")
-
-
-def pick(page, key: str, option: str) -> None:
-    """Choose an option of a dropdown field."""
-    field(page, key).click()
-    page.get_by_role("option", name=option, exact=True).click()
-
-
-def open_tab(page, name: str) -> None:
-    from playwright.sync_api import expect
-
-    tab = page.get_by_role("tab", name=name, exact=True)
-    tab.click()
-    expect(tab).to_have_attribute("aria-selected", "true")
-
-
-def download(page, link_selector: str, target: Path) -> Path:
-    """Click a file link and save what the browser downloads."""
-    with page.expect_download(timeout=60_000) as info:
-        page.locator(link_selector).first.click()
-    info.value.save_as(target)
-    return target
 
 
 def test_tiny_model_from_recipe_to_merged_download(served_ui, chromium, shots, tiny_llama_dir, tiny_data, tiny_test_data, tmp_path):
@@ -71,10 +38,7 @@ def test_tiny_model_from_recipe_to_merged_download(served_ui, chromium, shots, t
     expect(field(page, "model.name")).to_have_value("bundled:smollm2-135m-instruct")
 
     # Recipe: the model picker fills model.name with the tiny local model; then a short CPU LoRA run.
-    page.locator("#model-source").get_by_text("local directory", exact=True).click()
-    page.locator("#model-source-text input, #model-source-text textarea").first.fill(str(tiny_llama_dir))
-    page.locator("#model-source-use").click()
-    expect(field(page, "model.name")).to_have_value(str(Path(tiny_llama_dir).resolve()))
+    use_model_dir(page, tiny_llama_dir)
     expect(page.locator("#model-source-help")).to_contain_text("model.name set to")
     pick(page, "method", "lora")
     for key, value in {"lora.rank": 8, "data.max_length": 64, "data.test_path": tiny_test_data, "train.max_steps": 6, "train.save_steps": 2, "train.batch_size": 4}.items():
@@ -87,11 +51,7 @@ def test_tiny_model_from_recipe_to_merged_download(served_ui, chromium, shots, t
 
     # Data: upload through the page, use it in the recipe, see the sample exactly as training sees it.
     open_tab(page, "Data")
-    page.locator("#data-upload input[type=file]").set_input_files(str(tiny_data))
-    path_box = page.locator("#data-path input, #data-path textarea").first
-    page.wait_for_function("() => (document.querySelector('#data-path textarea, #data-path input') || {}).value.includes('/uploads/')", timeout=SLOW)
-    page.locator("#data-use").click()
-    expect(field(page, "data.path")).to_have_value(path_box.input_value())
+    upload_data(page, tiny_data, SLOW)
     page.locator("#inspect-data").click()
     sample = page.locator("#sample-view")
     expect(sample).to_contain_text("<|im_end|>", timeout=SLOW)

@@ -3,6 +3,10 @@ a histogram of token lengths against max_length, and warnings (empty rows, dupli
 
 Preference data (prompt/chosen/rejected) is shown as a pair: the prompt rendered with the chat template once,
 then the chosen and rejected answers side by side, as preference training receives them.
+
+Prompt data (GRPO) is shown as the model is given it: the first rows' prompts rendered with the chat template,
+then a table of the columns the rewards see for those rows and what each of the recipe's rewards gives the
+row's reference answer (a reward that cannot give the reference full marks is a reward worth checking).
 """
 
 from __future__ import annotations
@@ -17,15 +21,19 @@ import gradio as gr
 import yaml
 
 from studio.config.validate import validate_recipe
-from studio.data import IGNORE, Renderer, detect_format, normalize, read_rows, render_pairs
+from studio.data import IGNORE, Renderer, detect_format, normalize, read_rows, reference_of, render_pairs
 from studio.data.formats import FORMATS
 from studio.data.readers import FILE_SUFFIXES
 from studio.errors import StudioError
+from studio.training.rewards import check_columns, reference_scores
 from studio.ui.access import check_data_path, check_name, safe_path
 from studio.ui.context import MAX_UPLOAD_BYTES, Context, recipe_data
 from studio.ui.errors import shows_errors
+from studio.ui.rewards import resolved_rewards
 
 MAX_ENCODED = 2000  # rows tokenized for the histogram
+PROMPT_ROWS = 4  # prompt rows shown from the sample row on, with their columns and reference scores
+CELL_CHARS = 200  # a column value longer than this is cut in the table
 UPLOAD_TYPES = list(FILE_SUFFIXES)  # every file type the readers take
 
 
@@ -140,8 +148,8 @@ def inspect(path: str, fmt: str, columns_text: str, raw: dict | None, sample: in
     detected, examples = normalize(rows, recipe.data.format, recipe.data.columns, recipe.data.system_prompt)
     tokenizer = tokenizer_for(recipe)
     index = min(max(int(sample or 0), 0), len(examples) - 1)
-    view = _pair_view if detected == "preference" else _sft_view
-    lengths, sample_line, sample_html = view(tokenizer, recipe.data, examples, index, warnings)
+    view = {"preference": _pair_view, "prompt": _prompt_view}.get(detected, _sft_view)
+    lengths, sample_line, sample_html = view(tokenizer, recipe, examples, index, warnings)
     auto = detect_format(rows[0].data)
     summary = (
         f"**{len(rows)} rows** · format **{detected}**" + (f" (detected: {auto or 'none'})" if fmt == "auto" else f" (chosen; detected: {auto or 'none'})")
@@ -153,14 +161,15 @@ def inspect(path: str, fmt: str, columns_text: str, raw: dict | None, sample: in
     return summary, warn or "No warnings: no empty rows, no duplicates, nothing over the limit.", sample_html, histogram_svg(lengths, recipe.data.max_length)
 
 
-def _over_limit(examples, lengths: list[int], max_length: int, warnings: list[str]) -> None:
-    """Warn about the rows whose full length the limit will cut."""
+def _over_limit(examples, lengths: list[int], max_length: int, warnings: list[str], outcome: str = "will be truncated") -> None:
+    """Warn about the rows whose full length the limit will cut (or, for prompts, leave out)."""
     over = [ex.where for ex, n in zip(examples, lengths) if n > max_length]
-    warnings += [f"{len(over)} row(s) longer than max_length {max_length} will be truncated, e.g. {', '.join(over[:3])}"] if over else []
+    warnings += [f"{len(over)} row(s) longer than max_length {max_length} {outcome}, e.g. {', '.join(over[:3])}"] if over else []
 
 
-def _sft_view(tokenizer, spec, examples, index: int, warnings: list[str]) -> tuple[list[int], str, str]:
+def _sft_view(tokenizer, recipe, examples, index: int, warnings: list[str]) -> tuple[list[int], str, str]:
     """Supervised data: full token lengths, and the sample with its trained tokens highlighted."""
+    spec = recipe.data
     # Full lengths (before truncation) so the histogram shows what the limit cuts.
     full = Renderer(tokenizer, 10**9, spec.train_on)
     lengths = [len(full.encode(ex).input_ids) for ex in examples[:MAX_ENCODED]]
@@ -172,9 +181,10 @@ def _sft_view(tokenizer, spec, examples, index: int, warnings: list[str]) -> tup
     return lengths, line, token_html(tokenizer, encoded)
 
 
-def _pair_view(tokenizer, spec, examples, index: int, warnings: list[str]) -> tuple[list[int], str, str]:
+def _pair_view(tokenizer, recipe, examples, index: int, warnings: list[str]) -> tuple[list[int], str, str]:
     """Preference data: lengths of prompt plus the longer answer, and the sample pair side by side, rendered
     by the same code preference training uses."""
+    spec = recipe.data
     renderer = Renderer(tokenizer, spec.max_length)
     counts = [pair_counts(tokenizer, pair) for pair in render_pairs(renderer, examples[:MAX_ENCODED])]
     lengths = [c["prompt"] + max(c["chosen"], c["rejected"]) for c in counts]
@@ -184,6 +194,81 @@ def _pair_view(tokenizer, spec, examples, index: int, warnings: list[str]) -> tu
     longest = sample["prompt"] + max(sample["chosen"], sample["rejected"])
     line = f"prompt {sample['prompt']} tokens, chosen {sample['chosen']}, rejected {sample['rejected']}" + (" — **truncated**" if longest > spec.max_length else "")
     return lengths, line, pair_html(pair, sample)
+
+
+def _prompt_view(tokenizer, recipe, examples, index: int, warnings: list[str]) -> tuple[list[int], str, str]:
+    """Prompt data (GRPO): templated prompt lengths (longer ones are left out of training), and from the sample row
+    on, the prompts as the model is given them, the columns the rewards see and their scores of the reference."""
+    renderer = Renderer(tokenizer, recipe.data.max_length)
+
+    def tokens(example) -> int:
+        return len(tokenizer(renderer.prompt_text(example.messages), add_special_tokens=False)["input_ids"])
+
+    lengths = [tokens(ex) for ex in examples[:MAX_ENCODED]]
+    _over_limit(examples, lengths, recipe.data.max_length, warnings, "once templated will be left out")
+    if recipe.method != "grpo":
+        warnings.append(f"prompt rows train with method grpo, but the recipe's method is {recipe.method}: set method: grpo in the Recipe tab")
+    resolved = _prompt_rewards(recipe, examples, warnings)
+    shown = examples[index : index + PROMPT_ROWS]
+    rows = [(ex, renderer.prompt_text(ex.messages), tokens(ex), reference_scores(resolved, ex.columns or {})) for ex in shown]
+    _, _, count, scores = rows[0]
+    reference = reference_of(shown[0])
+    line = (f"prompt {count} tokens (templated)" + (" — **over max_length: left out**" if count > recipe.data.max_length else "")
+            + (f", reference `{reference}`" if reference is not None else ", no reference answer")
+            + (" · rewards on the reference: " + ", ".join(f"{k} {_score(v)}" for k, v in scores.items()) if scores else ""))
+    return lengths, line, prompt_html(rows, resolved)
+
+
+def _prompt_rewards(recipe, examples, warnings: list[str]) -> list:
+    """The recipe's rewards resolved as training resolves them, and every column they need checked row by row;
+    what fails becomes a warning (training would stop on it), so the prompts are still shown."""
+    try:
+        resolved = resolved_rewards(recipe.grpo.rewards, recipe.grpo.reward_file)
+    except StudioError as exc:
+        warnings.append(f"grpo.rewards: {exc.what}" + (f" ({exc.where})" if exc.where else "") + (f"; {exc.fix}" if exc.fix else ""))
+        return []
+    try:
+        check_columns(resolved, [ex.columns or {} for ex in examples], [ex.where for ex in examples])
+    except StudioError as exc:
+        warnings.append(f"{exc.what} at {exc.where}; {exc.fix}")
+    return resolved
+
+
+def _score(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}"
+
+
+def _cell(value) -> str:
+    """A column value as the table shows it: text as is, anything else as JSON, cut at CELL_CHARS."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= CELL_CHARS else text[:CELL_CHARS] + "…"
+
+
+def prompt_html(rows: list[tuple], resolved: list) -> str:
+    """Prompt rows as HTML: each prompt rendered with the chat template (with its token count), then a table of the
+    columns the rewards see (each headed by the rewards that read it) and each reward's score of the reference
+    answer. `rows` holds (example, prompt text, tokens, reference scores). Everything is escaped: it is the user's data."""
+    readers: dict[str, list[str]] = {}
+    for reward, _, _ in resolved:
+        for column in (*reward.columns, *reward.optional_columns):
+            readers.setdefault(column, []).append(reward.name)
+    columns = list(dict.fromkeys([key for ex, *_ in rows for key in (ex.columns or {})] + list(readers)))
+    names = list(rows[0][3]) if rows else []
+    prompts = "".join(
+        f"<div class='prompt-row' style='margin-bottom:8px'><div style='font-weight:600;margin-bottom:4px'>{html.escape(ex.where)} · prompt (chat template) · {count} tokens</div>"
+        f"<div class='token-view' style='border:1px solid #d0d5dd;border-radius:6px;padding:6px 8px'>{html.escape(text)}</div></div>"
+        for ex, text, count, _ in rows
+    )
+    head = "".join(f"<th>{html.escape(c)}" + (f"<br><small>read by {html.escape(', '.join(readers[c]))}</small>" if c in readers else "") + "</th>" for c in columns)
+    head += "".join(f"<th>{html.escape(n)}<br><small>on the reference</small></th>" for n in names)
+    body = "".join(
+        "<tr><td>" + html.escape(ex.where) + "</td>"
+        + "".join(f"<td>{html.escape(_cell((ex.columns or {})[c])) if c in (ex.columns or {}) else '<em>missing</em>'}</td>" for c in columns)
+        + "".join(f"<td class='reference-score'>{_score(scores[n])}</td>" for n in names) + "</tr>"
+        for ex, _, _, scores in rows
+    )
+    table = f"<table class='reward-columns'><thead><tr><th>row</th>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class='prompt-view'>{prompts}<div style='font-weight:600;margin:8px 0 4px'>columns the rewards see, and what each reward gives the reference answer</div>{table}</div>"
 
 
 def store_upload(ctx: Context, request, file_path: str) -> str:
@@ -215,7 +300,7 @@ def build(ctx: Context, recipe: dict) -> None:
             upload = gr.File(label="Upload a dataset", file_types=UPLOAD_TYPES, type="filepath", height=110, elem_id="data-upload")
             path = gr.Textbox(label="data.path", value=widgets["data.path"].value, max_lines=1, elem_id="data-path", info="a file on this machine (an upload lands in your workspace)")
             with gr.Row():
-                fmt = gr.Dropdown(choices=["auto", *FORMATS], value=widgets["data.format"].value, label="data.format")
+                fmt = gr.Dropdown(choices=["auto", *FORMATS], value=widgets["data.format"].value, label="data.format", elem_id="data-format")
                 sample = gr.Number(value=0, precision=0, label="Sample row", minimum=0)
             columns = gr.Textbox(label="data.columns", value=widgets["data.columns"].value, max_lines=1, info="map your columns to the format's names, e.g. {instruction: question, output: answer}")
             with gr.Row():
@@ -233,7 +318,7 @@ def build(ctx: Context, recipe: dict) -> None:
 
     @shows_errors
     def on_inspect(p, f, c, raw, s, request: gr.Request):
-        return inspect(check_pick(ctx, request, p), f, c, raw, s)
+        return inspect(check_pick(ctx, request, p), f, c, ctx.with_reward_file(raw), s)
 
     def on_apply(p, f, c):
         return p, f, c
@@ -246,7 +331,7 @@ def build(ctx: Context, recipe: dict) -> None:
     @shows_errors
     def api_inspect_data(path: str, recipe_yaml: str = "", data_format: str = "auto", columns: str = "", sample: int = 0, request: gr.Request = None) -> dict:
         """Inspect a dataset under a recipe given as YAML text: summary, warnings, the sample's HTML and the histogram SVG."""
-        raw = recipe_data(recipe_yaml, where="inspect_data")
+        raw = ctx.with_reward_file(recipe_data(recipe_yaml, where="inspect_data"))
         summary, warns, sample_html, svg = inspect(check_pick(ctx, request, path), data_format, columns, raw, sample)
         return {"summary": summary, "warnings": warns, "sample_html": sample_html, "histogram_svg": svg}
 
@@ -254,4 +339,4 @@ def build(ctx: Context, recipe: dict) -> None:
     apply.click(on_apply, [path, fmt, columns], [widgets["data.path"], widgets["data.format"], widgets["data.columns"]], api_visibility="undocumented")
 
 
-__all__ = ["build", "histogram_svg", "inspect", "pair_counts", "pair_html", "row_warnings", "store_upload", "token_html"]
+__all__ = ["build", "histogram_svg", "inspect", "pair_counts", "pair_html", "prompt_html", "row_warnings", "store_upload", "token_html"]

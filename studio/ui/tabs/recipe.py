@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Callable
 
 import gradio as gr
 
@@ -16,7 +17,7 @@ from studio.errors import StudioError
 from studio.memory.formula import estimate
 from studio.memory.gpus import DEFAULT_GPU, parse_gpu
 from studio.ui import model_picker
-from studio.ui.access import check_name, check_recipe_paths, safe_path
+from studio.ui.access import check_name, check_recipe_paths, rewards_dir, safe_path
 from studio.ui.context import Context, served
 from studio.ui.errors import shows_errors
 from studio.ui.form import (
@@ -29,34 +30,63 @@ from studio.ui.form import (
     to_widget,
     values_to_raw,
 )
+from studio.ui.rewards import add_reward, resolved_rewards, reward_help, rewards_named
 
 OPEN_SECTIONS = ("model", "method", "lora", "data", "train")
 DEFAULT_GPU_GIB = parse_gpu(DEFAULT_GPU)
+REWARDS_KEY, REWARD_FILE_KEY = "grpo.rewards", "grpo.reward_file"  # the fields the rewards picker fills and reads
+CELL_TYPES = {"int": "number", "float": "number", "checkbox": "bool"}  # a table cell's Dataframe type by its field's kind
 
 
-def make_widget(spec: FieldSpec):
-    """The Gradio component for one schema field: label = dotted key, info = the field's docstring."""
-    common = {"label": spec.key, "info": spec.info, "value": to_widget(spec, spec.default), "elem_id": "field-" + spec.key.replace(".", "-")}
+def make_widget(spec: FieldSpec, value: Any = None):
+    """The Gradio component for one schema field: label = dotted key, info = the field's docstring; it shows
+    `value` (a widget value, as `to_widget` gives it), else the schema default."""
+    shown = to_widget(spec, spec.default) if value is None else value
+    common = {"label": spec.key, "info": spec.info, "value": shown, "elem_id": field_id(spec.key)}
     if spec.kind == "dropdown":
         return gr.Dropdown(choices=list(spec.choices), **common)
     if spec.kind == "checkbox":
         return gr.Checkbox(**common)
     if spec.kind in ("int", "float") and spec.optional:
         # gr.Number cannot be empty (the browser sends 0), so optional numbers are text: empty = None.
-        return gr.Textbox(max_lines=1, placeholder="empty = none", **{**common, "value": "" if spec.default is None else str(spec.default)})
+        return gr.Textbox(max_lines=1, placeholder="empty = none", **common)
     if spec.kind == "int":
         return gr.Number(precision=0, **common)
     if spec.kind == "float":
         return gr.Number(**common)
+    if spec.kind == "table":
+        # A Dataframe has no help text under it: the picker above the table explains it (build_reward_picker).
+        del common["info"]
+        return gr.Dataframe(headers=[c.key for c in spec.columns], datatype=[CELL_TYPES.get(c.kind, "str") for c in spec.columns], type="array",
+                            interactive=True, column_count=len(spec.columns), wrap=True, **common)
     return gr.Textbox(max_lines=1, **common)
 
 
-def check_form_error(raw: dict) -> tuple[Recipe | None, StudioError | None]:
-    """Validate form data: the Recipe and None, or None and the StudioError."""
+def field_id(key: str) -> str:
+    """The page element id of a form field: `field-lora-rank` for lora.rank."""
+    return "field-" + key.replace(".", "-")
+
+
+def check_form_error(raw: dict, may_run: Callable[[str | None], str | None] | None = None) -> tuple[Recipe | None, StudioError | None]:
+    """Validate form data: the Recipe and None, or None and the StudioError. A grpo recipe's rewards are resolved as
+    training resolves them, with the reward file `may_run` allows (Context.reward_file; any file when None)."""
     try:
-        return validate_recipe(raw, where="form"), None
+        recipe = validate_recipe(raw, where="form")
+        if recipe.method == "grpo":
+            check_rewards(recipe, may_run)
+        return recipe, None
     except StudioError as exc:
         return None, exc
+
+
+def check_rewards(recipe: Recipe, may_run: Callable[[str | None], str | None] | None = None) -> None:
+    """The recipe's rewards resolved (names, options, the reward file); an error names the form field it is about."""
+    try:
+        resolved_rewards(recipe.grpo.rewards, may_run(recipe.grpo.reward_file) if may_run else recipe.grpo.reward_file)
+    except StudioError as exc:
+        # resolve names `grpo.rewards[0].args`; the reward file's own errors name the file (and line).
+        field = "grpo.rewards" if (exc.where or "").startswith("grpo.rewards") else "grpo.reward_file"
+        raise StudioError(exc.what, where=f"{exc.where} (key {field})", fix=exc.fix) from None
 
 
 def field_updates(specs: list[FieldSpec], errors: dict[str, str]) -> list:
@@ -89,15 +119,16 @@ def command_for(base_path: str | None, base: Recipe | None, recipe: Recipe) -> s
     return " \\\n    ".join([f"studio train {shown}", *args])
 
 
-def preview(specs: list[FieldSpec], values: list, base_path: str | None, gpu_gib: float | None) -> tuple[str, str, str, str, dict | None]:
+def preview(specs: list[FieldSpec], values: list, base_path: str | None, gpu_gib: float | None, may_run=None) -> tuple[str, str, str, str, dict | None]:
     """Status markdown, YAML, command, memory markdown and the valid recipe data (or None) for form values."""
-    status, text, cmd, mem, raw, _ = preview_with_errors(specs, values, base_path, gpu_gib)
+    status, text, cmd, mem, raw, _ = preview_with_errors(specs, values, base_path, gpu_gib, may_run)
     return status, text, cmd, mem, raw
 
 
-def preview_with_errors(specs: list[FieldSpec], values: list, base_path: str | None, gpu_gib: float | None) -> tuple[str, str, str, str, dict | None, dict[str, str]]:
-    """`preview`, plus the per-field error messages (dotted key -> message; empty when valid)."""
-    recipe, error = check_form_error(values_to_raw(specs, values))
+def preview_with_errors(specs: list[FieldSpec], values: list, base_path: str | None, gpu_gib: float | None, may_run=None) -> tuple[str, str, str, str, dict | None, dict[str, str]]:
+    """`preview`, plus the per-field error messages (dotted key -> message; empty when valid). `may_run`: as for
+    check_form_error."""
+    recipe, error = check_form_error(values_to_raw(specs, values), may_run)
     if recipe is None:
         errors = field_errors(error, [s.key for s in specs])
         fields = f"  \nsee the field{'s' if len(errors) > 1 else ''} marked ⚠: {', '.join(f'`{k}`' for k in errors)}" if errors else ""
@@ -135,21 +166,24 @@ def build(ctx: Context) -> dict:
                 picker = gr.Dropdown(choices=shipped_recipes(), value=DEMO_RECIPE, show_label=False, container=False, scale=3, allow_custom_value=False, elem_id="recipe-choice")
                 load_btn = gr.Button("Load recipe", scale=1, min_width=100)
                 upload = gr.UploadButton("Open YAML…", file_types=[".yaml", ".yml"], scale=1, min_width=100)
+            shown = dict(zip([s.key for s in specs], recipe_to_values(specs, demo)))
             for section in dict.fromkeys(section_of(s.key) for s in specs):
                 fields = [s for s in specs if section_of(s.key) == section]
                 with gr.Accordion(section, open=section in OPEN_SECTIONS):
                     if section == "model":
                         picker_parts = build_model_picker(demo.model.name)
-                    for i in range(0, len(fields), 2):
+                    for row in field_rows(fields):
+                        if row[0].key == REWARDS_KEY:
+                            reward_parts = build_reward_picker(ctx, row[0])
                         with gr.Row():
-                            for spec in fields[i : i + 2]:
-                                widgets[spec.key] = make_widget(spec)
+                            for spec in row:
+                                widgets[spec.key] = make_widget(spec, shown[spec.key])
         with gr.Column(scale=2):
             status = gr.Markdown(elem_id="recipe-status")
             gpu = gr.Number(value=DEFAULT_GPU_GIB, label="GPU memory (GiB)", info="the card you will train on", elem_id="gpu-gib")
             memory = gr.Markdown(elem_id="memory-panel")
             command = gr.Code(label="Equivalent command", language="shell", interactive=False, lines=3)
-            yaml_view = gr.Code(label="Recipe YAML", language="yaml", interactive=False, lines=16, max_lines=30)
+            yaml_view = gr.Code(label="Recipe YAML", language="yaml", interactive=False, lines=16, max_lines=30, elem_id="recipe-yaml")
             with gr.Row(equal_height=True):
                 save_name = gr.Textbox(label="Save as", placeholder="my-recipe", max_lines=1, scale=2)
                 save_btn = gr.Button("Save", scale=1)
@@ -157,12 +191,10 @@ def build(ctx: Context) -> dict:
     base_path = gr.State(demo_path)
     recipe_state = gr.State(demo.to_yaml_dict())
     inputs = [widgets[s.key] for s in specs]
-    for widget, value in zip(inputs, recipe_to_values(specs, demo)):
-        widget.value = value
 
     def refresh(*args):
         *values, base, gpu_gib = args
-        status, text, cmd, mem, raw, errors = preview_with_errors(specs, list(values), base, gpu_gib)
+        status, text, cmd, mem, raw, errors = preview_with_errors(specs, list(values), base, gpu_gib, ctx.reward_file)
         marks = field_updates(specs, errors)
         if raw is None:  # keep the last valid YAML, command and estimate on screen under the error
             return status, gr.update(), gr.update(), gr.update(), None, *marks
@@ -170,6 +202,7 @@ def build(ctx: Context) -> dict:
 
     outputs = [status, yaml_view, command, memory, recipe_state, *inputs]
     wire_model_picker(ctx, picker_parts, widgets["model.name"])
+    wire_reward_picker(ctx, reward_parts, next(s for s in specs if s.key == REWARDS_KEY), widgets[REWARDS_KEY], widgets[REWARD_FILE_KEY])
     gr.on(triggers=[w.change for w in inputs] + [gpu.change], fn=refresh, inputs=inputs + [base_path, gpu], outputs=outputs, trigger_mode="always_last", api_visibility="undocumented", show_progress="hidden")
 
     def load_choice(choice, request: gr.Request):
@@ -205,6 +238,78 @@ def build(ctx: Context) -> dict:
             "refresh": refresh, "inputs": inputs + [base_path, gpu], "picker": picker, "list_choices": list_choices}
 
 
+def picker_error(exc: StudioError) -> str:
+    """A StudioError as a picker's help line shows it (red, with the fix)."""
+    return f"<div class='studio-error picker-help'>\n\n⚠ {exc.what}. {exc.fix or ''}\n</div>"
+
+
+def field_rows(fields: list[FieldSpec]) -> list[list[FieldSpec]]:
+    """A section's fields laid out two to a row, in schema order; a table (grpo.rewards) takes a row of its own."""
+    rows: list[list[FieldSpec]] = []
+    for spec in fields:
+        if spec.kind == "table" or not rows or len(rows[-1]) == 2 or rows[-1][0].kind == "table":
+            rows.append([spec])
+        else:
+            rows[-1].append(spec)
+    return rows
+
+
+def build_reward_picker(ctx: Context, spec: FieldSpec) -> dict:
+    """The chooser above the grpo.rewards table: a reward of the registry, its weight, a button that adds it, and
+    help on the chosen reward (what it scores, the columns it reads, its options)."""
+    rewards = rewards_named()
+    first = next(iter(rewards))
+    with gr.Group(elem_id="reward-picker"):
+        with gr.Row(equal_height=True):
+            name = gr.Dropdown(list(rewards), value=first, label="Reward", scale=3, elem_id="reward-choice",
+                               info="pick a reward and its weight and add it to grpo.rewards below; edit weights and args (YAML, e.g. {tolerance: 0.01}) "
+                                    "in the table, or delete a row from its cell menu")
+            weight = gr.Number(1.0, label="weight", scale=1, min_width=100, elem_id="reward-weight")
+            add = gr.Button("Add to grpo.rewards", scale=1, min_width=160, size="md", elem_id="reward-add")
+    help_md = gr.Markdown(reward_picker_help(ctx, rewards[first], spec), elem_id="reward-help", elem_classes=["picker-help"])
+    return {"name": name, "weight": weight, "add": add, "help": help_md}
+
+
+def reward_picker_help(ctx: Context, reward, spec: FieldSpec) -> str:
+    """The picker's help: the chosen reward, the table's own help, and on a shared server the reward files it may run."""
+    lines = [reward_help(reward), spec.info]
+    if ctx.shared:
+        folder = rewards_dir()
+        files = sorted(p.name for p in folder.glob("*.py")) if folder.is_dir() else []
+        lines.append(f"grpo.reward_file on this server: {', '.join(f'`{f}`' for f in files) if files else 'none'} (the files the owner placed in its rewards folder)")
+    return "  \n".join(lines)
+
+
+def wire_reward_picker(ctx: Context, parts: dict, spec: FieldSpec, table, reward_file) -> None:
+    """Connect the chooser: picking a reward explains it, the button adds it to the table, and a reward file
+    (where this server may run it) adds its rewards to the choices."""
+    name, weight, add, help_md = parts["name"], parts["weight"], parts["add"], parts["help"]
+
+    def on_name(chosen, path):
+        try:
+            rewards = rewards_named(ctx.reward_file(path))
+        except StudioError as exc:
+            return picker_error(exc)
+        return reward_picker_help(ctx, rewards[chosen], spec) if chosen in rewards else gr.update()
+
+    def on_file(chosen, path):
+        try:
+            rewards = rewards_named(ctx.reward_file(path))
+        except StudioError as exc:
+            rewards, note = rewards_named(), picker_error(exc)
+        else:
+            note = None
+        chosen = chosen if chosen in rewards else next(iter(rewards))
+        return gr.update(choices=list(rewards), value=chosen), note or reward_picker_help(ctx, rewards[chosen], spec)
+
+    def on_add(chosen, value, rows):
+        return add_reward(spec, rows, chosen, value)
+
+    name.change(on_name, [name, reward_file], [help_md], api_visibility="undocumented", show_progress="hidden")
+    reward_file.change(on_file, [name, reward_file], [name, help_md], api_visibility="undocumented", show_progress="hidden")
+    add.click(on_add, [name, weight, table], [table], api_visibility="undocumented", show_progress="hidden")
+
+
 def build_model_picker(name: str) -> dict:
     """The chooser for model.name (placed at the top of the model section): source, text, button, help."""
     kind = model_picker.kind_of(name)
@@ -235,7 +340,7 @@ def wire_model_picker(ctx: Context, parts: dict, name_widget) -> None:
             if ctx.shared and kind in ("local directory", "GGUF file"):
                 check_recipe_paths(ctx.workspace(request), Recipe.model_validate({"model": {"name": name}}))
         except StudioError as exc:
-            return gr.update(), f"<div class='studio-error picker-help'>\n\n⚠ {exc.what}. {exc.fix or ''}\n</div>"
+            return gr.update(), picker_error(exc)
         return name, f"✓ model.name set to `{name}`. " + model_picker.HELP[kind]
 
     def on_name(name):

@@ -1,5 +1,9 @@
 """The Train tab: start, stop and resume jobs; watch loss, learning rate, tokens/s, progress, ETA and the log.
 
+A GRPO run also shows its rewards (the weighted total and each reward's mean), KL (when grpo.beta > 0) and
+completion length against step, and a table of its most recent sampled completions with each reward's score
+(completions.jsonl).
+
 On a machine with more than one visible GPU it also offers the GPU count: a job started with N > 1 GPUs
 runs `studio train RECIPE --gpus N` (DDP, or FSDP when the recipe says so).
 
@@ -16,11 +20,12 @@ import gradio as gr
 import pandas as pd
 
 from studio.config.load import load_recipe
+from studio.config.schema import Recipe
 from studio.config.validate import validate_recipe
 from studio.config.yaml_text import dump_recipe
 from studio.errors import StudioError
 from studio.training.eta import format_duration
-from studio.training.rundir import DATA, RECIPE, read_json_or_empty, read_metrics
+from studio.training.rundir import COMPLETIONS, DATA, RECIPE, read_json_or_empty, read_metrics
 from studio.ui.access import check_name, check_recipe_paths, safe_path
 from studio.ui.context import Context, recipe_data
 from studio.ui.errors import shows_errors
@@ -28,6 +33,9 @@ from studio.ui.errors import shows_errors
 POLL_S = 2.0
 LOG_LINES = 40
 JOB_COLUMNS = ["job", "user", "run", "kind", "status", "queue", "exit"]
+COMPLETION_ROWS = 16  # the newest completions.jsonl records the table shows
+COMPLETION_CHARS = 500  # a prompt or completion longer than this is cut in the table
+TOTAL = "weighted total"  # the reward plot's series of the total reward GRPO ranks completions by
 
 
 def visible_gpus() -> int:
@@ -82,11 +90,52 @@ def curves(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(loss, columns=["step", "loss", "series"]), pd.DataFrame(lr, columns=["step", "lr"])
 
 
-def total_steps(run_dir: Path) -> int | None:
+def grpo_curves(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Reward (the weighted total and each reward's mean), KL and completion-length frames for a GRPO run's plots,
+    from metrics.jsonl records; KL is there only when grpo.beta > 0 makes trl log it."""
+    reward = []
+    for r in records:
+        if "reward" in r:
+            reward.append({"step": r["step"], "reward": r["reward"], "series": TOTAL})
+        reward += [{"step": r["step"], "reward": v, "series": k.removeprefix("rewards/").removesuffix("/mean")}
+                   for k, v in r.items() if k.startswith("rewards/") and k.endswith("/mean")]
+    kl = [{"step": r["step"], "kl": r["kl"]} for r in records if "kl" in r]
+    length = [{"step": r["step"], "completion_length": r["completion_length"]} for r in records if "completion_length" in r]
+    return (pd.DataFrame(reward, columns=["step", "reward", "series"]), pd.DataFrame(kl, columns=["step", "kl"]),
+            pd.DataFrame(length, columns=["step", "completion_length"]))
+
+
+def completion_table(samples: list[dict], limit: int = COMPLETION_ROWS) -> pd.DataFrame:
+    """The newest completions.jsonl records, newest step first: step, prompt, completion, each reward's score, total."""
+    names = list(dict.fromkeys(name for s in samples for name in s.get("rewards", {})))
+    recent = sorted(samples[-limit:], key=lambda s: -s["step"])  # a stable sort: a step's records keep their order
+    rows = [[s["step"], _clip(s["prompt"]), _clip(s["completion"]), *[_round(s["rewards"].get(n)) for n in names], _round(s.get("total"))] for s in recent]
+    return pd.DataFrame(rows, columns=["step", "prompt", "completion", *names, "total"])
+
+
+def _clip(text) -> str:
+    text = str(text)
+    return text if len(text) <= COMPLETION_CHARS else text[:COMPLETION_CHARS] + "…"
+
+
+def _round(score: float | None) -> float | None:
+    return None if score is None else round(score, 4)
+
+
+def job_recipe(job) -> Recipe | None:
+    """The recipe a job trains: its run directory's (written when training starts), else the queued recipe file."""
+    for path in (Path(job.run_dir) / RECIPE, job.recipe_path):
+        if path and Path(path).is_file():
+            try:
+                return load_recipe(path)
+            except StudioError:
+                return None
+    return None
+
+
+def total_steps(run_dir: Path, recipe: Recipe | None) -> int | None:
     """Optimizer steps the run will take: train.max_steps, else epochs over data.json's training examples."""
-    try:
-        recipe = load_recipe(run_dir / RECIPE)
-    except StudioError:
+    if recipe is None:
         return None
     if recipe.train.max_steps:
         return recipe.train.max_steps
@@ -110,6 +159,8 @@ def progress_text(records: list[dict], total: int | None, status: str) -> str:
     first = segment[0]
     pace = (last["time_s"] - first["time_s"]) / (step - first["step"]) if step > first["step"] else (last["time_s"] / step if step else 0)
     parts = [f"**{status}**", f"step {step}" + (f"/{total} ({100 * step / total:.0f}%)" if total else ""), f"loss {last['train_loss']:.4f}"]
+    if "reward" in last:  # GRPO: the reward says how training goes; its loss hovers near 0
+        parts.append(f"reward {last['reward']:.3f}")
     evals = [r for r in records if "eval_loss" in r]
     if evals:
         parts.append(f"val loss {evals[-1]['eval_loss']:.4f}")
@@ -136,16 +187,19 @@ def log_tail(path: str | None, lines: int = LOG_LINES) -> str:
 
 
 def job_view(ctx: Context, request, job_id) -> tuple:
-    """Everything the tab shows for one job: stats, loss frame, lr frame, log tail."""
+    """Everything the tab shows for one job: stats, loss frame, lr frame, log tail, and for a GRPO run its reward,
+    KL and completion-length frames and completions table (None for any other run)."""
     try:
         job = ctx.job_for(request, job_id)
     except StudioError as exc:
-        return f"{exc.what[0].upper()}{exc.what[1:]}.", *curves([]), ""
+        return f"{exc.what[0].upper()}{exc.what[1:]}.", *curves([]), "", None
     run_dir = Path(job.run_dir)
     records = read_metrics(run_dir)
+    recipe = job_recipe(job)
     status = job.status + (f" (position {ctx.queue.position(job.id)} in the queue)" if job.status == "queued" else "")
-    stats = progress_text(records, total_steps(run_dir), status) + f"  \nrun directory: `{run_dir}`" + (f" · {job.gpus} GPUs" if job.gpus and job.gpus > 1 else "")
-    return stats, *curves(records), log_tail(job.log_path)
+    stats = progress_text(records, total_steps(run_dir, recipe), status) + f"  \nrun directory: `{run_dir}`" + (f" · {job.gpus} GPUs" if job.gpus and job.gpus > 1 else "")
+    grpo = (*grpo_curves(records), completion_table(read_metrics(run_dir, COMPLETIONS))) if recipe is not None and recipe.method == "grpo" else None
+    return stats, *curves(records), log_tail(job.log_path), grpo
 
 
 def start_job(ctx: Context, request, run_name: str, raw: dict | None, gpus=None) -> int:
@@ -164,8 +218,8 @@ def start_job(ctx: Context, request, run_name: str, raw: dict | None, gpus=None)
                           fix=f"pick {wanted} GPUs, or set distributed.strategy to none in the recipe")
     name = check_name((run_name or "").strip() or recipe.output.name or "run")
     space = ctx.workspace(request)
-    if ctx.shared:
-        check_recipe_paths(space, recipe)
+    if ctx.shared:  # a reward file comes back as the absolute path of the owner's file, the one training imports
+        recipe = check_recipe_paths(space, recipe)
     run_dir = safe_path(space / "runs", name)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise StudioError(f"run '{name}' already exists", where=str(run_dir), fix="pick another run name, or resume that run")
@@ -194,6 +248,12 @@ def build(ctx: Context, recipe: dict) -> dict:
                 stop = gr.Button("Stop", variant="stop")
                 resume = gr.Button("Resume")
     stats = gr.Markdown(elem_id="train-stats")
+    with gr.Column(visible=False, elem_id="grpo-view") as grpo_box:
+        with gr.Row():
+            reward_plot = gr.LinePlot(x="step", y="reward", color="series", title="Reward", height=320, label="Reward", elem_id="reward-plot", y_axis_format=".3~g")
+            length_plot = gr.LinePlot(x="step", y="completion_length", title="Completion length (tokens)", height=320, label="Completion length", elem_id="length-plot")
+            kl_plot = gr.LinePlot(x="step", y="kl", title="KL to the base model", height=320, label="KL", elem_id="kl-plot", y_axis_format=".2e", visible=False)
+        completions = gr.Dataframe(label=f"Recent completions (newest first, up to {COMPLETION_ROWS})", interactive=False, wrap=True, max_height=420, elem_id="completions-table")
     with gr.Row():
         loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=320, label="Loss", elem_id="loss-plot", y_axis_format=".4~g")
         lr_plot = gr.LinePlot(x="step", y="lr", title="Learning rate", height=320, label="Learning rate", y_axis_format=".1e")
@@ -205,7 +265,8 @@ def build(ctx: Context, recipe: dict) -> dict:
         ids = [c[1] for c in choices]
         if job_id not in ids:
             job_id = ids[0] if ids else None
-        return job_rows(ctx, request), gr.update(choices=choices, value=job_id), *job_view(ctx, request, job_id)
+        *view, grpo = job_view(ctx, request, job_id)
+        return job_rows(ctx, request), gr.update(choices=choices, value=job_id), *view, *grpo_updates(grpo)
 
     @shows_errors
     def on_start(name, raw, count, request: gr.Request):
@@ -222,7 +283,7 @@ def build(ctx: Context, recipe: dict) -> dict:
         new = resume_job(ctx, request, job_id)
         return f"Queued job #{new.id} to resume {Path(new.run_dir).name}.", new.id
 
-    views = [jobs, selected, stats, loss_plot, lr_plot, log]
+    views = [jobs, selected, stats, loss_plot, lr_plot, log, grpo_box, reward_plot, length_plot, kl_plot, completions]
     start.click(on_start, [run_name, recipe["recipe_state"], gpus], [message, selected], api_visibility="undocumented").then(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
     stop.click(on_stop, [selected], [message], api_visibility="undocumented").then(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
     resume.click(on_resume, [selected], [message, selected], api_visibility="undocumented").then(refresh, [selected], views, api_visibility="undocumented", show_progress="hidden")
@@ -236,10 +297,11 @@ def build(ctx: Context, recipe: dict) -> dict:
 
     @shows_errors
     def api_job_status(job_id: int, request: gr.Request = None) -> dict:
-        """A job's status, queue position, run directory, metrics records so far and log tail."""
+        """A job's status, queue position, run directory, metrics records so far, a GRPO run's newest completions and the log tail."""
         job = ctx.job_for(request, job_id)
         return {"id": job.id, "status": job.status, "position": ctx.queue.position(job.id), "exit_code": job.exit_code, "gpus": job.gpus,
-                "run_dir": job.run_dir, "metrics": read_metrics(Path(job.run_dir)), "log_tail": log_tail(job.log_path)}
+                "run_dir": job.run_dir, "metrics": read_metrics(Path(job.run_dir)), "completions": read_metrics(Path(job.run_dir), COMPLETIONS)[-COMPLETION_ROWS:],
+                "log_tail": log_tail(job.log_path)}
 
     def api_resume_job(job_id: int, request: gr.Request = None) -> int:
         """Queue a job that resumes a finished, failed, stopped or interrupted job's run from its last checkpoint; returns the new job id."""
@@ -255,6 +317,14 @@ def build(ctx: Context, recipe: dict) -> dict:
     gr.api(api_resume_job, api_name="resume_job")
     gr.api(api_list_jobs, api_name="list_jobs")
     return {"refresh": refresh, "views": views, "selected": selected, "gpus": gpus}
+
+
+def grpo_updates(grpo: tuple | None) -> tuple:
+    """Updates of the GRPO view from job_view's frames: shown for a GRPO run only, the KL plot only once KL is logged."""
+    if grpo is None:
+        return gr.update(visible=False), gr.update(), gr.update(), gr.update(visible=False), gr.update()
+    reward, kl, length, table = grpo
+    return gr.update(visible=True), reward, length, gr.update(value=kl, visible=not kl.empty), table
 
 
 @shows_errors
