@@ -90,11 +90,12 @@ def check_rewards(recipe: Recipe, may_run: Callable[[str | None], str | None] | 
 
 
 def field_updates(specs: list[FieldSpec], errors: dict[str, str]) -> list:
-    """One update per form widget: the error under the field (red) where there is one, else its help text."""
-    return [
-        gr.update(info=f"⚠ {errors[s.key]}", elem_classes=["field-error"]) if s.key in errors else gr.update(info=s.info, elem_classes=[])
-        for s in specs
-    ]
+    """One update per form widget: the error under the field (red) where there is one, else its help text. A table
+    has no help text (gr.Dataframe takes none): it is only marked, and the status above names it."""
+    def update(spec: FieldSpec, info: str, classes: list[str]):
+        return gr.update(elem_classes=classes) if spec.kind == "table" else gr.update(info=info, elem_classes=classes)
+
+    return [update(s, f"⚠ {errors[s.key]}", ["field-error"]) if s.key in errors else update(s, s.info, []) for s in specs]
 
 
 @lru_cache(maxsize=32)
