@@ -118,6 +118,33 @@ def bench_nf4_training(quick: bool, threshold: int | None) -> set[Binary]:
     return out
 
 
+def bench_grpo(threshold: int | None) -> set[Binary]:
+    """What the grpo stage (`bench_grpo` with gpu_session.GRPO_STAGE_ARGS) compiles for studio QLoRA, bf16, on the
+    seven projections of SmolLM2-135M (the bundled model, or its random-weight stand-in of the same shape).
+
+    The forward at decode (M = the batch's completions: the small-M kernel), and the forward and input gradient at
+    the training step's M (the batch's prompt and completion tokens; prefill's M is of the same kind: M and M_BUCKET
+    are not specialized, so any M past SMALL_M compiles the same binaries). threshold as in bench_nf4_training.
+    bitsandbytes QLoRA and bf16 LoRA compile nothing of the studio's.
+    """
+    import torch
+
+    from benchmarks import bench_grpo as bench
+    from benchmarks.gpu_session import GRPO_STAGE_ARGS
+
+    args = bench.parse_args(GRPO_STAGE_ARGS)
+    decode_m, train_m = args.batch, args.batch * (bench.PROMPT_MAX_LENGTH + args.completion)
+    limit = threshold if threshold is not None else 2**62
+    out = set()
+    for out_f, in_f in model_linears(bench.RANDOM_SHAPES["smollm2-135m"]):
+        out |= matmul_binaries(out_f, in_f, decode_m, torch.bfloat16, forward=True, bias=False, large_m="auto",
+                               autotune=True, threshold=limit)
+        for forward in (True, False):
+            out |= matmul_binaries(out_f, in_f, train_m, torch.bfloat16, forward=forward, bias=False, large_m="auto",
+                                   autotune=True, threshold=limit)
+    return out
+
+
 def parametrized(test) -> dict:
     """{argument: values} of a test function's @pytest.mark.parametrize marks: what it runs, read from the test."""
     return {m.args[0]: list(m.args[1]) for m in getattr(test, "pytestmark", []) if m.name == "parametrize"}
@@ -189,6 +216,7 @@ STAGES = {
     "gpu-tests": lambda: gpu_tests(every_config=False) | fused_ce_binaries(flags=("grad", "grad+softcap"), autotune=False),
     "nf4-quick-matmul": lambda: bench_nf4_matmul(quick=True),
     "nf4-quick-training": lambda: bench_nf4_training(quick=True, threshold=None),
+    "grpo": lambda: bench_grpo(threshold=None),
     "gpu-configs": lambda: gpu_tests(every_config=True),
     "nf4-matmul": lambda: bench_nf4_matmul(quick=False),
     "nf4-training": lambda: bench_nf4_training(quick=False, threshold=None),

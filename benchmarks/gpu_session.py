@@ -89,10 +89,15 @@ DEFAULT_BUDGET_S = 330
 # The GPU tests other than the every-config one, which has a stage of its own (it compiles about 50 binaries).
 EVERY_CONFIG_TEST = "every_matmul_config"
 
+# bench_grpo on the GPU: the bundled SmolLM2-135M (its shape with random weights where the demo package is not
+# installed), 1 warm-up + 3 measured GRPO steps per config at 64-token completions; about a minute on an H200.
+# benchmarks/compile_plan.py reads the same arguments to predict what the stage compiles.
+GRPO_STAGE_ARGS = ["--steps", "3", "--completion", "64"]
+
 
 def stages(smoke: bool, results: Path) -> list[Stage]:
-    """The session's plan, most needed first: GPU correctness, the quick kernel and QLoRA figures, every config,
-    then the full sweeps, memory and the fused loss.
+    """The session's plan, most needed first: GPU correctness, the quick kernel and QLoRA figures, GRPO's step
+    and generation speed, every config, then the full sweeps, memory and the fused loss.
 
     Under --smoke each benchmark runs its own tiny CPU variant, so CI exercises this plan end to end.
     Each stage's compile time is predicted by benchmarks/compile_plan.py and checked against its limit.
@@ -120,6 +125,9 @@ def stages(smoke: bool, results: Path) -> list[Stage]:
               150, min_s=60, proposes_dispatch=True),
         Stage("nf4-quick-training", [py, "-m", "benchmarks.bench_nf4", "--skip-matmul", *quick, *smoke_flag, *out],
               90, min_s=45),
+        # GRPO: step time and generation tokens/s of studio QLoRA, bitsandbytes QLoRA and bf16 LoRA on one model.
+        # After the quick stages, so it runs by default only when they leave it its minimum.
+        Stage("grpo", [py, "-m", "benchmarks.bench_grpo", *(smoke_flag or GRPO_STAGE_ARGS), *out], 120, min_s=90),
         # Every distinct config of both matmul kernels, once each, for its values.
         Stage("gpu-configs", pytest("gpu-configs", EVERY_CONFIG_TEST), 150, min_s=90, gpu_only=True, env=fixed),
         # What a second run (or a longer budget) adds: the full sweep, the 8B step, memory, the fused loss.

@@ -42,7 +42,8 @@ def write_model_card(run_dir: Path) -> Path:
         "datasets_sha256": data.get("sha256"),
     }
     metrics_rows = []
-    for key in ("train_loss", "eval_loss"):
+    # A GRPO loss hovers near 0 whatever happens; its last logged reward says how training went.
+    for key in ("train_reward",) if recipe["method"] == "grpo" else ("train_loss", "eval_loss"):
         if summary.get(key) is not None:
             metrics_rows.append(f"| {key} | {summary[key]:.4f} |")
     if evaluation:
@@ -50,6 +51,10 @@ def write_model_card(run_dir: Path) -> Path:
         for who in ("base", "adapter"):
             if evaluation.get(f"{who}_score") is not None:
                 metrics_rows.append(f"| {metric} ({who}) | {evaluation[f'{who}_score']:.1f} |")
+        for who in ("base", "adapter"):  # grpo: the mean reward of greedy answers to held-out prompts
+            total = (evaluation.get(f"{who}_rewards") or {}).get("total")
+            if total is not None:
+                metrics_rows.append(f"| mean reward ({who}) | {total:.3f} |")
     lora = recipe["lora"]
     train = recipe["train"]
     lines = [
@@ -65,7 +70,8 @@ def write_model_card(run_dir: Path) -> Path:
         "",
         f"- method: {recipe['method']}; LoRA rank {lora['rank']}, alpha {lora['alpha']}, dropout {lora['dropout']}, targets {lora['targets']}",
         f"- data: `{Path(data.get('path', '?')).name}` ({data.get('format', '?')}), sha256 `{data.get('sha256', '?')}`, "
-        f"{data.get('train', {}).get('examples', '?')} training examples, max length {recipe['data']['max_length']}",
+        f"{data.get('train', {}).get('examples', data.get('train', {}).get('prompts', '?'))} training examples, max length {recipe['data']['max_length']}",
+        *([f"- rewards: " + ", ".join(f"{r['name']} (weight {r['weight']})" for r in data["rewards"])] if data.get("rewards") else []),
         f"- steps: {summary.get('steps', '?')}; batch {train['batch_size']} x grad accum {train['grad_accum']}; lr {train['learning_rate']} ({train['lr_scheduler']}); seed {train['seed']}",
         f"- device: {env.get('device', '?')}; torch {env.get('packages', {}).get('torch', '?')}, transformers {env.get('packages', {}).get('transformers', '?')}, peft {env.get('packages', {}).get('peft', '?')}",
         "",

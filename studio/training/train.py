@@ -101,9 +101,11 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True, overwrite
     adapter_dir = run_dir / ADAPTER
     ranks = _rank_agreement(recipe, trainer) if rank.distributed else None
     _save_adapter(model, tokenizer, adapter_dir, rank.is_main)
-    train_loss = _last_train_loss(run_dir) if rank.is_main else None
+    train_loss = _last_logged(run_dir, "train_loss") if rank.is_main else None
     if rank.is_main:
         summary = {"steps": int(output.global_step), "train_loss": train_loss, "eval_loss": eval_loss, "model_dir": str(model_dir), "device": str(device)}
+        if recipe.method == "grpo":  # its loss hovers near 0 whatever happens; the reward says how it went
+            summary["train_reward"] = _last_logged(run_dir, "reward")
         if ranks:
             summary["distributed"] = ranks
         write_json(run_dir / SUMMARY, summary)
@@ -190,6 +192,6 @@ def _save_adapter(model, tokenizer, adapter_dir: Path, is_main: bool = True) -> 
     os.replace(tmp, adapter_dir)
 
 
-def _last_train_loss(run_dir: Path) -> float | None:
-    losses = [r["train_loss"] for r in read_metrics(run_dir) if "train_loss" in r]
-    return float(losses[-1]) if losses else None
+def _last_logged(run_dir: Path, key: str) -> float | None:
+    values = [r[key] for r in read_metrics(run_dir) if r.get(key) is not None]
+    return float(values[-1]) if values else None

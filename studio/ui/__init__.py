@@ -5,6 +5,7 @@
     tabs/            Recipe, Data, Train, Compare, Export
     form.py          the recipe form generated from the schema, and widget values <-> recipe data
     model_picker.py  the base-model chooser above model.name
+    rewards.py       GRPO rewards as the form's picker offers them, resolved (and a reward file imported) once per change
     jobs.py          the persistent job queue (SQLite) that runs training subprocesses
     access.py        workspaces and the paths a user may name on a shared server
     accounts.py      logins for a shared studio

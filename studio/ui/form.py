@@ -188,7 +188,7 @@ def _yaml_scalar(value: Any) -> str:
     if isinstance(value, str):
         dumped = yaml.safe_dump(value, default_flow_style=True).strip()
         return dumped[:-4].strip() if dumped.endswith("\n...") or dumped.endswith("...") else dumped
-    return yaml.safe_dump(value, default_flow_style=True).strip()
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False).strip()  # keys in the recipe's order
 
 
 def _quote(text: str) -> str:

@@ -1,5 +1,5 @@
-"""Fixtures the UI tests share: one real tiny training job through the queue, trained once per session;
-and, for the tests that drive the real page, the served UI and a headless Chromium (one of each per module).
+"""Fixtures the UI tests share: one real tiny training job through the queue (and one GRPO job), trained once per
+session; and, for the tests that drive the real page, the served UI and a headless Chromium (one of each per module).
 """
 
 from pathlib import Path
@@ -35,6 +35,33 @@ def tiny_raw(tiny_llama_dir, tiny_data, tiny_test_data, tmp_path_factory):
 def finished_job(ctx, tiny_raw):
     """A real `python -m studio.cli train` subprocess started the way the Train tab starts it."""
     job_id = train_tab.start_job(ctx, None, "tiny-run", tiny_raw)
+    job = ctx.queue.wait(job_id, timeout=240)
+    assert job.status == "done", Path(job.log_path).read_text()[-3000:]
+    return job
+
+
+@pytest.fixture(scope="session")
+def grpo_prompts(tmp_path_factory) -> Path:
+    """8 prompt rows for GRPO: `add 1 and 2` with its `answer` 3, the column numeric_answer reads."""
+    rows = [{"prompt": f"add {a} and {b}", "answer": str(a + b)} for a, b in [(1, 2), (3, 4), (2, 2), (5, 1), (0, 7), (6, 2), (4, 4), (3, 3)]]
+    return helpers.write_jsonl(tmp_path_factory.mktemp("prompts") / "prompts.jsonl", rows)
+
+
+@pytest.fixture(scope="session")
+def grpo_raw(tiny_llama_dir, grpo_prompts, tmp_path_factory):
+    """The form's recipe data for a 2-step GRPO run on the tiny Llama: numeric_answer, and length_target at weight
+    0.5; a KL term (beta > 0), so that KL is logged; a sample of completions every step."""
+    grpo = {"adapter": "lora", "num_generations": 2, "max_completion_length": 8, "log_completions_steps": 1, "log_completions_count": 4, "beta": 0.04,
+            "rewards": [{"name": "numeric_answer"}, {"name": "length_target", "weight": 0.5, "args": {"target": 6}}]}
+    raw = helpers.recipe_dict(tiny_llama_dir, grpo_prompts, tmp_path_factory.mktemp("unused"), method="grpo", grpo=grpo, train={"max_steps": 2, "save_steps": 2})
+    raw["eval"] = {"metric": "numeric_answer", "max_new_tokens": 8}
+    return load_recipe(raw).to_yaml_dict()
+
+
+@pytest.fixture(scope="session")
+def finished_grpo_job(ctx, grpo_raw):
+    """A real GRPO `studio train` subprocess started the way the Train tab starts it."""
+    job_id = train_tab.start_job(ctx, None, "tiny-grpo", grpo_raw)
     job = ctx.queue.wait(job_id, timeout=240)
     assert job.status == "done", Path(job.log_path).read_text()[-3000:]
     return job

@@ -1,5 +1,7 @@
 """The real page in headless Chromium: the demo recipe is in the form, an invalid rank shows its error,
-and every tab renders. Screenshots go to $STUDIO_TEST_ARTIFACTS (else the test's tmp folder) for a person to look at.
+every tab renders, and a GRPO recipe composed in the form (rewards picker included) trains on the tiny model
+while the reward plot gains points and the completions table fills. Screenshots go to $STUDIO_TEST_ARTIFACTS
+(else the test's tmp folder) for a person to look at.
 
 Uses Debian's /usr/bin/chromium with Playwright's Python package (never `playwright install`), through the
 `chromium` fixture of tests/ui/conftest.py; skips only when that browser is absent.
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import helpers
 import pytest
-from ui_pages import choose, field, open_tab, pick, points, set_field, upload_data, use_model_dir
+from ui_pages import choose, field, open_section, open_tab, pick, points, set_field, upload_data, use_model_dir
 
 from studio.ui.tabs.recipe import field_id
 
@@ -89,10 +91,7 @@ def test_every_tab_renders(page, shots, tab):
     assert (shots / f"{tab.lower()}.png").stat().st_size > 5_000
 
 
-PROMPTS = [{"prompt": f"add {a} and {b}", "answer": str(a + b)} for a, b in [(1, 2), (3, 4), (2, 2), (5, 1), (0, 7), (6, 2), (4, 4), (3, 3)]]
-
-
-def test_grpo_from_the_form_to_rewarded_completions(chromium, served_ui, shots, tiny_llama_dir, tmp_path):
+def test_grpo_from_the_form_to_rewarded_completions(chromium, served_ui, shots, tiny_llama_dir, grpo_prompts):
     """Compose a GRPO recipe on the tiny model (the rewards picker adds a second reward), see the prompts and what
     the rewards give the reference answers, start it, and watch the reward plot gain points and the completions fill."""
     from playwright.sync_api import expect
@@ -106,6 +105,7 @@ def test_grpo_from_the_form_to_rewarded_completions(chromium, served_ui, shots, 
     status = page.locator("#recipe-status")
     pick(page, "method", "grpo")
     expect(status).to_contain_text("grpo has no validation loss")  # the demo recipe holds out a validation split
+    open_section(page, "grpo")
     pick(page, "grpo.adapter", "lora")
     for key, value in {"data.val_split": 0, "lora.rank": 8, "data.max_length": 64, "train.max_steps": 4, "train.batch_size": 4, "train.save_steps": 4,
                        "grpo.num_generations": 2, "grpo.max_completion_length": 8, "grpo.log_completions_steps": 1}.items():
@@ -125,7 +125,7 @@ def test_grpo_from_the_form_to_rewarded_completions(chromium, served_ui, shots, 
 
     # Data: the prompts as the model is given them, the columns the rewards see and their scores of the reference.
     open_tab(page, "Data")
-    upload_data(page, helpers.write_jsonl(tmp_path / "prompts.jsonl", PROMPTS), slow)
+    upload_data(page, grpo_prompts, slow)
     choose(page, page.locator("#data-format input"), "auto")
     page.locator("#inspect-data").click()
     sample = page.locator("#sample-view")
@@ -145,11 +145,12 @@ def test_grpo_from_the_form_to_rewarded_completions(chromium, served_ui, shots, 
     rewards = points("reward-plot")
     before = page.evaluate(rewards)
     page.wait_for_function(f"() => ({rewards})() > {before}", timeout=slow, polling=500)
-    rows = page.locator("#completions-table tbody tr")
+    rows = page.locator("#completions-table [role=row][data-index]")  # the table's body rows (its header has no index)
     expect(rows.first).to_contain_text("add ", timeout=slow)
     expect(page.locator("#train-stats")).to_contain_text("done · step 4/4 (100%)", timeout=slow)
-    # Every step logs the total and each reward's mean: 3 series x 4 steps, and 4 steps of completions.
+    # Every step logs the total and each reward's mean: 3 series x 4 steps; the table shows the newest step first.
     page.wait_for_function(f"() => ({rewards})() >= 12", timeout=slow, polling=500)
+    expect(rows.first.get_by_role("gridcell").first).to_have_text("4")
     expect(page.locator("#completions-table")).to_contain_text("length_target")
     assert rows.count() >= 4
     page.wait_for_timeout(500)  # let the plots finish drawing before the screenshot

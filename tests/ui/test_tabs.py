@@ -29,7 +29,8 @@ def test_start_writes_the_recipe_into_the_workspace(ctx, finished_job, tiny_raw)
 
 
 def test_job_view_shows_curves_progress_and_log(ctx, finished_job):
-    stats, loss, lr, log = train_tab.job_view(ctx, None, finished_job.id)
+    stats, loss, lr, log, grpo = train_tab.job_view(ctx, None, finished_job.id)
+    assert grpo is None  # a LoRA run has no rewards to plot
     assert "done" in stats and "step 2/2 (100%)" in stats and "val loss" in stats
     assert set(loss["series"]) == {"train", "validation"} and list(loss["step"][loss["series"] == "train"]) == [1, 2]
     assert len(lr) == 2 and (lr["lr"] > 0).all()

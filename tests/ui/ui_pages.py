@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studio.ui.tabs.recipe import field_id
+from studio.ui.tabs.recipe import field_id, section_id
 
 
 def field(page, key: str):
     """The input of a recipe form field."""
     return page.locator(f"#{field_id(key)}").locator("input, textarea").first
+
+
+def open_section(page, section: str) -> None:
+    """Open a closed section of the recipe form (its accordion)."""
+    page.locator(f"#{section_id(section)}").get_by_text(section, exact=True).first.click()
 
 
 def set_field(page, key: str, value) -> None:

@@ -234,6 +234,11 @@ def _prompt_rewards(recipe, examples, warnings: list[str]) -> list:
     return resolved
 
 
+def _row_name(where: str) -> str:
+    """A row's `file:line` without the file's folders (the summary above names the file)."""
+    return Path(where).name
+
+
 def _score(value: float | None) -> str:
     return "–" if value is None else f"{value:.3g}"
 
@@ -255,14 +260,14 @@ def prompt_html(rows: list[tuple], resolved: list) -> str:
     columns = list(dict.fromkeys([key for ex, *_ in rows for key in (ex.columns or {})] + list(readers)))
     names = list(rows[0][3]) if rows else []
     prompts = "".join(
-        f"<div class='prompt-row' style='margin-bottom:8px'><div style='font-weight:600;margin-bottom:4px'>{html.escape(ex.where)} · prompt (chat template) · {count} tokens</div>"
+        f"<div class='prompt-row' style='margin-bottom:8px'><div style='font-weight:600;margin-bottom:4px'>{html.escape(_row_name(ex.where))} · prompt (chat template) · {count} tokens</div>"
         f"<div class='token-view' style='border:1px solid #d0d5dd;border-radius:6px;padding:6px 8px'>{html.escape(text)}</div></div>"
         for ex, text, count, _ in rows
     )
     head = "".join(f"<th>{html.escape(c)}" + (f"<br><small>read by {html.escape(', '.join(readers[c]))}</small>" if c in readers else "") + "</th>" for c in columns)
     head += "".join(f"<th>{html.escape(n)}<br><small>on the reference</small></th>" for n in names)
     body = "".join(
-        "<tr><td>" + html.escape(ex.where) + "</td>"
+        "<tr><td>" + html.escape(_row_name(ex.where)) + "</td>"
         + "".join(f"<td>{html.escape(_cell((ex.columns or {})[c])) if c in (ex.columns or {}) else '<em>missing</em>'}</td>" for c in columns)
         + "".join(f"<td class='reference-score'>{_score(scores[n])}</td>" for n in names) + "</tr>"
         for ex, _, _, scores in rows

@@ -36,6 +36,7 @@ OPEN_SECTIONS = ("model", "method", "lora", "data", "train")
 DEFAULT_GPU_GIB = parse_gpu(DEFAULT_GPU)
 REWARDS_KEY, REWARD_FILE_KEY = "grpo.rewards", "grpo.reward_file"  # the fields the rewards picker fills and reads
 CELL_TYPES = {"int": "number", "float": "number", "checkbox": "bool"}  # a table cell's Dataframe type by its field's kind
+MayRun = Callable[[str | None], str | None] | None  # the reward file the UI may import for grpo.reward_file (Context.reward_file)
 
 
 def make_widget(spec: FieldSpec, value: Any = None):
@@ -62,12 +63,17 @@ def make_widget(spec: FieldSpec, value: Any = None):
     return gr.Textbox(max_lines=1, **common)
 
 
+def section_id(section: str) -> str:
+    """The page element id of a form section's accordion: `section-grpo`."""
+    return "section-" + section
+
+
 def field_id(key: str) -> str:
     """The page element id of a form field: `field-lora-rank` for lora.rank."""
     return "field-" + key.replace(".", "-")
 
 
-def check_form_error(raw: dict, may_run: Callable[[str | None], str | None] | None = None) -> tuple[Recipe | None, StudioError | None]:
+def check_form_error(raw: dict, may_run: MayRun = None) -> tuple[Recipe | None, StudioError | None]:
     """Validate form data: the Recipe and None, or None and the StudioError. A grpo recipe's rewards are resolved as
     training resolves them, with the reward file `may_run` allows (Context.reward_file; any file when None)."""
     try:
@@ -79,14 +85,14 @@ def check_form_error(raw: dict, may_run: Callable[[str | None], str | None] | No
         return None, exc
 
 
-def check_rewards(recipe: Recipe, may_run: Callable[[str | None], str | None] | None = None) -> None:
+def check_rewards(recipe: Recipe, may_run: MayRun = None) -> None:
     """The recipe's rewards resolved (names, options, the reward file); an error names the form field it is about."""
     try:
         resolved_rewards(recipe.grpo.rewards, may_run(recipe.grpo.reward_file) if may_run else recipe.grpo.reward_file)
     except StudioError as exc:
         # resolve names `grpo.rewards[0].args`; the reward file's own errors name the file (and line).
-        field = "grpo.rewards" if (exc.where or "").startswith("grpo.rewards") else "grpo.reward_file"
-        raise StudioError(exc.what, where=f"{exc.where} (key {field})", fix=exc.fix) from None
+        field = REWARDS_KEY if (exc.where or "").startswith(REWARDS_KEY) else REWARD_FILE_KEY
+        raise StudioError(exc.what, where=f"{exc.where or 'form'} (key {field})", fix=exc.fix) from None
 
 
 def field_updates(specs: list[FieldSpec], errors: dict[str, str]) -> list:
@@ -120,13 +126,13 @@ def command_for(base_path: str | None, base: Recipe | None, recipe: Recipe) -> s
     return " \\\n    ".join([f"studio train {shown}", *args])
 
 
-def preview(specs: list[FieldSpec], values: list, base_path: str | None, gpu_gib: float | None, may_run=None) -> tuple[str, str, str, str, dict | None]:
+def preview(specs: list[FieldSpec], values: list, base_path: str | None, gpu_gib: float | None, may_run: MayRun = None) -> tuple[str, str, str, str, dict | None]:
     """Status markdown, YAML, command, memory markdown and the valid recipe data (or None) for form values."""
     status, text, cmd, mem, raw, _ = preview_with_errors(specs, values, base_path, gpu_gib, may_run)
     return status, text, cmd, mem, raw
 
 
-def preview_with_errors(specs: list[FieldSpec], values: list, base_path: str | None, gpu_gib: float | None, may_run=None) -> tuple[str, str, str, str, dict | None, dict[str, str]]:
+def preview_with_errors(specs: list[FieldSpec], values: list, base_path: str | None, gpu_gib: float | None, may_run: MayRun = None) -> tuple[str, str, str, str, dict | None, dict[str, str]]:
     """`preview`, plus the per-field error messages (dotted key -> message; empty when valid). `may_run`: as for
     check_form_error."""
     recipe, error = check_form_error(values_to_raw(specs, values), may_run)
@@ -170,7 +176,7 @@ def build(ctx: Context) -> dict:
             shown = dict(zip([s.key for s in specs], recipe_to_values(specs, demo)))
             for section in dict.fromkeys(section_of(s.key) for s in specs):
                 fields = [s for s in specs if section_of(s.key) == section]
-                with gr.Accordion(section, open=section in OPEN_SECTIONS):
+                with gr.Accordion(section, open=section in OPEN_SECTIONS, elem_id=section_id(section)):
                     if section == "model":
                         picker_parts = build_model_picker(demo.model.name)
                     for row in field_rows(fields):
@@ -295,11 +301,9 @@ def wire_reward_picker(ctx: Context, parts: dict, spec: FieldSpec, table, reward
 
     def on_file(chosen, path):
         try:
-            rewards = rewards_named(ctx.reward_file(path))
+            rewards, note = rewards_named(ctx.reward_file(path)), None
         except StudioError as exc:
             rewards, note = rewards_named(), picker_error(exc)
-        else:
-            note = None
         chosen = chosen if chosen in rewards else next(iter(rewards))
         return gr.update(choices=list(rewards), value=chosen), note or reward_picker_help(ctx, rewards[chosen], spec)
 
