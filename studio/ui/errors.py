@@ -1,4 +1,5 @@
-"""The one way a StudioError reaches the page: a gr.Error showing what went wrong, where, and what to do."""
+"""The one way a StudioError reaches the page: a gr.Error showing what went wrong, where, and what to do (or, in a
+picker, a red help line under it)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from studio.errors import StudioError
 def page_error(exc: StudioError) -> gr.Error:
     """The gr.Error that shows a StudioError's three lines in the page."""
     return gr.Error(exc.format())
+
+
+def help_error(exc: StudioError) -> str:
+    """A StudioError as a picker's help line shows it: red, with the fix."""
+    return f"<div class='studio-error picker-help'>\n\n⚠ {exc.what}. {exc.fix or ''}\n</div>"
 
 
 def shows_errors(fn):

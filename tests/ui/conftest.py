@@ -59,10 +59,17 @@ def grpo_raw(tiny_llama_dir, grpo_prompts, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def finished_grpo_job(ctx, grpo_raw):
+def grpo_ctx(tmp_path_factory):
+    """A home and queue of their own for the GRPO job, so the other tests' job lists stay as they expect."""
+    home = tmp_path_factory.mktemp("grpo-ui-home")
+    return Context(home=home, queue=JobQueue(home, poll_s=0.2))
+
+
+@pytest.fixture(scope="session")
+def finished_grpo_job(grpo_ctx, grpo_raw):
     """A real GRPO `studio train` subprocess started the way the Train tab starts it."""
-    job_id = train_tab.start_job(ctx, None, "tiny-grpo", grpo_raw)
-    job = ctx.queue.wait(job_id, timeout=240)
+    job_id = train_tab.start_job(grpo_ctx, None, "tiny-grpo", grpo_raw)
+    job = grpo_ctx.queue.wait(job_id, timeout=240)
     assert job.status == "done", Path(job.log_path).read_text()[-3000:]
     return job
 

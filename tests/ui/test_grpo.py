@@ -190,8 +190,8 @@ def test_the_data_tab_shows_prompts_columns_and_reference_scores(grpo_raw, grpo_
     assert "grpo.rewards: unknown reward 'nope'" in warnings and "reference-score" not in sample
 
 
-def test_the_train_tab_plots_rewards_kl_and_lengths_of_a_real_grpo_run(ctx, finished_grpo_job):
-    stats, loss, lr, log, grpo = train_tab.job_view(ctx, None, finished_grpo_job.id)
+def test_the_train_tab_plots_rewards_kl_and_lengths_of_a_real_grpo_run(grpo_ctx, finished_grpo_job):
+    stats, loss, lr, log, grpo = train_tab.job_view(grpo_ctx, None, finished_grpo_job.id)
     assert "done" in stats and "step 2/2 (100%)" in stats and "reward " in stats and len(lr) == 2
     reward, kl, length, table = grpo
     assert set(reward["series"]) == {train_tab.TOTAL, "numeric_answer", "length_target"}
@@ -207,7 +207,7 @@ def test_the_train_tab_plots_rewards_kl_and_lengths_of_a_real_grpo_run(ctx, fini
     assert table["prompt"].str.startswith("add ").all() and list(table["total"])[:4] == [round(s["total"], 4) for s in samples[4:]]
     shown = train_tab.grpo_updates(grpo)
     assert shown[0]["visible"] is True and shown[3]["visible"] is True
-    stats, *_, grpo = train_tab.job_view(ctx, None, None)
+    stats, *_, grpo = train_tab.job_view(grpo_ctx, None, None)
     assert grpo is None and train_tab.grpo_updates(None)[0]["visible"] is False
 
 

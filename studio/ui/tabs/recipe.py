@@ -17,9 +17,9 @@ from studio.errors import StudioError
 from studio.memory.formula import estimate
 from studio.memory.gpus import DEFAULT_GPU, parse_gpu
 from studio.ui import model_picker
-from studio.ui.access import check_name, check_recipe_paths, rewards_dir, safe_path
+from studio.ui.access import check_name, check_recipe_paths, safe_path
 from studio.ui.context import Context, served
-from studio.ui.errors import shows_errors
+from studio.ui.errors import help_error, shows_errors
 from studio.ui.form import (
     FieldSpec,
     field_errors,
@@ -30,7 +30,7 @@ from studio.ui.form import (
     to_widget,
     values_to_raw,
 )
-from studio.ui.rewards import add_reward, resolved_rewards, reward_help, rewards_named
+from studio.ui.rewards import build_reward_picker, resolved_rewards, wire_reward_picker
 
 OPEN_SECTIONS = ("model", "method", "lora", "data", "train")
 DEFAULT_GPU_GIB = parse_gpu(DEFAULT_GPU)
@@ -245,11 +245,6 @@ def build(ctx: Context) -> dict:
             "refresh": refresh, "inputs": inputs + [base_path, gpu], "picker": picker, "list_choices": list_choices}
 
 
-def picker_error(exc: StudioError) -> str:
-    """A StudioError as a picker's help line shows it (red, with the fix)."""
-    return f"<div class='studio-error picker-help'>\n\n⚠ {exc.what}. {exc.fix or ''}\n</div>"
-
-
 def field_rows(fields: list[FieldSpec]) -> list[list[FieldSpec]]:
     """A section's fields laid out two to a row, in schema order; a table (grpo.rewards) takes a row of its own."""
     rows: list[list[FieldSpec]] = []
@@ -259,60 +254,6 @@ def field_rows(fields: list[FieldSpec]) -> list[list[FieldSpec]]:
         else:
             rows[-1].append(spec)
     return rows
-
-
-def build_reward_picker(ctx: Context, spec: FieldSpec) -> dict:
-    """The chooser above the grpo.rewards table: a reward of the registry, its weight, a button that adds it, and
-    help on the chosen reward (what it scores, the columns it reads, its options)."""
-    rewards = rewards_named()
-    first = next(iter(rewards))
-    with gr.Group(elem_id="reward-picker"):
-        with gr.Row(equal_height=True):
-            name = gr.Dropdown(list(rewards), value=first, label="Reward", scale=3, elem_id="reward-choice",
-                               info="pick a reward and its weight and add it to grpo.rewards below; edit weights and args (YAML, e.g. {tolerance: 0.01}) "
-                                    "in the table, or delete a row from its cell menu")
-            weight = gr.Number(1.0, label="weight", scale=1, min_width=100, elem_id="reward-weight")
-            add = gr.Button("Add to grpo.rewards", scale=1, min_width=160, size="md", elem_id="reward-add")
-    help_md = gr.Markdown(reward_picker_help(ctx, rewards[first], spec), elem_id="reward-help", elem_classes=["picker-help"])
-    return {"name": name, "weight": weight, "add": add, "help": help_md}
-
-
-def reward_picker_help(ctx: Context, reward, spec: FieldSpec) -> str:
-    """The picker's help: the chosen reward, the table's own help, and on a shared server the reward files it may run."""
-    lines = [reward_help(reward), spec.info]
-    if ctx.shared:
-        folder = rewards_dir()
-        files = sorted(p.name for p in folder.glob("*.py")) if folder.is_dir() else []
-        lines.append(f"grpo.reward_file on this server: {', '.join(f'`{f}`' for f in files) if files else 'none'} (the files the owner placed in its rewards folder)")
-    return "  \n".join(lines)
-
-
-def wire_reward_picker(ctx: Context, parts: dict, spec: FieldSpec, table, reward_file) -> None:
-    """Connect the chooser: picking a reward explains it, the button adds it to the table, and a reward file
-    (where this server may run it) adds its rewards to the choices."""
-    name, weight, add, help_md = parts["name"], parts["weight"], parts["add"], parts["help"]
-
-    def on_name(chosen, path):
-        try:
-            rewards = rewards_named(ctx.reward_file(path))
-        except StudioError as exc:
-            return picker_error(exc)
-        return reward_picker_help(ctx, rewards[chosen], spec) if chosen in rewards else gr.update()
-
-    def on_file(chosen, path):
-        try:
-            rewards, note = rewards_named(ctx.reward_file(path)), None
-        except StudioError as exc:
-            rewards, note = rewards_named(), picker_error(exc)
-        chosen = chosen if chosen in rewards else next(iter(rewards))
-        return gr.update(choices=list(rewards), value=chosen), note or reward_picker_help(ctx, rewards[chosen], spec)
-
-    def on_add(chosen, value, rows):
-        return add_reward(spec, rows, chosen, value)
-
-    name.change(on_name, [name, reward_file], [help_md], api_visibility="undocumented", show_progress="hidden")
-    reward_file.change(on_file, [name, reward_file], [name, help_md], api_visibility="undocumented", show_progress="hidden")
-    add.click(on_add, [name, weight, table], [table], api_visibility="undocumented", show_progress="hidden")
 
 
 def build_model_picker(name: str) -> dict:
@@ -345,7 +286,7 @@ def wire_model_picker(ctx: Context, parts: dict, name_widget) -> None:
             if ctx.shared and kind in ("local directory", "GGUF file"):
                 check_recipe_paths(ctx.workspace(request), Recipe.model_validate({"model": {"name": name}}))
         except StudioError as exc:
-            return gr.update(), picker_error(exc)
+            return gr.update(), help_error(exc)
         return name, f"✓ model.name set to `{name}`. " + model_picker.HELP[kind]
 
     def on_name(name):
