@@ -90,7 +90,7 @@ def weights(config: str, device: str) -> str:
 
 
 def make_recipe(model: str, data: Path, config: str, device: str, run_dir: Path, args):
-    """The GRPO recipe of one config: everything but grpo.adapter, quant.backend and (on a GPU) nothing else differs."""
+    """The GRPO recipe of one config: only grpo.adapter and quant.backend differ from one config to the next."""
     from studio.config.validate import validate_recipe
 
     adapter, backend = CONFIGS[config]

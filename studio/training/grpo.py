@@ -20,6 +20,7 @@ from studio.training.arguments import trainer_arguments
 from studio.training.callbacks import training_callbacks
 from studio.training.grpo_data import build_prompt_data, resolved_rewards
 from studio.training.rewards import guarded
+from studio.training.rewards.guard import completion_text
 from studio.training.rundir import COMPLETIONS, append_metrics
 
 ROW = "_row"  # the dataset column that ties a completion back to its prompt row (its columns and file:line)
@@ -38,13 +39,6 @@ class CompletionSamples:
         if rows != self.rows or completions != self.completions:
             self.rows, self.completions, self.scores = list(rows), list(completions), {}
         self.scores[name] = list(scores)
-
-
-def completion_text(completion) -> str:
-    """A completion as text: trl hands chat completions as a list of messages (the assistant's last)."""
-    if isinstance(completion, list):
-        return str(completion[-1].get("content", "")) if completion else ""
-    return str(completion)
 
 
 def trl_rewards(resolved, examples: list[Example], samples: CompletionSamples) -> tuple[list, list[float]]:

@@ -152,3 +152,27 @@ def test_the_dispatch_threshold_comes_from_this_session_only(tmp_path):
     assert gpu_session.measured_dispatch(tmp_path, since=started) is None
     (tmp_path / "nf4-NVIDIA_H200-new.json").write_text(json.dumps({"dispatch": {"large_m": None}}))
     assert gpu_session.measured_dispatch(tmp_path, since=started) == str(2**62)  # fused at every M
+
+
+def test_the_grpo_stage_follows_the_quick_stages_with_the_benchmarks_gpu_settings(tmp_path):
+    """bench_grpo at 3 measured steps and 64-token completions, after the four quick stages (so the default
+    budget gives them their whole limits first); under --smoke its own tiny CPU run."""
+    plan = gpu_session.stages(smoke=False, results=tmp_path)
+    names = [s.name for s in plan]
+    assert names.index("grpo") == names.index("nf4-quick-training") + 1
+    grpo = plan[names.index("grpo")]
+    assert grpo.args[1:3] == ["-m", "benchmarks.bench_grpo"] and grpo.args[3:7] == gpu_session.GRPO_STAGE_ARGS
+    assert grpo.args[-2:] == ["--out", str(tmp_path)] and (grpo.limit_s, grpo.min_s) == (120, 90)
+    smoke = next(s for s in gpu_session.stages(smoke=True, results=tmp_path) if s.name == "grpo")
+    assert smoke.args[3:] == ["--smoke", "--out", str(tmp_path)] and smoke.in_smoke and not smoke.gpu_only
+
+
+@pytest.mark.slow
+def test_smoke_session_runs_the_grpo_stage(tmp_path):
+    done, out = _session(tmp_path, "--smoke", "--stages", "preflight,grpo")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _stage_rows((out / "summary.md").read_text()) == {"preflight": "ok", "grpo": "ok"}
+    with tarfile.open(out / "results.tar.gz") as tar:
+        names = tar.getnames()
+    assert any(n.startswith("results/grpo-smoke-cpu-smoke") and n.endswith(".md") for n in names), names
+    assert f"===== grpo: {sys.executable} -m benchmarks.bench_grpo --smoke" in (out / "session.log").read_text()
