@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
-
 from pydantic import BaseModel
 
 from studio.config.schema import Recipe

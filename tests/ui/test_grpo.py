@@ -206,7 +206,7 @@ def test_the_train_tab_plots_rewards_kl_and_lengths_of_a_real_grpo_run(grpo_ctx,
     assert len(table) == len(samples) == 8 and list(table["step"]) == [2] * 4 + [1] * 4  # newest first
     assert table["prompt"].str.startswith("add ").all() and list(table["total"])[:4] == [round(s["total"], 4) for s in samples[4:]]
     shown = train_tab.grpo_updates(grpo)
-    assert shown[0]["visible"] is True and shown[3]["visible"] is True
+    assert shown[0]["visible"] is True and shown[3]["visible"] is True and shown[1]["value"] is reward
     stats, *_, grpo = train_tab.job_view(grpo_ctx, None, None)
     assert grpo is None and train_tab.grpo_updates(None)[0]["visible"] is False
 
@@ -216,6 +216,7 @@ def test_the_grpo_view_hides_what_a_run_does_not_log():
     reward, kl, length = train_tab.grpo_curves(records)
     assert list(reward["series"]) == [train_tab.TOTAL, "exact"] and kl.empty and list(length["completion_length"]) == [7.0]
     assert train_tab.grpo_updates((reward, kl, length, train_tab.completion_table([])))[3]["visible"] is False  # no KL without grpo.beta
+    assert train_tab.series_plot(train_tab.grpo_curves([])[0])["value"] is None  # a plot of series waits for its first rows
     long = {"step": 3, "prompt": "p", "completion": "x" * 2000, "rewards": {"exact": 1.0}, "total": 1.0}
     table = train_tab.completion_table([{**long, "step": s} for s in range(1, 30)], limit=5)
     assert list(table["step"]) == [29, 28, 27, 26, 25] and table["completion"][0] == "x" * train_tab.COMPLETION_CHARS + "…"

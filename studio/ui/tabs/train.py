@@ -87,7 +87,13 @@ def curves(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Loss (train and validation) and learning-rate frames for the plots, from metrics.jsonl records."""
     loss = [{"step": r["step"], "loss": r[k], "series": name} for r in records for k, name in (("train_loss", "train"), ("eval_loss", "validation")) if k in r]
     lr = [{"step": r["step"], "lr": r["lr"]} for r in records if "lr" in r]
-    return pd.DataFrame(loss, columns=["step", "loss", "series"]), pd.DataFrame(lr, columns=["step", "lr"])
+    return plot_frame(loss, ["step", "loss", "series"]), plot_frame(lr, ["step", "lr"])
+
+
+def plot_frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    """A plot's data with its numbers as floats even while it has no rows: Gradio reads an empty column as a category,
+    and the page's plot keeps the axes it was first built with (a live plot starts empty)."""
+    return pd.DataFrame(rows, columns=columns).astype({c: float for c in columns if c != "series"})
 
 
 def grpo_curves(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -101,8 +107,7 @@ def grpo_curves(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.Dat
                    for k, v in r.items() if k.startswith("rewards/") and k.endswith("/mean")]
     kl = [{"step": r["step"], "kl": r["kl"]} for r in records if "kl" in r]
     length = [{"step": r["step"], "completion_length": r["completion_length"]} for r in records if "completion_length" in r]
-    return (pd.DataFrame(reward, columns=["step", "reward", "series"]), pd.DataFrame(kl, columns=["step", "kl"]),
-            pd.DataFrame(length, columns=["step", "completion_length"]))
+    return plot_frame(reward, ["step", "reward", "series"]), plot_frame(kl, ["step", "kl"]), plot_frame(length, ["step", "completion_length"])
 
 
 def completion_table(samples: list[dict], limit: int = COMPLETION_ROWS) -> pd.DataFrame:
@@ -250,12 +255,13 @@ def build(ctx: Context, recipe: dict) -> dict:
     stats = gr.Markdown(elem_id="train-stats")
     with gr.Column(visible=False, elem_id="grpo-view") as grpo_box:
         with gr.Row():
-            reward_plot = gr.LinePlot(x="step", y="reward", color="series", title="Reward", height=320, label="Reward", elem_id="reward-plot", y_axis_format=".3~g")
-            length_plot = gr.LinePlot(x="step", y="completion_length", title="Completion length (tokens)", height=320, label="Completion length", elem_id="length-plot")
-            kl_plot = gr.LinePlot(x="step", y="kl", title="KL to the base model", height=320, label="KL", elem_id="kl-plot", y_axis_format=".2e", visible=False)
+            # No block label over a plot's title: in 320 pixels it pushes the legend (which line is which) out of sight.
+            reward_plot = gr.LinePlot(x="step", y="reward", color="series", title="Reward", height=320, label="Reward", show_label=False, elem_id="reward-plot", y_axis_format=".3~g")
+            length_plot = gr.LinePlot(x="step", y="completion_length", title="Completion length (tokens)", height=320, label="Completion length", show_label=False, elem_id="length-plot")
+            kl_plot = gr.LinePlot(x="step", y="kl", title="KL to the base model", height=320, label="KL", show_label=False, elem_id="kl-plot", y_axis_format=".2e", visible=False)
         completions = gr.Dataframe(label=f"Recent completions (newest first, up to {COMPLETION_ROWS})", interactive=False, wrap=True, max_height=420, elem_id="completions-table")
     with gr.Row():
-        loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=320, label="Loss", elem_id="loss-plot", y_axis_format=".4~g")
+        loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=320, label="Loss", show_label=False, elem_id="loss-plot", y_axis_format=".4~g")
         lr_plot = gr.LinePlot(x="step", y="lr", title="Learning rate", height=320, label="Learning rate", y_axis_format=".1e")
     log = gr.Code(label="Log (tail)", language=None, interactive=False, lines=10, max_lines=14)
     timer = gr.Timer(POLL_S)
@@ -265,8 +271,8 @@ def build(ctx: Context, recipe: dict) -> dict:
         ids = [c[1] for c in choices]
         if job_id not in ids:
             job_id = ids[0] if ids else None
-        *view, grpo = job_view(ctx, request, job_id)
-        return job_rows(ctx, request), gr.update(choices=choices, value=job_id), *view, *grpo_updates(grpo)
+        stats, loss, lr, log, grpo = job_view(ctx, request, job_id)
+        return job_rows(ctx, request), gr.update(choices=choices, value=job_id), stats, series_plot(loss), lr, log, *grpo_updates(grpo)
 
     @shows_errors
     def on_start(name, raw, count, request: gr.Request):
@@ -319,12 +325,18 @@ def build(ctx: Context, recipe: dict) -> dict:
     return {"refresh": refresh, "views": views, "selected": selected, "gpus": gpus}
 
 
+def series_plot(frame: pd.DataFrame) -> dict:
+    """An update of a plot with series (loss, reward): no value until there are rows. The page's plot takes its series
+    (their colours) from the first data it draws, and draws no line at all when that data was empty."""
+    return gr.update(value=frame if len(frame) else None)
+
+
 def grpo_updates(grpo: tuple | None) -> tuple:
     """Updates of the GRPO view from job_view's frames: shown for a GRPO run only, the KL plot only once KL is logged."""
     if grpo is None:
         return gr.update(visible=False), gr.update(), gr.update(), gr.update(visible=False), gr.update()
     reward, kl, length, table = grpo
-    return gr.update(visible=True), reward, length, gr.update(value=kl, visible=not kl.empty), table
+    return gr.update(visible=True), series_plot(reward), length, gr.update(value=kl, visible=not kl.empty), table
 
 
 @shows_errors
