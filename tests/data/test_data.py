@@ -42,7 +42,9 @@ def recipe_for(data_path, tmp_path, **data):
         ({"instruction": "add", "input": "2 3", "output": "5"}, "alpaca"),
         ({"prompt": "add 2 and 3", "completion": "5"}, "prompt_completion"),
         ({"text": "plain words"}, "text"),
-        ({"question": "q", "answer": "a"}, None),
+        ({"question": "q", "answer": "a"}, "prompt"),  # GSM8K's spelling: GRPO prompts with a reference
+        ({"prompt": "add 2 and 3", "answer": "5"}, "prompt"),
+        ({"query": "q", "reply": "a"}, None),
     ],
 )
 def test_detect_format(row, fmt):
@@ -92,7 +94,7 @@ def test_columns_mapping_to_a_missing_column_fails_with_the_row():
 
 def test_undetectable_format_is_a_studio_error():
     with pytest.raises(StudioError, match="cannot detect the data format"):
-        normalize(rows({"question": "q", "answer": "a"}))
+        normalize(rows({"query": "q", "reply": "a"}))
 
 
 def test_system_prompt_is_prepended_only_where_missing():
