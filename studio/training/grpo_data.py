@@ -12,7 +12,7 @@ from studio.config.schema import Recipe
 from studio.data import Example, Renderer, load_examples
 from studio.data.manifest import sha256_of
 from studio.errors import StudioError
-from studio.training.rewards import check_columns, resolve
+from studio.training.rewards import check_columns, guarded, resolve
 
 
 @dataclass
@@ -84,8 +84,6 @@ def _reward_entry(reward, options: dict, weight: float) -> dict:
 def mean_rewards(resolved, examples: list[Example], answers: list[str]) -> dict[str, float]:
     """Each reward's mean over `answers` to `examples` (their columns as the rewards read them), and `total`, the
     weighted sum GRPO maximises: how `studio eval` reports base and adapter on a GRPO run's held-out prompts."""
-    from studio.training.rewards import guarded
-
     if not examples:
         return {}
     names = {key for e in examples for key in (e.columns or {})}

@@ -31,13 +31,18 @@ def tiny_raw(tiny_llama_dir, tiny_data, tiny_test_data, tmp_path_factory):
     return load_recipe(raw).to_yaml_dict()
 
 
-@pytest.fixture(scope="session")
-def finished_job(ctx, tiny_raw):
-    """A real `python -m studio.cli train` subprocess started the way the Train tab starts it."""
-    job_id = train_tab.start_job(ctx, None, "tiny-run", tiny_raw)
+def _run_to_the_end(ctx, name: str, raw: dict):
+    """Start a job the way the Train tab does and wait until it has finished (it must succeed)."""
+    job_id = train_tab.start_job(ctx, None, name, raw)
     job = ctx.queue.wait(job_id, timeout=240)
     assert job.status == "done", Path(job.log_path).read_text()[-3000:]
     return job
+
+
+@pytest.fixture(scope="session")
+def finished_job(ctx, tiny_raw):
+    """A real `python -m studio.cli train` subprocess started the way the Train tab starts it."""
+    return _run_to_the_end(ctx, "tiny-run", tiny_raw)
 
 
 @pytest.fixture(scope="session")
@@ -68,10 +73,7 @@ def grpo_ctx(tmp_path_factory):
 @pytest.fixture(scope="session")
 def finished_grpo_job(grpo_ctx, grpo_raw):
     """A real GRPO `studio train` subprocess started the way the Train tab starts it."""
-    job_id = train_tab.start_job(grpo_ctx, None, "tiny-grpo", grpo_raw)
-    job = grpo_ctx.queue.wait(job_id, timeout=240)
-    assert job.status == "done", Path(job.log_path).read_text()[-3000:]
-    return job
+    return _run_to_the_end(grpo_ctx, "tiny-grpo", grpo_raw)
 
 
 @pytest.fixture(scope="module")
