@@ -33,7 +33,7 @@ test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 test-load: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -rA -m load tests/test_ui_load.py
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -rA -m load tests/system/test_ui_load.py
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"

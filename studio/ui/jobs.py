@@ -1,4 +1,4 @@
-"""A persistent job queue: training runs wait in order and run as subprocesses, a few (default one) at a time.
+"""A persistent job queue: training runs wait, then run as subprocesses, shared fairly among a class's users.
 
 It serves the UI only (the library and the CLI never queue), hence its place in studio.ui.
 
@@ -7,16 +7,24 @@ refresh or a restart of `studio ui` loses no job. A worker thread in the UI proc
 `python -m studio.cli train RECIPE [--gpus N]` (or `train --resume RUN_DIR`) in its own session, with stdout
 and stderr going to the job's log file, and records how it ended.
 
+Which job starts next is fair across users (studio.ui.schedule: a teacher's promotions, then users in turn, the
+one who started a job least recently first), within the class rules (Rules: a paused queue, per-user limits on
+waiting and running jobs, a time cap per job). How many run at once is the packer's call (studio.ui.packing:
+by GPU memory, by CPU cores, or a fixed number).
+
 Statuses: queued -> running -> done | failed | stopped; a job that was running when the UI died and whose
 process is gone becomes `interrupted` (resume it: its checkpoints are in the run directory). A job whose
-process outlived the UI is adopted: it stays `running` and is watched by its process id.
+process outlived the UI is adopted: it stays `running`, recognised by the record written when it started
+(studio.ui.processes: process id, start time and token), never by its command line.
 
 Pure Python and testable without Gradio: `tick()` does one round of the worker's work.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import signal
 import sqlite3
 import subprocess
@@ -24,16 +32,22 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 
 from studio.errors import StudioError
-from studio.training.rundir import SUMMARY
+from studio.training.rundir import RECIPE, SUMMARY, read_metrics
+from studio.ui.packing import Packer, recipe_peak_bytes
+from studio.ui.processes import TOKEN_ENV, owns_process, resident_bytes, started_at
+from studio.ui.schedule import Pace, fair_order, measured_pace, start_etas, startable
 
 KINDS = ("train", "resume")
 FINAL = ("done", "failed", "stopped", "interrupted")
 STOP_GRACE_S = 60.0  # after SIGINT, a job gets this long to save its checkpoint before SIGTERM
+SAMPLE_S = 5.0  # how often the worker records each running job's memory (the teacher's plot)
+SAMPLES_KEPT_S = 12 * 3600.0  # a day of a workshop; older samples are dropped
+PACE_JOBS = 20  # the most recent finished jobs whose step times give the queue's pace
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -50,9 +64,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     started REAL,
     finished REAL,
     stop_requested REAL,
-    gpus INTEGER
-)
+    gpus INTEGER,
+    promoted REAL,
+    peak_bytes REAL,
+    pid_started REAL,
+    token TEXT,
+    note TEXT
+);
+CREATE TABLE IF NOT EXISTS rules (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS usage (t REAL NOT NULL, job_id INTEGER NOT NULL, bytes REAL NOT NULL, kind TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS usage_t ON usage (t);
 """
+_ADDED = {"gpus": "INTEGER", "promoted": "REAL", "peak_bytes": "REAL", "pid_started": "REAL", "token": "TEXT", "note": "TEXT"}  # columns later versions added
 
 
 @dataclass(frozen=True)
@@ -73,6 +96,24 @@ class Job:
     finished: float | None
     stop_requested: float | None
     gpus: int | None = None  # GPUs picked for the run; None (or 1) trains as the recipe says, in one process unless it asks for more
+    promoted: float | None = None  # when a teacher moved it to the front of the queue
+    peak_bytes: float | None = None  # the estimator's peak GPU memory for its recipe (None: unknown, it runs alone on a GPU)
+    pid_started: float | None = None  # the process's start time as the OS reported it: with pid and token, the job's identity
+    token: str | None = None  # handed to the process in $STUDIO_JOB_TOKEN
+    note: str | None = None  # why it ended when that is not its own doing (a stop by a teacher, the class's time limit)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The class rules a teacher sets: a paused queue starts nothing; limits per user (None: no limit) on waiting
+    and running jobs; a cap on each job's optimizer steps (checked when it is queued) and minutes (it is stopped,
+    with a checkpoint, when they run out)."""
+
+    paused: bool = False
+    max_queued: int | None = None
+    max_running: int | None = None
+    max_steps: int | None = None
+    max_minutes: float | None = None
 
 
 def train_command(job: Job) -> list[str]:
@@ -89,26 +130,44 @@ def train_command(job: Job) -> list[str]:
     return base + [str(job.recipe_path), *gpus]
 
 
-class JobQueue:
-    """Jobs persisted in `home/jobs.sqlite3`; `start()` runs a worker thread that launches them in order."""
+def job_recipe_file(job: Job) -> str | None:
+    """The recipe a job trains: a resume's run directory holds it, a new run's was written when it was queued."""
+    return str(Path(job.run_dir) / RECIPE) if job.kind == "resume" else job.recipe_path
 
-    def __init__(self, home: str | Path, concurrency: int = 1, command: Callable[[Job], list[str]] = train_command, poll_s: float = 1.0):
-        if concurrency < 1:
-            raise StudioError(f"job concurrency must be at least 1, got {concurrency}", where="jobs", fix="run one job at a time per GPU")
+
+class JobQueue:
+    """Jobs persisted in `home/jobs.sqlite3`; `start()` runs a worker thread that launches them.
+
+    `concurrency` is "auto" (packed by GPU memory, else by CPU cores) or a fixed number; `packer` replaces that
+    rule outright (tests give one with a faked memory probe). `estimate(recipe_file)` gives a job's peak GPU
+    bytes when it is queued. `rules` are the class rules to set at start (the ones not given keep their saved value).
+    """
+
+    def __init__(self, home: str | Path, concurrency: int | str = "auto", command: Callable[[Job], list[str]] = train_command, poll_s: float = 1.0,
+                 packer: Packer | None = None, estimate: Callable[[str | None], float | None] = recipe_peak_bytes, rules: dict | None = None):
+        if concurrency != "auto" and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
+            raise StudioError(f"job concurrency must be auto or at least 1, got {concurrency!r}", where="--concurrency", fix="use auto, or a whole number such as 1")
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "logs").mkdir(exist_ok=True)
         self.db_path = self.home / "jobs.sqlite3"
-        self.concurrency = concurrency
+        self.packer = packer or Packer(concurrency)
         self.command = command
         self.poll_s = poll_s
+        self.estimate = estimate
         self._procs: dict[int, subprocess.Popen] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._sampled = 0.0
+        self._finished_runs: dict[int, tuple[float, list[dict]]] = {}  # job id -> (wall seconds, metrics): finished runs do not change
         with self._tx() as db:
-            db.execute(_SCHEMA)
-            _check_columns(db, self.db_path)
+            _migrate(db, self.db_path)
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+        if rules:
+            self.set_rules(**{k: v for k, v in rules.items() if v is not None})
         self._recover()
 
     # -- database -------------------------------------------------------------------------------
@@ -131,29 +190,64 @@ class JobQueue:
             db.close()
 
     def _recover(self) -> None:
-        """After a restart: adopt running jobs whose process is still alive, mark the others interrupted."""
+        """After a restart: adopt running jobs whose recorded process is still alive, mark the others interrupted."""
         now = time.time()
         with self._tx() as db:
             for row in db.execute("SELECT * FROM jobs WHERE status='running'").fetchall():
-                if not _process_alive(row["pid"], row["run_dir"]):
+                if not owns_process(row["pid"], row["pid_started"], row["token"]):
                     db.execute("UPDATE jobs SET status='interrupted', finished=? WHERE id=?", (now, row["id"]))
 
+    # -- class rules ----------------------------------------------------------------------------
+    def rules(self) -> Rules:
+        """The class rules now in force (saved in the database, so a restart keeps them)."""
+        with self._tx() as db:
+            saved = {row["key"]: json.loads(row["value"]) for row in db.execute("SELECT key, value FROM rules")}
+        return Rules(**{f.name: saved[f.name] for f in fields(Rules) if f.name in saved})
+
+    def set_rules(self, **changes) -> Rules:
+        """Change some class rules (a limit set to None or 0 is lifted); returns the rules now in force."""
+        known = {f.name for f in fields(Rules)}
+        for key, value in changes.items():
+            if key not in known:
+                raise StudioError(f"unknown class rule {key!r}", where="class rules", fix=f"use one of {sorted(known)}")
+            if key == "paused":
+                if not isinstance(value, bool):
+                    raise StudioError(f"paused must be true or false, got {value!r}", where="class rules", fix="pause or resume the queue")
+            elif value not in (None, 0) and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+                                             or (key != "max_minutes" and value != int(value))):
+                raise StudioError(f"{key} must be a positive whole number (minutes may have a fraction), got {value!r}", where=f"class rules: {key}",
+                                  fix="give a number, or leave it empty for no limit")
+        with self._tx() as db:
+            for key, value in changes.items():
+                value = None if value in (None, 0) and key != "paused" else (int(value) if key in ("max_queued", "max_running", "max_steps") else value)
+                db.execute("INSERT INTO rules (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, json.dumps(value)))
+        return self.rules()
+
     # -- public API ---------------------------------------------------------------------------
-    def enqueue(self, user: str, recipe_path: str | Path | None, run_dir: str | Path, kind: str = "train", gpus: int | None = None) -> Job:
-        """Add a job at the back of the queue and return it; `gpus` is the GPU count it was started with."""
+    def enqueue(self, user: str, recipe_path: str | Path | None, run_dir: str | Path, kind: str = "train", gpus: int | None = None, exempt: bool = False) -> Job:
+        """Add a job to the queue and return it; `gpus` is the GPU count it was started with. The class's limit on
+        waiting jobs applies to `user` unless `exempt` (a teacher)."""
         if kind not in KINDS:
             raise StudioError(f"unknown job kind '{kind}'", where="jobs", fix=f"use one of {KINDS}")
         if kind == "train" and not recipe_path:
             raise StudioError("a training job needs a recipe file", where="jobs", fix="save the recipe first")
         if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1):
             raise StudioError(f"a job's GPU count must be a whole number of at least 1, got {gpus!r}", where="jobs", fix="pick the number of GPUs to train on")
+        limit = None if exempt else self.rules().max_queued
+        recipe_file = str(Path(run_dir) / RECIPE) if kind == "resume" else (str(recipe_path) if recipe_path else None)
+        peak = self._estimate(recipe_file)
         with self._tx() as db:
             busy = db.execute("SELECT id FROM jobs WHERE run_dir=? AND status IN ('queued','running')", (str(run_dir),)).fetchone()
             if busy:
                 raise StudioError(f"run directory {run_dir} already has job {busy['id']} queued or running", where="jobs", fix="wait for it, stop it, or pick another run name")
+            if limit:
+                waiting = db.execute("SELECT COUNT(*) FROM jobs WHERE user=? AND status='queued'", (user,)).fetchone()[0]
+                if waiting >= limit:
+                    raise StudioError(f"you already have {waiting} jobs waiting, the most this class allows", where="jobs",
+                                      fix="wait for one of them to start, or stop one you no longer need")
             cur = db.execute(
-                "INSERT INTO jobs (user, kind, recipe_path, run_dir, status, created, gpus) VALUES (?,?,?,?, 'queued', ?, ?)",
-                (user, kind, str(recipe_path) if recipe_path else None, str(run_dir), time.time(), gpus),
+                "INSERT INTO jobs (user, kind, recipe_path, run_dir, status, created, gpus, peak_bytes) VALUES (?,?,?,?, 'queued', ?, ?, ?)",
+                (user, kind, str(recipe_path) if recipe_path else None, str(run_dir), time.time(), gpus, peak),
             )
             job_id = cur.lastrowid
             db.execute("UPDATE jobs SET log_path=? WHERE id=?", (str(self.home / "logs" / f"job-{job_id}.log"), job_id))
@@ -176,39 +270,84 @@ class JobQueue:
                 rows = db.execute("SELECT * FROM jobs WHERE user=? ORDER BY id DESC", (user,)).fetchall()
         return [Job(**dict(r)) for r in rows]
 
+    def order(self) -> list[Job]:
+        """The queued jobs in the order they will start (fair share across users; a teacher's promotions first)."""
+        jobs = self.jobs()
+        last_start: dict[str, float] = {}
+        for job in jobs:
+            if job.started:
+                last_start[job.user] = max(last_start.get(job.user, 0.0), job.started)
+        return fair_order([j for j in jobs if j.status == "queued"], last_start)
+
     def position(self, job_id: int) -> int:
         """1 for the next queued job to start, 2 for the one after, ...; 0 when the job is not queued."""
-        with self._tx() as db:
-            row = db.execute("SELECT status FROM jobs WHERE id=?", (int(job_id),)).fetchone()
-            if row is None or row["status"] != "queued":
-                return 0
-            return db.execute("SELECT COUNT(*) FROM jobs WHERE status='queued' AND id<=?", (int(job_id),)).fetchone()[0]
+        ids = [j.id for j in self.order()]
+        return ids.index(int(job_id)) + 1 if int(job_id) in ids else 0
 
-    def stop(self, job_id: int) -> Job:
-        """Cancel a queued job, or interrupt a running one (SIGINT: it saves a checkpoint and exits)."""
+    def promote(self, job_id: int) -> Job:
+        """Move a queued job to the front of the queue (a teacher's call); StudioError for a job that is not waiting."""
+        with self._tx() as db:
+            moved = db.execute("UPDATE jobs SET promoted=? WHERE id=? AND status='queued'", (time.time(), int(job_id))).rowcount
+        if not moved:
+            raise StudioError(f"job #{job_id} is not waiting in the queue", where=f"job {job_id}", fix="move up a queued job")
+        return self.get(job_id)
+
+    def stop(self, job_id: int, note: str | None = None) -> Job:
+        """Cancel a queued job, or interrupt a running one (SIGINT: it saves a checkpoint and exits); `note` says why,
+        when someone other than its owner stopped it."""
         with self._lock:
             job = self.get(job_id)
             if job.status == "queued":
                 with self._tx() as db:
-                    db.execute("UPDATE jobs SET status='stopped', finished=? WHERE id=? AND status='queued'", (time.time(), job.id))
+                    db.execute("UPDATE jobs SET status='stopped', finished=?, note=? WHERE id=? AND status='queued'", (time.time(), note, job.id))
             elif job.status == "running":
                 with self._tx() as db:
-                    db.execute("UPDATE jobs SET stop_requested=? WHERE id=?", (time.time(), job.id))
+                    db.execute("UPDATE jobs SET stop_requested=?, note=? WHERE id=?", (time.time(), note, job.id))
                 _signal(job.pid, signal.SIGINT)
             return self.get(job_id)
 
+    def etas(self, now: float | None = None) -> dict[int, float | None]:
+        """Seconds until each queued job starts, from the step times finished jobs measured; None where that cannot
+        be told yet (nothing has finished, a recipe without train.max_steps, a paused queue)."""
+        order = self.order()
+        if self.rules().paused:
+            return {j.id: None for j in order}
+        now = time.time() if now is None else now
+        pace = self._pace()
+        running = [j for j in self.jobs() if j.status == "running"]
+        remaining = [self._remaining_s(j, pace, now) for j in running]
+        if any(r is None for r in remaining):
+            return {j.id: None for j in order}
+        slots = self.packer.slots or max(1, len(running))  # packed by memory: as many as run together now
+        return start_etas(order, remaining, slots, lambda job: self._duration_s(job, pace))
+
+    def usage(self, since: float = 0.0) -> list[dict]:
+        """Memory samples of running jobs since `since`: {t, job_id, user, bytes, kind} with kind "gpu" or "cpu" (resident)."""
+        with self._tx() as db:
+            rows = db.execute("SELECT usage.t, usage.job_id, jobs.user, usage.bytes, usage.kind FROM usage JOIN jobs ON jobs.id = usage.job_id "
+                              "WHERE usage.t >= ? ORDER BY usage.t", (since,)).fetchall()
+        return [dict(r) for r in rows]
+
     def tick(self) -> None:
-        """One round of the worker: record jobs that ended, escalate slow stops, start queued jobs while there is room."""
+        """One round of the worker: record jobs that ended, enforce the time cap, escalate slow stops, sample memory,
+        and start queued jobs in fair order while the packer admits them (none while the queue is paused)."""
         with self._lock:
             self._reap()
+            rules = self.rules()
             running = [j for j in self.jobs() if j.status == "running"]
-            free = self.concurrency - len(running)
-            if free <= 0:
+            self._enforce_time_cap(running, rules)
+            self._sample(running)
+            if rules.paused:
                 return
-            with self._tx() as db:
-                queued = db.execute("SELECT * FROM jobs WHERE status='queued' ORDER BY id LIMIT ?", (free,)).fetchall()
-            for row in queued:
-                self._launch(Job(**dict(row)))
+            by_user: dict[str, int] = {}
+            for job in running:
+                by_user[job.user] = by_user.get(job.user, 0) + 1
+            for job in startable(self.order(), by_user, rules.max_running):
+                if not self.packer.admit(job, running):
+                    break  # the next job waits for room; none behind it jumps ahead, so a large job is never starved
+                launched = self._launch(job)
+                if launched is not None:
+                    running.append(launched)
 
     def start(self) -> "JobQueue":
         """Run `tick()` in a daemon thread every poll_s seconds until `close()`."""
@@ -245,21 +384,34 @@ class JobQueue:
                 print(f"studio jobs: {type(exc).__name__}: {exc}", file=sys.stderr)
             self._stop.wait(self.poll_s)
 
-    def _launch(self, job: Job) -> None:
+    def _estimate(self, recipe_file: str | None) -> float | None:
+        # The estimate only decides packing: a recipe the estimator cannot read runs alone, it is never refused here.
+        try:
+            return self.estimate(recipe_file)
+        except Exception:  # noqa: BLE001
+            return None
+
+    def _launch(self, job: Job) -> Job | None:
+        token = secrets.token_hex(16)
         log = open(job.log_path, "ab")
         try:
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false", TOKEN_ENV: token}
+            threads = self.packer.threads_per_job()
+            if threads:
+                env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
             proc = subprocess.Popen(self.command(job), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         except OSError as exc:
             log.write(f"could not start: {exc}\n".encode())
             with self._tx() as db:
                 db.execute("UPDATE jobs SET status='failed', finished=? WHERE id=?", (time.time(), job.id))
-            return
+            return None
         finally:
             log.close()
         self._procs[job.id] = proc
         with self._tx() as db:
-            db.execute("UPDATE jobs SET status='running', pid=?, started=? WHERE id=?", (proc.pid, time.time(), job.id))
+            db.execute("UPDATE jobs SET status='running', pid=?, started=?, pid_started=?, token=? WHERE id=?",
+                       (proc.pid, time.time(), started_at(proc.pid), token, job.id))
+        return self.get(job.id)
 
     def _reap(self) -> None:
         now = time.time()
@@ -273,7 +425,7 @@ class JobQueue:
                 del self._procs[job.id]
                 status = "stopped" if job.stop_requested else ("done" if code == 0 else "failed")
             else:  # adopted after a restart: no exit code, judge by the process and the run directory
-                if _process_alive(job.pid, job.run_dir):
+                if owns_process(job.pid, job.pid_started, job.token):
                     self._escalate(job, now)
                     continue
                 code = None
@@ -287,17 +439,82 @@ class JobQueue:
         if job.stop_requested and now - job.stop_requested > STOP_GRACE_S:
             _signal(job.pid, signal.SIGTERM)
 
+    def _enforce_time_cap(self, running: list[Job], rules: Rules) -> None:
+        if not rules.max_minutes:
+            return
+        for job in running:
+            if not job.stop_requested and job.started and time.time() - job.started >= rules.max_minutes * 60:
+                self.stop(job.id, note=f"stopped at the class's time limit of {rules.max_minutes:g} min (resume it to go on)")
 
-def _check_columns(db: sqlite3.Connection, path: Path) -> None:
-    """Refuse a database whose jobs table is not the one this studio writes (another version made it)."""
+    def _sample(self, running: list[Job]) -> None:
+        now = time.time()
+        if not running or now - self._sampled < SAMPLE_S:
+            return
+        self._sampled = now
+        memory = self.packer.probe() if self.packer.mode == "gpu" else None
+        if memory is not None:
+            rows = [(now, j.id, memory.used_by_pid.get(j.pid, 0.0), "gpu") for j in running]
+        else:
+            rows = [(now, j.id, resident_bytes(j.pid), "cpu") for j in running if j.pid]
+        with self._tx() as db:
+            db.executemany("INSERT INTO usage (t, job_id, bytes, kind) VALUES (?, ?, ?, ?)", rows)
+            db.execute("DELETE FROM usage WHERE t < ?", (now - SAMPLES_KEPT_S,))
+
+    def _pace(self) -> Pace | None:
+        done = [j for j in self.jobs() if j.status == "done" and j.started and j.finished][:PACE_JOBS]
+        for job in done:
+            if job.id not in self._finished_runs:
+                self._finished_runs[job.id] = (job.finished - job.started, read_metrics(Path(job.run_dir)))
+        return measured_pace(self._finished_runs[j.id] for j in done)
+
+    def _duration_s(self, job: Job, pace: Pace | None) -> float | None:
+        steps = _max_steps(job_recipe_file(job))
+        if pace is None or steps is None:
+            return None
+        return pace.startup_s + steps * pace.step_s
+
+    def _remaining_s(self, job: Job, pace: Pace | None, now: float) -> float | None:
+        steps = _max_steps(job_recipe_file(job))
+        records = [r for r in read_metrics(Path(job.run_dir)) if "train_loss" in r and "time_s" in r and r.get("step")]
+        if steps is None:
+            return None
+        if records:  # its own pace so far
+            last = records[-1]
+            return max(0.0, (steps - last["step"]) * last["time_s"] / last["step"])
+        if pace is None:
+            return None
+        return max(0.0, pace.startup_s - (now - (job.started or now))) + steps * pace.step_s
+
+
+def _max_steps(recipe_file: str | None) -> int | None:
+    """train.max_steps of a recipe file (None when it trains by epochs or does not load)."""
+    from studio.config.load import load_recipe
+
+    if not recipe_file or not Path(recipe_file).is_file():
+        return None
+    try:
+        return load_recipe(recipe_file).train.max_steps or None
+    except StudioError:
+        return None
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring a job database of an earlier version up to date (adding the columns it lacks, keeping every job);
+    refuse one with columns this version does not know (a newer studio made it)."""
     have = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
-    want = set(Job.__dataclass_fields__)
-    if have != want:
+    if not have:
+        return
+    want = {f.name for f in fields(Job)}
+    unknown = have - want
+    missing = want - have
+    if unknown or not missing <= set(_ADDED):
         raise StudioError(
-            f"the job database was made by another version of the studio (columns differ: {sorted(have ^ want)})",
+            f"the job database was made by another version of the studio (columns differ: {sorted(unknown | (missing - set(_ADDED)))})",
             where=str(path),
             fix="move that file aside and start `studio ui` again: the job list starts empty, the run directories are untouched",
         )
+    for name in sorted(missing):
+        db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {_ADDED[name]}")
 
 
 def _signal(pid: int | None, sig: int) -> None:
@@ -307,24 +524,3 @@ def _signal(pid: int | None, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
-
-
-def _process_alive(pid: int | None, run_dir: str) -> bool:
-    """Whether pid is alive and (on Linux) still one of our jobs, not an unrelated process that reused the id."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.exists():
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        if stat.split(")")[-1].split()[0] == "Z":  # a zombie has exited
-            return False
-        return "studio" in text or run_dir in text
-    return True

@@ -72,20 +72,30 @@ run_dir TEXT NOT NULL, status TEXT NOT NULL, exit_code INTEGER, pid INTEGER, log
 finished REAL, stop_requested REAL)"""
 
 
-def test_database_of_another_version_is_refused_clearly_and_kept(tmp_path):
+def test_database_of_an_earlier_version_is_brought_up_to_date_keeping_its_jobs(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     with sqlite3.connect(home / "jobs.sqlite3") as db:
         db.execute(OLD_SCHEMA)
         db.execute("INSERT INTO jobs (user, kind, recipe_path, run_dir, status, exit_code, created) VALUES ('ann', 'train', 'r.yaml', 'runs/old', 'done', 0, 1.0)")
+    queue = JobQueue(home)
+    (old,) = queue.jobs()
+    assert (old.user, old.status, old.gpus, old.token) == ("ann", "done", None, None)
+    assert queue.enqueue("ann", "r.yaml", "runs/new", gpus=3).gpus == 3
+
+
+def test_database_of_a_newer_version_is_refused_clearly_and_kept(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    with sqlite3.connect(home / "jobs.sqlite3") as db:
+        db.execute(OLD_SCHEMA.replace("stop_requested REAL)", "stop_requested REAL, priority_class TEXT)"))
+        db.execute("INSERT INTO jobs (user, kind, recipe_path, run_dir, status, exit_code, created) VALUES ('ann', 'train', 'r.yaml', 'runs/old', 'done', 0, 1.0)")
     with pytest.raises(StudioError, match="another version of the studio") as info:
         JobQueue(home)
-    assert info.value.where == str(home / "jobs.sqlite3") and "gpus" in info.value.what and "move that file aside" in info.value.fix
+    assert info.value.where == str(home / "jobs.sqlite3") and "priority_class" in info.value.what and "move that file aside" in info.value.fix
     with sqlite3.connect(home / "jobs.sqlite3") as db:  # nothing was changed or lost
         assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
         assert "gpus" not in [row[1] for row in db.execute("PRAGMA table_info(jobs)")]
-    fresh = JobQueue(tmp_path / "fresh")  # a new database is created with the current columns
-    assert fresh.enqueue("ann", "r.yaml", "runs/new", gpus=3).gpus == 3
 
 
 @pytest.mark.parametrize("value", [0, 5, -1, 2.5, "two", True])

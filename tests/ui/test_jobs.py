@@ -1,5 +1,6 @@
 """The job queue: order, one at a time, stop, persistence across a re-open, running -> interrupted on restart."""
 
+import os
 import sys
 import time
 
@@ -142,3 +143,47 @@ def test_worker_thread_runs_jobs(tmp_path):
         assert q.get(job.id).status == "done"
     finally:
         q.close()
+
+
+def _pretend_running(q, job_id, pid, pid_started, token):
+    with q._tx() as db:
+        db.execute("UPDATE jobs SET status='running', pid=?, started=?, pid_started=?, token=? WHERE id=?", (pid, time.time(), pid_started, token, job_id))
+
+
+def test_a_stray_studio_process_is_never_adopted(tmp_path):
+    """A live process whose command line says "studio" (and names the run) is not a job unless the record says so."""
+    import subprocess
+
+    from studio.ui.processes import TOKEN_ENV, started_at
+
+    q = make_queue(tmp_path)
+    jobs = [q.enqueue("ann", "30:0", tmp_path / name) for name in ("a", "b", "c")]
+    stray = subprocess.Popen([sys.executable, "-c", SLEEPER, "30", "0", "studio", "train", str(tmp_path / "a")], env={**os.environ, TOKEN_ENV: "tok-b"})
+    try:
+        deadline = time.time() + 10
+        while started_at(stray.pid) is None and time.time() < deadline:
+            time.sleep(0.01)
+        real_start = started_at(stray.pid)
+        _pretend_running(q, jobs[0].id, stray.pid, None, None)  # no record at all (an earlier version's row)
+        _pretend_running(q, jobs[1].id, stray.pid, real_start - 5.0, "tok-b")  # the id was reused: another start time
+        _pretend_running(q, jobs[2].id, stray.pid, real_start, "tok-c")  # same process, but not the token handed to job c
+        restarted = make_queue(tmp_path)
+        assert [restarted.get(j.id).status for j in jobs] == ["interrupted"] * 3
+        assert stray.poll() is None  # and the stray process was left alone
+    finally:
+        stray.kill()
+        stray.wait()
+
+
+def test_the_record_is_what_adopts(tmp_path):
+    q = make_queue(tmp_path)
+    job = q.enqueue("ann", "30:0", tmp_path / "a")
+    q.tick()
+    proc = q._procs[job.id]
+    try:
+        recorded = q.get(job.id)
+        assert recorded.pid == proc.pid and recorded.token and abs(recorded.pid_started - recorded.started) < 5
+        assert make_queue(tmp_path).get(job.id).status == "running"
+    finally:
+        proc.kill()
+        proc.wait()
