@@ -217,6 +217,8 @@ STAGES = {
     "nf4-quick-matmul": lambda: bench_nf4_matmul(quick=True),
     "nf4-quick-training": lambda: bench_nf4_training(quick=True, threshold=None),
     "grpo": lambda: bench_grpo(threshold=None),
+    # SFT QLoRA jobs on the same SmolLM2-135M shape: M is not specialized, so the grpo stage's binaries (fixed configs).
+    "packing": lambda: bench_grpo(threshold=None),
     "gpu-configs": lambda: gpu_tests(every_config=True),
     "nf4-matmul": lambda: bench_nf4_matmul(quick=False),
     "nf4-training": lambda: bench_nf4_training(quick=False, threshold=None),

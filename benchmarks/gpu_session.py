@@ -128,6 +128,9 @@ def stages(smoke: bool, results: Path) -> list[Stage]:
         # GRPO: step time and generation tokens/s of studio QLoRA, bitsandbytes QLoRA and bf16 LoRA on one model.
         # After the quick stages, so it runs by default only when they leave it its minimum.
         Stage("grpo", [py, "-m", "benchmarks.bench_grpo", *(smoke_flag or GRPO_STAGE_ARGS), *out], 120, min_s=90),
+        # The UI's queue packing real `studio train` jobs by memory (the GPU seen as 8 GiB): each one's measured peak
+        # against its estimate. Fixed kernel configs: each job is a process of its own, and would autotune again.
+        Stage("packing", [py, "-m", "benchmarks.bench_packing", *smoke_flag, *out], 150, min_s=90, env=fixed),
         # Every distinct config of both matmul kernels, once each, for its values.
         Stage("gpu-configs", pytest("gpu-configs", EVERY_CONFIG_TEST), 150, min_s=90, gpu_only=True, env=fixed),
         # What a second run (or a longer budget) adds: the full sweep, the 8B step, memory, the fused loss.

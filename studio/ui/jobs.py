@@ -140,11 +140,14 @@ class JobQueue:
 
     `concurrency` is "auto" (packed by GPU memory, else by CPU cores) or a fixed number; `packer` replaces that
     rule outright (tests give one with a faked memory probe). `estimate(recipe_file)` gives a job's peak GPU
-    bytes when it is queued. `rules` are the class rules to set at start (the ones not given keep their saved value).
+    bytes when it is queued. `rules` are class rules to set at start (`studio ui --max-queued`; the ones not given
+    keep their saved value); `default_rules` are set only where no value was ever saved (a teacher's change outlives
+    a restart).
     """
 
     def __init__(self, home: str | Path, concurrency: int | str = "auto", command: Callable[[Job], list[str]] = train_command, poll_s: float = 1.0,
-                 packer: Packer | None = None, estimate: Callable[[str | None], float | None] = recipe_peak_bytes, rules: dict | None = None):
+                 packer: Packer | None = None, estimate: Callable[[str | None], float | None] = recipe_peak_bytes, rules: dict | None = None,
+                 default_rules: dict | None = None):
         if concurrency != "auto" and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
             raise StudioError(f"job concurrency must be auto or at least 1, got {concurrency!r}", where="--concurrency", fix="use auto, or a whole number such as 1")
         self.home = Path(home)
@@ -166,8 +169,12 @@ class JobQueue:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
-        if rules:
-            self.set_rules(**{k: v for k, v in rules.items() if v is not None})
+        with self._tx() as db:
+            saved = {row["key"] for row in db.execute("SELECT key FROM rules")}
+        unset = {k: v for k, v in (default_rules or {}).items() if k not in saved}
+        given = {k: v for k, v in (rules or {}).items() if v is not None}
+        if unset or given:
+            self.set_rules(**{**unset, **given})
         self._recover()
 
     # -- database -------------------------------------------------------------------------------
