@@ -96,11 +96,26 @@ def cmd_merge(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    """`studio eval`: task metric for base and adapter, plus held-out loss."""
+    """`studio eval`: task metric for base and adapter, plus held-out loss; with --forgetting, the forgetting check."""
     from studio.evaluation.evaluate import evaluate
 
+    if args.forgetting:
+        return _eval_forgetting(args)
     result = evaluate(args.run_dir, data=args.data, limit=args.limit, with_base=not args.no_base)
     _emit(args, result.to_dict(), fmt.eval_result(result))
+    return 0
+
+
+def _eval_forgetting(args) -> int:
+    """`studio eval --forgetting`: the general probes through base and adapter, and the verdict."""
+    from studio.evaluation.forgetting import check_forgetting
+
+    given = [flag for flag, value in (("--data", args.data), ("--limit", args.limit), ("--no-base", args.no_base)) if value]
+    if given:
+        raise StudioError(f"--forgetting runs on the shipped general probes and always needs the base, so {', '.join(given)} does not apply",
+                          where=" ".join(given), fix=f"drop {', '.join(given)}, or score held-out data in a separate `studio eval {args.run_dir}`")
+    result = check_forgetting(args.run_dir)
+    _emit(args, result.to_dict(), fmt.forgetting_result(result))
     return 0
 
 
@@ -170,7 +185,9 @@ def cmd_ui(args) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from studio.ui.app import launch
 
-    launch(host=args.host, port=args.port, auth_file=args.auth, home=args.home, concurrency=args.concurrency)
+    rules = {"max_queued": args.max_queued, "max_running": args.max_running}
+    launch(host=args.host, port=args.port, auth_file=args.auth, home=args.home, concurrency=args.concurrency, rules=rules,
+           session_hours=args.session_hours, idle_hours=args.idle_hours)
     return 0
 
 
@@ -212,8 +229,15 @@ def cmd_doctor(args) -> int:
     return 1 if any(c.status == "fail" for c in checks) else 0
 
 
+def cmd_users(args) -> int:
+    """`studio users`: add, re-password, remove or list the accounts of a shared studio."""
+    from studio.cli.users import run_users
+
+    return run_users(args)
+
+
 COMMANDS = {
     "train": cmd_train, "validate": cmd_validate, "recipes": cmd_recipes, "rewards": cmd_rewards, "estimate": cmd_estimate, "merge": cmd_merge,
     "eval": cmd_eval, "chat": cmd_chat, "export": cmd_export, "reproduce": cmd_reproduce, "delete": cmd_delete,
-    "ui": cmd_ui, "demo": cmd_demo, "doctor": cmd_doctor,
+    "ui": cmd_ui, "demo": cmd_demo, "doctor": cmd_doctor, "users": cmd_users,
 }

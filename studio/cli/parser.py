@@ -41,6 +41,19 @@ def _add_json(p: argparse.ArgumentParser, what: str = "the result") -> None:
     p.add_argument("--json", action="store_true", help=f"print {what} as one JSON object")
 
 
+def _concurrency(value: str) -> str | int:
+    """`auto` or a whole number of at least 1, for `studio ui --concurrency`."""
+    if value == "auto":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"at least 1 job must run at once, got {number}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     from studio import __version__
@@ -76,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_estimate_parser(sub)
     add_export_parser(sub)
+    add_users_parser(sub)
 
     p = sub.add_parser("merge", help="merge a run's adapter into the base model and verify the logits")
     p.add_argument("run_dir", help="a run directory written by `studio train`")
@@ -87,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="held-out file (default: the recipe's data.test_path, else data.val_path)")
     p.add_argument("--limit", type=int, help="evaluate on at most N examples")
     p.add_argument("--no-base", action="store_true", help="skip the base model (faster)")
+    p.add_argument("--forgetting", action="store_true",
+                   help="instead, check what the adapter forgot on the shipped general probes: KL to the base, general-text "
+                        "perplexity and answer agreement, with a verdict kept / drifted / forgot (added to eval.json)")
     _add_json(p)
 
     p = sub.add_parser("chat", help="talk to the adapter (interactive, or one --prompt)")
@@ -108,9 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="open the studio in the browser (http://127.0.0.1:7860)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but localhost requires --auth")
     p.add_argument("--port", type=int, default=7860, help="port to listen on")
-    p.add_argument("--auth", metavar="FILE", help="file of `user:sha256-hash` lines (or set STUDIO_UI_AUTH)")
+    p.add_argument("--auth", metavar="FILE", help="users file written by `studio users add` (default: STUDIO_UI_AUTH, else the studio home's users file when it exists)")
     p.add_argument("--home", help="studio home for workspaces and the job queue (default $STUDIO_HOME)")
-    p.add_argument("--concurrency", type=int, default=1, help="training jobs run at once (default 1: one per GPU)")
+    p.add_argument("--concurrency", type=_concurrency, default="auto", metavar="auto|N",
+                   help="training jobs run at once: auto (default) packs jobs whose estimated peak memory fits the GPU's free memory, "
+                        "or follows the CPU cores; a number runs at most that many")
+    p.add_argument("--max-queued", type=int, metavar="N", help="jobs one user may have waiting (default 10 on a shared server, none locally)")
+    p.add_argument("--max-running", type=int, metavar="N", help="jobs one user may have running at once (default 1 on a shared server, none locally)")
+    p.add_argument("--session-hours", type=float, default=12.0, metavar="H", help="a login lasts this long (default 12)")
+    p.add_argument("--idle-hours", type=float, default=2.0, metavar="H", help="a login ends after this long without a request (default 2)")
 
     p = sub.add_parser("demo", help="fine-tune the bundled SmolLM2-135M offline and show before/after")
     p.add_argument("--out", help="run directory parent (default runs/)")
@@ -155,4 +178,29 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-kl", type=float, help=f"fail above this mean KL in nats (default {kl})")
     p.add_argument("--no-check", action="store_true", help="keep the file even when the round trip diverges (figures are still recorded)")
     _add_json(p)
+    return p
+
+
+def add_users_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the `users` subcommand (add, passwd, remove, list accounts of a shared studio); returns its parser."""
+    p = subparsers.add_parser("users", help="manage the accounts of a shared studio (the users file `studio ui` reads)",
+                              description="Add, re-password, remove and list the accounts `studio ui` accepts. Passwords are read "
+                                          "without echo on a terminal (typed twice), else as one line of stdin, and stored as salted "
+                                          "scrypt hashes. The file defaults to the studio home's `users`, which `studio ui` reads "
+                                          "when no --auth is given.")
+    actions = p.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    file_help = "the users file (default: `users` in the studio home, $STUDIO_HOME or ~/.cache/adapter-studio)"
+    a = actions.add_parser("add", help="add an account (asks for its password)")
+    a.add_argument("name", help="the login name: letters, digits, '_', '.', '-'")
+    a.add_argument("--teacher", action="store_true", help="the account sees every user's jobs")
+    a.add_argument("--file", metavar="USERS_FILE", help=file_help)
+    a = actions.add_parser("passwd", help="set a new password (also migrates an old unsalted line)")
+    a.add_argument("name", help="an existing login name")
+    a.add_argument("--file", metavar="USERS_FILE", help=file_help)
+    a = actions.add_parser("remove", help="delete an account")
+    a.add_argument("name", help="an existing login name")
+    a.add_argument("--file", metavar="USERS_FILE", help=file_help)
+    a = actions.add_parser("list", help="the accounts and which are teachers (never the hashes)")
+    a.add_argument("--file", metavar="USERS_FILE", help=file_help)
+    _add_json(a, "the accounts")
     return p

@@ -32,89 +32,24 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
 from studio.errors import StudioError
-from studio.training.rundir import RECIPE, SUMMARY, read_metrics
+from studio.training.rundir import RECIPE, SUMMARY
+from studio.ui.eta import start_times
+from studio.ui.job_table import SCHEMA, Job, migrate
 from studio.ui.packing import Packer, recipe_peak_bytes
 from studio.ui.processes import TOKEN_ENV, owns_process, resident_bytes, started_at
-from studio.ui.schedule import Pace, fair_order, measured_pace, start_etas, startable
+from studio.ui.rules import Rules, checked_rules
+from studio.ui.schedule import fair_order, startable
 
 KINDS = ("train", "resume")
 FINAL = ("done", "failed", "stopped", "interrupted")
 STOP_GRACE_S = 60.0  # after SIGINT, a job gets this long to save its checkpoint before SIGTERM
 SAMPLE_S = 5.0  # how often the worker records each running job's memory (the teacher's plot)
 SAMPLES_KEPT_S = 12 * 3600.0  # a day of a workshop; older samples are dropped
-PACE_JOBS = 20  # the most recent finished jobs whose step times give the queue's pace
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    user TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    recipe_path TEXT,
-    run_dir TEXT NOT NULL,
-    status TEXT NOT NULL,
-    exit_code INTEGER,
-    pid INTEGER,
-    log_path TEXT,
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL,
-    stop_requested REAL,
-    gpus INTEGER,
-    promoted REAL,
-    peak_bytes REAL,
-    pid_started REAL,
-    token TEXT,
-    note TEXT
-);
-CREATE TABLE IF NOT EXISTS rules (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS usage (t REAL NOT NULL, job_id INTEGER NOT NULL, bytes REAL NOT NULL, kind TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS usage_t ON usage (t);
-"""
-_ADDED = {"gpus": "INTEGER", "promoted": "REAL", "peak_bytes": "REAL", "pid_started": "REAL", "token": "TEXT", "note": "TEXT"}  # columns later versions added
-
-
-@dataclass(frozen=True)
-class Job:
-    """One row of the queue."""
-
-    id: int
-    user: str
-    kind: str
-    recipe_path: str | None
-    run_dir: str
-    status: str
-    exit_code: int | None
-    pid: int | None
-    log_path: str | None
-    created: float
-    started: float | None
-    finished: float | None
-    stop_requested: float | None
-    gpus: int | None = None  # GPUs picked for the run; None (or 1) trains as the recipe says, in one process unless it asks for more
-    promoted: float | None = None  # when a teacher moved it to the front of the queue
-    peak_bytes: float | None = None  # the estimator's peak GPU memory for its recipe (None: unknown, it runs alone on a GPU)
-    pid_started: float | None = None  # the process's start time as the OS reported it: with pid and token, the job's identity
-    token: str | None = None  # handed to the process in $STUDIO_JOB_TOKEN
-    note: str | None = None  # why it ended when that is not its own doing (a stop by a teacher, the class's time limit)
-
-
-@dataclass(frozen=True)
-class Rules:
-    """The class rules a teacher sets: a paused queue starts nothing; limits per user (None: no limit) on waiting
-    and running jobs; a cap on each job's optimizer steps (checked when it is queued) and minutes (it is stopped,
-    with a checkpoint, when they run out)."""
-
-    paused: bool = False
-    max_queued: int | None = None
-    max_running: int | None = None
-    max_steps: int | None = None
-    max_minutes: float | None = None
-
 
 def train_command(job: Job) -> list[str]:
     """The command line a job runs: `studio train RECIPE [--gpus N]`, or `studio train --resume RUN_DIR`.
@@ -163,10 +98,9 @@ class JobQueue:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sampled = 0.0
-        self._finished_runs: dict[int, tuple[float, list[dict]]] = {}  # job id -> (wall seconds, metrics): finished runs do not change
         with self._tx() as db:
-            _migrate(db, self.db_path)
-            for statement in _SCHEMA.split(";"):
+            migrate(db, self.db_path)
+            for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
         with self._tx() as db:
@@ -213,20 +147,8 @@ class JobQueue:
 
     def set_rules(self, **changes) -> Rules:
         """Change some class rules (a limit set to None or 0 is lifted); returns the rules now in force."""
-        known = {f.name for f in fields(Rules)}
-        for key, value in changes.items():
-            if key not in known:
-                raise StudioError(f"unknown class rule {key!r}", where="class rules", fix=f"use one of {sorted(known)}")
-            if key == "paused":
-                if not isinstance(value, bool):
-                    raise StudioError(f"paused must be true or false, got {value!r}", where="class rules", fix="pause or resume the queue")
-            elif value not in (None, 0) and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
-                                             or (key != "max_minutes" and value != int(value))):
-                raise StudioError(f"{key} must be a positive whole number (minutes may have a fraction), got {value!r}", where=f"class rules: {key}",
-                                  fix="give a number, or leave it empty for no limit")
         with self._tx() as db:
-            for key, value in changes.items():
-                value = None if value in (None, 0) and key != "paused" else (int(value) if key in ("max_queued", "max_running", "max_steps") else value)
+            for key, value in checked_rules(changes).items():
                 db.execute("INSERT INTO rules (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, json.dumps(value)))
         return self.rules()
 
@@ -314,19 +236,8 @@ class JobQueue:
             return self.get(job_id)
 
     def etas(self, now: float | None = None) -> dict[int, float | None]:
-        """Seconds until each queued job starts, from the step times finished jobs measured; None where that cannot
-        be told yet (nothing has finished, a recipe without train.max_steps, a paused queue)."""
-        order = self.order()
-        if self.rules().paused:
-            return {j.id: None for j in order}
-        now = time.time() if now is None else now
-        pace = self._pace()
-        running = [j for j in self.jobs() if j.status == "running"]
-        remaining = [self._remaining_s(j, pace, now) for j in running]
-        if any(r is None for r in remaining):
-            return {j.id: None for j in order}
-        slots = self.packer.slots or max(1, len(running))  # packed by memory: as many as run together now
-        return start_etas(order, remaining, slots, lambda job: self._duration_s(job, pace))
+        """Seconds until each queued job starts, from the step times finished jobs measured (studio.ui.eta)."""
+        return start_times(self, now)
 
     def usage(self, since: float = 0.0) -> list[dict]:
         """Memory samples of running jobs since `since`: {t, job_id, user, bytes, kind} with kind "gpu" or "cpu" (resident)."""
@@ -466,63 +377,6 @@ class JobQueue:
         with self._tx() as db:
             db.executemany("INSERT INTO usage (t, job_id, bytes, kind) VALUES (?, ?, ?, ?)", rows)
             db.execute("DELETE FROM usage WHERE t < ?", (now - SAMPLES_KEPT_S,))
-
-    def _pace(self) -> Pace | None:
-        done = [j for j in self.jobs() if j.status == "done" and j.started and j.finished][:PACE_JOBS]
-        for job in done:
-            if job.id not in self._finished_runs:
-                self._finished_runs[job.id] = (job.finished - job.started, read_metrics(Path(job.run_dir)))
-        return measured_pace(self._finished_runs[j.id] for j in done)
-
-    def _duration_s(self, job: Job, pace: Pace | None) -> float | None:
-        steps = _max_steps(job_recipe_file(job))
-        if pace is None or steps is None:
-            return None
-        return pace.startup_s + steps * pace.step_s
-
-    def _remaining_s(self, job: Job, pace: Pace | None, now: float) -> float | None:
-        steps = _max_steps(job_recipe_file(job))
-        records = [r for r in read_metrics(Path(job.run_dir)) if "train_loss" in r and "time_s" in r and r.get("step")]
-        if steps is None:
-            return None
-        if records:  # its own pace so far
-            last = records[-1]
-            return max(0.0, (steps - last["step"]) * last["time_s"] / last["step"])
-        if pace is None:
-            return None
-        return max(0.0, pace.startup_s - (now - (job.started or now))) + steps * pace.step_s
-
-
-def _max_steps(recipe_file: str | None) -> int | None:
-    """train.max_steps of a recipe file (None when it trains by epochs or does not load)."""
-    from studio.config.load import load_recipe
-
-    if not recipe_file or not Path(recipe_file).is_file():
-        return None
-    try:
-        return load_recipe(recipe_file).train.max_steps or None
-    except StudioError:
-        return None
-
-
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Bring a job database of an earlier version up to date (adding the columns it lacks, keeping every job);
-    refuse one with columns this version does not know (a newer studio made it)."""
-    have = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
-    if not have:
-        return
-    want = {f.name for f in fields(Job)}
-    unknown = have - want
-    missing = want - have
-    if unknown or not missing <= set(_ADDED):
-        raise StudioError(
-            f"the job database was made by another version of the studio (columns differ: {sorted(unknown | (missing - set(_ADDED)))})",
-            where=str(path),
-            fix="move that file aside and start `studio ui` again: the job list starts empty, the run directories are untouched",
-        )
-    for name in sorted(missing):
-        db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {_ADDED[name]}")
-
 
 def _signal(pid: int | None, sig: int) -> None:
     if not pid:

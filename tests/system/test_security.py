@@ -160,6 +160,7 @@ def test_ui_refuses_a_public_bind_without_auth(host, monkeypatch, tmp_path, caps
     import studio.ui.app as app
 
     monkeypatch.delenv("STUDIO_UI_AUTH", raising=False)
+    monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "studio-home"))  # no users file of the developer's
 
     def never(*a, **k):
         raise AssertionError("the UI started serving without authentication")

@@ -1,7 +1,7 @@
 """A flood on one `studio ui`: 20 logged-in users, one of whom submits 20 jobs; the others' first jobs start before
 the flooder's third (fair share, issue 16).
 
-One launched UI with a users file of 20 students and a teacher. The teacher's two jobs hold both slots (the GPU is
+One launched UI with a users file of 20 students and a teacher. Two teachers' jobs hold both slots (the GPU is
 busy, which is when order matters); then the flooder submits 20 jobs through the API, and the 19 others one each, all
 at once. The teacher's jobs end, and the queue drains. The jobs are stand-ins for `studio train` (a short sleep):
 what is under test is the order the queue starts them in, through the real API and the real worker thread.
@@ -41,9 +41,10 @@ def test_a_flood_of_jobs_waits_its_turn(tiny_llama_dir, tiny_data, tmp_path, mon
     users = [f"user{i:02d}" for i in range(USERS)]
     flooder, others = users[0], users[1:]
     auth = tmp_path / "users"
-    auth.write_text("".join(f"{u}:{hash_password(password(u))}\n" for u in users) + f"teach:{hash_password(password('teach'))}:teacher\n")
+    holders = [f"teach{k}" for k in range(SLOTS)]  # one job each: a user runs one job at a time on a shared server
+    auth.write_text("".join(f"{u}:{hash_password(password(u))}\n" for u in users) + "".join(f"{t}:{hash_password(password(t))}:teacher\n" for t in holders))
     recipes = {}
-    for user in [*users, "teach"]:  # on a shared server, data and local models must live in the user's workspace
+    for user in [*users, *holders]:  # on a shared server, data and local models must live in the user's workspace
         uploads = workspace(home, user) / "uploads"
         model = shutil.copytree(tiny_llama_dir, uploads / "tiny-llama")
         data = shutil.copy(tiny_data, uploads / "train.jsonl")
@@ -52,7 +53,7 @@ def test_a_flood_of_jobs_waits_its_turn(tiny_llama_dir, tiny_data, tmp_path, mon
 
     def stand_in(job):
         """The teacher's jobs hold a slot until `release` exists; every other job sleeps 50 ms."""
-        if job.user == "teach":
+        if job.user in holders:
             return [sys.executable, "-c", HOLD, str(release)]
         return [sys.executable, "-c", "import time; time.sleep(0.05)"]
 
@@ -65,8 +66,8 @@ def test_a_flood_of_jobs_waits_its_turn(tiny_llama_dir, tiny_data, tmp_path, mon
     queue.poll_s = 0.05
     queue.set_rules(max_queued=FLOOD)  # the class allows the flooder's 20 (the shared default is 10)
     try:
-        clients = {u: Client(url, auth=(u, password(u)), verbose=False) for u in [*users, "teach"]}
-        holds = [clients["teach"].predict(recipes["teach"], f"hold-{k}", api_name="/start_training") for k in range(SLOTS)]
+        clients = {u: Client(url, auth=(u, password(u)), verbose=False) for u in [*users, *holders]}
+        holds = [clients[t].predict(recipes[t], "hold", api_name="/start_training") for t in holders]
         deadline = time.time() + 60
         while any(queue.get(h).status != "running" for h in holds):
             assert time.time() < deadline, [queue.get(h) for h in holds]

@@ -58,6 +58,7 @@ def test_launch_serves_and_the_api_answers(tmp_path):
 
 def test_non_local_host_needs_auth(tmp_path, monkeypatch):
     monkeypatch.delenv("STUDIO_UI_AUTH", raising=False)
+    monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "studio-home"))  # no users file of the developer's
     with pytest.raises(StudioError, match="without authentication"):
         launch(host="0.0.0.0", port=free_port(), home=tmp_path, block=False)
     for host in ("127.0.0.1", "localhost"):
@@ -72,7 +73,7 @@ def test_non_local_host_needs_auth(tmp_path, monkeypatch):
     monkeypatch.setenv("STUDIO_UI_AUTH", f"bob:{hash_password('pw')}")
     assert load_accounts(None)[0].user == "bob"
     auth.write_text("ann:not-a-hash\n")
-    with pytest.raises(StudioError, match="auth line"):
+    with pytest.raises(StudioError, match="malformed password hash"):
         load_accounts(auth)
 
 
@@ -129,7 +130,8 @@ def test_every_named_api_endpoint_answers(finished_job, tiny_raw, tiny_data, tmp
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         named = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-        expected = {"/list_recipes", "/resume_job", "/list_jobs", "/validate_recipe", "/estimate_memory", "/inspect_data", "/start_training", "/job_status", "/compare", "/merge", "/adapter_zip", "/merged_zip", "/export"}
+        expected = {"/list_recipes", "/resume_job", "/list_jobs", "/validate_recipe", "/estimate_memory", "/inspect_data", "/start_training", "/job_status", "/compare", "/check_forgetting", "/merge", "/adapter_zip", "/merged_zip", "/export",
+                    "/class_rules", "/set_class_rules", "/pause_queue", "/promote_job", "/cancel_job", "/class_recipe", "/set_class_recipe"}
         assert named == expected
         assert DEMO_RECIPE in client.predict(api_name="/list_recipes")
         assert client.predict(recipe_yaml, api_name="/validate_recipe") == "valid"

@@ -116,7 +116,8 @@ def test_per_user_limits(tmp_path):
 
 def test_bad_rules_are_refused(tmp_path):
     q = fixed_queue(tmp_path)
-    for bad in ({"max_queued": -1}, {"max_running": 1.5}, {"max_steps": "ten"}, {"paused": "yes"}, {"minutes": 3}):
+    for bad in ({"max_queued": -1}, {"max_running": 1.5}, {"max_steps": "ten"}, {"paused": "yes"}, {"minutes": 3},
+                {"max_minutes": float("nan")}, {"max_steps": float("inf")}, {"max_queued": True}):
         with pytest.raises(StudioError):
             q.set_rules(**bad)
     assert q.set_rules(max_minutes=0.5, max_steps=0).max_minutes == 0.5 and q.rules().max_steps is None
@@ -152,9 +153,9 @@ def test_time_cap_stops_a_job_with_a_note(tmp_path):
 
 
 def test_eta_from_measured_step_times(tmp_path, monkeypatch):
-    import studio.ui.jobs as jobs_module
+    import studio.ui.eta as eta_module
 
-    monkeypatch.setattr(jobs_module, "_max_steps", {"five": 5}.get)  # each queued recipe trains 5 steps
+    monkeypatch.setattr(eta_module, "max_steps", {"five": 5}.get)  # each queued recipe trains 5 steps
     q = fixed_queue(tmp_path)
     done = q.enqueue("old", "five", tmp_path / "done-0")
     q.wait(done.id, timeout=30)

@@ -1,4 +1,9 @@
-"""The Recipe tab: the schema-generated form, live validation, YAML and command preview, memory estimate."""
+"""The Recipe tab: the schema-generated form, live validation, YAML and command preview, memory estimate.
+
+On a shared server a student's form starts from the teacher's class recipe (studio.ui.classroom), its locked
+fields read-only, and the form checks the class's locks and step cap as it validates; the Train tab checks them
+again on the server when the job is queued.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from studio.config.yaml_text import MAX_RECIPE_BYTES, dump_recipe
 from studio.errors import StudioError
 from studio.memory.formula import estimate
 from studio.memory.gpus import DEFAULT_GPU, parse_gpu
-from studio.ui import model_picker
+from studio.ui import classroom, model_picker
 from studio.ui.access import check_name, check_recipe_paths, safe_path
 from studio.ui.context import Context, served
 from studio.ui.errors import help_error, shows_errors
@@ -37,6 +42,8 @@ DEFAULT_GPU_GIB = parse_gpu(DEFAULT_GPU)
 REWARDS_KEY, REWARD_FILE_KEY = "grpo.rewards", "grpo.reward_file"  # the fields the rewards picker fills and reads
 CELL_TYPES = {"int": "number", "float": "number", "checkbox": "bool"}  # a table cell's Dataframe type by its field's kind
 MayRun = Callable[[str | None], str | None] | None  # the reward file the UI may import for grpo.reward_file (Context.reward_file)
+ClassCheck = Callable[[Recipe], None] | None  # raises a StudioError for a recipe the class's rules refuse (classroom.check_job)
+LOCKED_INFO = "locked by your teacher: the class recipe sets it"
 
 
 def make_widget(spec: FieldSpec, value: Any = None):
@@ -73,13 +80,16 @@ def field_id(key: str) -> str:
     return "field-" + key.replace(".", "-")
 
 
-def check_form_error(raw: dict, may_run: MayRun = None) -> tuple[Recipe | None, StudioError | None]:
+def check_form_error(raw: dict, may_run: MayRun = None, class_check: ClassCheck = None) -> tuple[Recipe | None, StudioError | None]:
     """Validate form data: the Recipe and None, or None and the StudioError. A grpo recipe's rewards are resolved as
-    training resolves them, with the reward file `may_run` allows (Context.reward_file; any file when None)."""
+    training resolves them, with the reward file `may_run` allows (Context.reward_file; any file when None);
+    `class_check` (a student's class rules) may refuse the recipe as well."""
     try:
         recipe = validate_recipe(raw, where="form")
         if recipe.method == "grpo":
             check_rewards(recipe, may_run)
+        if class_check is not None:
+            class_check(recipe)
         return recipe, None
     except StudioError as exc:
         return None, exc
@@ -95,11 +105,16 @@ def check_rewards(recipe: Recipe, may_run: MayRun = None) -> None:
         raise StudioError(exc.what, where=f"{exc.where or 'form'} (key {field})", fix=exc.fix) from None
 
 
-def field_updates(specs: list[FieldSpec], errors: dict[str, str]) -> list:
+def field_updates(specs: list[FieldSpec], errors: dict[str, str], locked: dict | None = None) -> list:
     """One update per form widget: the error under the field (red) where there is one, else its help text. A table
-    has no help text (gr.Dataframe takes none): it is only marked, and the status above names it."""
+    has no help text (gr.Dataframe takes none): it is only marked, and the status above names it. A key in `locked`
+    (a student's class locks) is read-only and says so."""
     def update(spec: FieldSpec, info: str, classes: list[str]):
-        return gr.update(elem_classes=classes) if spec.kind == "table" else gr.update(info=info, elem_classes=classes)
+        if spec.kind == "table":
+            return gr.update(elem_classes=classes)
+        if spec.key in (locked or {}):
+            return gr.update(info=f"⚠ {errors[spec.key]}" if spec.key in errors else LOCKED_INFO, elem_classes=classes + ["locked"], interactive=False)
+        return gr.update(info=info, elem_classes=classes)
 
     return [update(s, f"⚠ {errors[s.key]}", ["field-error"]) if s.key in errors else update(s, s.info, []) for s in specs]
 
@@ -126,16 +141,18 @@ def command_for(base_path: str | None, base: Recipe | None, recipe: Recipe) -> s
     return " \\\n    ".join([f"studio train {shown}", *args])
 
 
-def preview(specs: list[FieldSpec], values: list, base_path: str | None, gpu_gib: float | None, may_run: MayRun = None) -> tuple[str, str, str, str, dict | None]:
+def preview(specs: list[FieldSpec], values: list, base_path: str | None, gpu_gib: float | None, may_run: MayRun = None,
+            class_check: ClassCheck = None) -> tuple[str, str, str, str, dict | None]:
     """Status markdown, YAML, command, memory markdown and the valid recipe data (or None) for form values."""
-    status, text, cmd, mem, raw, _ = preview_with_errors(specs, values, base_path, gpu_gib, may_run)
+    status, text, cmd, mem, raw, _ = preview_with_errors(specs, values, base_path, gpu_gib, may_run, class_check)
     return status, text, cmd, mem, raw
 
 
-def preview_with_errors(specs: list[FieldSpec], values: list, base_path: str | None, gpu_gib: float | None, may_run: MayRun = None) -> tuple[str, str, str, str, dict | None, dict[str, str]]:
-    """`preview`, plus the per-field error messages (dotted key -> message; empty when valid). `may_run`: as for
-    check_form_error."""
-    recipe, error = check_form_error(values_to_raw(specs, values), may_run)
+def preview_with_errors(specs: list[FieldSpec], values: list, base_path: str | None, gpu_gib: float | None, may_run: MayRun = None,
+                        class_check: ClassCheck = None) -> tuple[str, str, str, str, dict | None, dict[str, str]]:
+    """`preview`, plus the per-field error messages (dotted key -> message; empty when valid). `may_run` and
+    `class_check`: as for check_form_error."""
+    recipe, error = check_form_error(values_to_raw(specs, values), may_run, class_check)
     if recipe is None:
         errors = field_errors(error, [s.key for s in specs])
         fields = f"  \nsee the field{'s' if len(errors) > 1 else ''} marked ⚠: {', '.join(f'`{k}`' for k in errors)}" if errors else ""
@@ -199,13 +216,34 @@ def build(ctx: Context) -> dict:
     recipe_state = gr.State(demo.to_yaml_dict())
     inputs = [widgets[s.key] for s in specs]
 
-    def refresh(*args):
+    # The request comes first: Gradio hands gr.Request only to positional parameters, and the values follow it.
+    def refresh(request: gr.Request, *args):
         *values, base, gpu_gib = args
-        status, text, cmd, mem, raw, errors = preview_with_errors(specs, list(values), base, gpu_gib, ctx.reward_file)
-        marks = field_updates(specs, errors)
+        user = ctx.user(request)
+        status, text, cmd, mem, raw, errors = preview_with_errors(specs, list(values), base, gpu_gib, ctx.reward_file, classroom.check_for(ctx, user))
+        marks = field_updates(specs, errors, classroom.locks_for(ctx, user))
         if raw is None:  # keep the last valid YAML, command and estimate on screen under the error
             return status, gr.update(), gr.update(), gr.update(), None, *marks
         return status, text, cmd, mem, raw, *marks
+
+    def page_load(request: gr.Request, *args):
+        """The form as the page opens: a student of a class with a class recipe starts from it (locked fields
+        read-only); everyone else gets the form as it is."""
+        try:
+            start = classroom.load(ctx.home) if classroom.binds(ctx, ctx.user(request)) else None
+        except StudioError:  # a damaged class recipe: the normal form, and the class check says what is wrong
+            start = None
+        if start is None:
+            return refresh(request, *args)
+        *_, base, gpu_gib = args
+        values = recipe_to_values(specs, start.recipe)
+        shown = refresh(request, *values, base, gpu_gib)
+        return *shown[:5], *[{**mark, "value": value} for mark, value in zip(shown[5:], values)]
+
+    def keep_locks(request, values: list) -> list:
+        # A recipe loaded from a file keeps the teacher's locked values, so a student's form stays trainable.
+        locked = classroom.locks_for(ctx, ctx.user(request))
+        return [to_widget(spec, locked[spec.key]) if spec.key in locked else value for spec, value in zip(specs, values)]
 
     outputs = [status, yaml_view, command, memory, recipe_state, *inputs]
     wire_model_picker(ctx, picker_parts, widgets["model.name"])
@@ -215,7 +253,7 @@ def build(ctx: Context) -> dict:
     def load_choice(choice, request: gr.Request):
         path = resolve_choice(ctx, request, choice)
         recipe = load_recipe(path)
-        return [*recipe_to_values(specs, recipe), str(path)]
+        return [*keep_locks(request, recipe_to_values(specs, recipe)), str(path)]
 
     def load_upload(file, request: gr.Request):
         path = Path(file)
@@ -224,7 +262,7 @@ def build(ctx: Context) -> dict:
         target = safe_path(ctx.workspace(request) / "recipes", check_name(path.name if path.suffix == ".yaml" else path.stem + ".yaml"))
         target.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
         recipe = load_recipe(target)
-        return [*recipe_to_values(specs, recipe), str(target)]
+        return [*keep_locks(request, recipe_to_values(specs, recipe)), str(target)]
 
     def save(name, raw, request: gr.Request):
         if raw is None:
@@ -241,8 +279,9 @@ def build(ctx: Context) -> dict:
     load_btn.click(shows_errors(load_choice), [picker], inputs + [base_path], api_visibility="undocumented")
     upload.upload(shows_errors(load_upload), [upload], inputs + [base_path], api_visibility="undocumented")
     save_btn.click(shows_errors(save), [save_name, recipe_state], [saved_file, picker, base_path], api_visibility="undocumented")
+    # "refresh" is what app.load runs: the form as the page opens (page_load); `refresh` itself follows each change.
     return {"widgets": widgets, "specs": specs, "recipe_state": recipe_state, "status": status, "outputs": outputs,
-            "refresh": refresh, "inputs": inputs + [base_path, gpu], "picker": picker, "list_choices": list_choices}
+            "refresh": page_load, "inputs": inputs + [base_path, gpu], "picker": picker, "list_choices": list_choices}
 
 
 def field_rows(fields: list[FieldSpec]) -> list[list[FieldSpec]]:
@@ -282,6 +321,8 @@ def wire_model_picker(ctx: Context, parts: dict, name_widget) -> None:
 
     def on_use(kind, typed, request: gr.Request):
         try:
+            if "model.name" in classroom.locks_for(ctx, ctx.user(request)):
+                raise StudioError("model.name is locked by your teacher", where="model.name", fix="keep the class's base model")
             name = model_picker.model_name_for(kind, typed)
             if ctx.shared and kind in ("local directory", "GGUF file"):
                 check_recipe_paths(ctx.workspace(request), Recipe.model_validate({"model": {"name": name}}))

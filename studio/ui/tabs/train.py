@@ -26,13 +26,14 @@ from studio.config.yaml_text import dump_recipe
 from studio.errors import StudioError
 from studio.training.eta import format_duration
 from studio.training.rundir import COMPLETIONS, DATA, RECIPE, read_json_or_empty, read_metrics
+from studio.ui import classroom
 from studio.ui.access import check_name, check_recipe_paths, safe_path
 from studio.ui.context import Context, recipe_data
 from studio.ui.errors import shows_errors
 
 POLL_S = 2.0
 LOG_LINES = 40
-JOB_COLUMNS = ["job", "user", "run", "kind", "status", "queue", "exit"]
+JOB_COLUMNS = ["job", "user", "run", "kind", "status", "queue", "starts in", "exit", "note"]
 COMPLETION_ROWS = 16  # the newest completions.jsonl records the table shows
 COMPLETION_CHARS = 500  # a prompt or completion longer than this is cut in the table
 TOTAL = "weighted total"  # the reward plot's series of the total reward GRPO ranks completions by
@@ -73,9 +74,34 @@ def check_gpus(value) -> int | None:
     return gpus
 
 
+def queue_times(ctx: Context) -> tuple[dict[int, int], dict[int, float | None]]:
+    """Each queued job's position (1 = next to start) and seconds until it starts (None: unknown), computed once
+    for a whole table rather than once per row."""
+    positions = {job.id: n for n, job in enumerate(ctx.queue.order(), start=1)}
+    return positions, ctx.queue.etas()
+
+
+def eta_text(job_id: int, etas: dict[int, float | None]) -> str:
+    """When a queued job should start, as the tables show it: `3m05s`, `unknown`; empty for a job not waiting."""
+    if job_id not in etas:
+        return ""
+    return "unknown" if etas[job_id] is None else format_duration(etas[job_id])
+
+
+def waiting_text(ctx: Context, job_id: int) -> str:
+    """` (position 2 in the queue, starts in 3m05s)` for a waiting job, empty once it has left the queue."""
+    positions, etas = queue_times(ctx)
+    if job_id not in positions:
+        return ""
+    when = "start time not known yet" if etas.get(job_id) is None else f"starts in {format_duration(etas[job_id])}"
+    return f" (position {positions[job_id]} in the queue, {when})"
+
+
 def job_rows(ctx: Context, request) -> list[list]:
-    """The visible jobs as table rows (newest first), with queue positions."""
-    return [[j.id, j.user, Path(j.run_dir).name, j.kind, j.status, ctx.queue.position(j.id) or "", "" if j.exit_code is None else j.exit_code] for j in ctx.visible_jobs(request)]
+    """The visible jobs as table rows (newest first), with queue positions, when each should start, and notes."""
+    positions, etas = queue_times(ctx)
+    return [[j.id, j.user, Path(j.run_dir).name, j.kind, j.status, positions.get(j.id, ""), eta_text(j.id, etas),
+             "" if j.exit_code is None else j.exit_code, j.note or ""] for j in ctx.visible_jobs(request)]
 
 
 def job_choices(ctx: Context, request) -> list[tuple[str, int]]:
@@ -201,8 +227,10 @@ def job_view(ctx: Context, request, job_id) -> tuple:
     run_dir = Path(job.run_dir)
     records = read_metrics(run_dir)
     recipe = job_recipe(job)
-    status = job.status + (f" (position {ctx.queue.position(job.id)} in the queue)" if job.status == "queued" else "")
+    status = job.status + (waiting_text(ctx, job.id) if job.status == "queued" else "")
     stats = progress_text(records, total_steps(run_dir, recipe), status) + f"  \nrun directory: `{run_dir}`" + (f" · {job.gpus} GPUs" if job.gpus and job.gpus > 1 else "")
+    if job.note:
+        stats += f"  \nnote: {job.note}"
     grpo = (*grpo_curves(records), completion_table(read_metrics(run_dir, COMPLETIONS))) if recipe is not None and recipe.method == "grpo" else None
     return stats, *curves(records), log_tail(job.log_path), grpo
 
@@ -210,12 +238,18 @@ def job_view(ctx: Context, request, job_id) -> tuple:
 def start_job(ctx: Context, request, run_name: str, raw: dict | None, gpus=None) -> int:
     """Write the form's recipe into the user's workspace and enqueue a training job; return its id.
 
-    `gpus` is the picked GPU count (None: the recipe alone decides, as on a machine with one GPU).
+    `gpus` is the picked GPU count (None: the recipe alone decides, as on a machine with one GPU). A student's
+    recipe must keep the class recipe's locked values and the class's step cap (classroom.check_job), checked
+    here on the server before anything is written, whichever way the recipe came (the form or /start_training).
     """
     if raw is None:
         raise StudioError("the recipe has errors", where="Recipe tab", fix="fix the recipe first")
     gpus = check_gpus(gpus)
     recipe = validate_recipe(raw, where="form")
+    user = ctx.user(request)
+    teacher = ctx.is_teacher(user)
+    if not teacher:
+        classroom.check_job(ctx.home, ctx.queue.rules(), recipe)
     wanted = recipe.distributed.num_processes
     if gpus == 1 and wanted > 1:
         # `--gpus 1` cannot shrink a ddp/fsdp recipe, and running it on more GPUs than picked would surprise.
@@ -232,7 +266,7 @@ def start_job(ctx: Context, request, run_name: str, raw: dict | None, gpus=None)
     data["output"] = {"dir": str(run_dir), "name": name}
     recipe_path = safe_path(space / "recipes", f"{name}.yaml")
     recipe_path.write_text(dump_recipe(validate_recipe(data)), encoding="utf-8")
-    return ctx.queue.enqueue(ctx.user(request), recipe_path, run_dir, gpus=gpus).id
+    return ctx.queue.enqueue(user, recipe_path, run_dir, gpus=gpus, exempt=teacher).id
 
 
 def build(ctx: Context, recipe: dict) -> dict:
@@ -246,7 +280,7 @@ def build(ctx: Context, recipe: dict) -> dict:
     message = gr.Markdown(elem_id="train-message")
     with gr.Row():
         with gr.Column(scale=2):
-            jobs = gr.Dataframe(headers=JOB_COLUMNS, label="Jobs (newest first)", interactive=False, wrap=True, max_height=260)
+            jobs = gr.Dataframe(headers=JOB_COLUMNS, label="Jobs (newest first)", interactive=False, wrap=True, max_height=260, elem_id="train-jobs")
         with gr.Column(scale=1):
             selected = gr.Dropdown(label="Job", choices=[], value=None, allow_custom_value=True, elem_id="job-select")
             with gr.Row():
@@ -277,7 +311,7 @@ def build(ctx: Context, recipe: dict) -> dict:
     @shows_errors
     def on_start(name, raw, count, request: gr.Request):
         job_id = start_job(ctx, request, name, raw, count)
-        return f"Queued job #{job_id} (position {ctx.queue.position(job_id)}).", job_id
+        return f"Queued job #{job_id}{waiting_text(ctx, job_id)}.", job_id
 
     @shows_errors
     def on_stop(job_id, request: gr.Request):
@@ -303,9 +337,12 @@ def build(ctx: Context, recipe: dict) -> dict:
 
     @shows_errors
     def api_job_status(job_id: int, request: gr.Request = None) -> dict:
-        """A job's status, queue position, run directory, metrics records so far, a GRPO run's newest completions and the log tail."""
+        """A job's status, queue position and seconds until it starts (eta_s, None when unknown; eta as text), run directory, metrics
+        records so far, a GRPO run's newest completions, the log tail, and a note on why it ended when someone else stopped it."""
         job = ctx.job_for(request, job_id)
-        return {"id": job.id, "status": job.status, "position": ctx.queue.position(job.id), "exit_code": job.exit_code, "gpus": job.gpus,
+        positions, etas = queue_times(ctx)
+        return {"id": job.id, "status": job.status, "position": positions.get(job.id, 0), "eta_s": etas.get(job.id), "eta": eta_text(job.id, etas),
+                "note": job.note, "exit_code": job.exit_code, "gpus": job.gpus,
                 "run_dir": job.run_dir, "metrics": read_metrics(Path(job.run_dir)), "completions": read_metrics(Path(job.run_dir), COMPLETIONS)[-COMPLETION_ROWS:],
                 "log_tail": log_tail(job.log_path)}
 
@@ -314,8 +351,11 @@ def build(ctx: Context, recipe: dict) -> dict:
         return resume_job(ctx, request, job_id).id
 
     def api_list_jobs(request: gr.Request = None) -> list[dict]:
-        """The jobs you may see (your own; every user's for a teacher), newest first."""
-        return [{"id": j.id, "user": j.user, "run": Path(j.run_dir).name, "kind": j.kind, "status": j.status, "position": ctx.queue.position(j.id) if j.status == "queued" else 0,
+        """The jobs you may see (your own; every user's for a teacher), newest first: each with its queue position (0: not waiting),
+        the seconds until it starts (eta_s, None when unknown; eta as text) and a note on why it ended when someone else stopped it."""
+        positions, etas = queue_times(ctx)
+        return [{"id": j.id, "user": j.user, "run": Path(j.run_dir).name, "kind": j.kind, "status": j.status, "position": positions.get(j.id, 0),
+                 "eta_s": etas.get(j.id), "eta": eta_text(j.id, etas), "note": j.note,
                  "exit_code": j.exit_code, "gpus": j.gpus, "created": j.created, "started": j.started, "finished": j.finished} for j in ctx.visible_jobs(request)]
 
     gr.api(api_start_training, api_name="start_training")
@@ -355,4 +395,4 @@ def resume_job(ctx: Context, request, job_id):
     if job.gpus and job.gpus > max(visible, 1):
         raise StudioError(f"job #{job.id} trained on {job.gpus} GPUs, but this machine has {visible} visible now", where=job.run_dir,
                           fix=f"resume it where {job.gpus} GPUs are visible (check CUDA_VISIBLE_DEVICES)")
-    return ctx.queue.enqueue(job.user, None, job.run_dir, kind="resume", gpus=job.gpus)
+    return ctx.queue.enqueue(job.user, None, job.run_dir, kind="resume", gpus=job.gpus, exempt=ctx.is_teacher(ctx.user(request)))
