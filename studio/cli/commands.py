@@ -99,10 +99,30 @@ def cmd_eval(args) -> int:
     """`studio eval`: task metric for base and adapter, plus held-out loss; with --forgetting, the forgetting check."""
     from studio.evaluation.evaluate import evaluate
 
+    if args.forgetting and args.tasks:
+        raise StudioError("--forgetting and --tasks are two runs", where="--forgetting --tasks", fix="run `studio eval` once with each")
     if args.forgetting:
         return _eval_forgetting(args)
+    if args.tasks:
+        return _eval_harness(args)
+    if args.task_dir or args.num_fewshot is not None:
+        raise StudioError("--task-dir and --num-fewshot go with --tasks", where="--task-dir" if args.task_dir else "--num-fewshot",
+                          fix="name the lm-eval tasks to run with --tasks")
     result = evaluate(args.run_dir, data=args.data, limit=args.limit, with_base=not args.no_base)
     _emit(args, result.to_dict(), fmt.eval_result(result))
+    return 0
+
+
+def _eval_harness(args) -> int:
+    """`studio eval --tasks`: lm-evaluation-harness tasks on base and adapter, with the same settings."""
+    from studio.evaluation.harness import run_tasks
+
+    given = [flag for flag, value in (("--data", args.data), ("--no-base", args.no_base)) if value]
+    if given:
+        raise StudioError(f"--tasks reads each task's own data and always runs the base too, so {', '.join(given)} does not apply",
+                          where=" ".join(given), fix=f"drop {', '.join(given)}")
+    result = run_tasks(args.run_dir, args.tasks, task_dir=args.task_dir, limit=args.limit, num_fewshot=args.num_fewshot)
+    _emit(args, result, fmt.harness_result(result))
     return 0
 
 

@@ -22,9 +22,29 @@ def train_result(result) -> str:
 
 
 def merge_result(result) -> str:
-    """Where the merged model is and its logit parity with the adapter."""
-    return (f"merged model: {result.merged_dir}\nparity: max |merged - adapter| logit difference {result.max_abs_diff:.2e} "
+    """Where the merged model is, its logit parity with the adapter, and the serving-consistency gate."""
+    text = (f"merged model: {result.merged_dir}\nparity: max |merged - adapter| logit difference {result.max_abs_diff:.2e} "
             f"(relative {result.rel_diff:.1e} <= {result.tolerance:.0e})")
+    return "\n".join([text, *consistency_lines(result.consistency)])
+
+
+def consistency_lines(gate: dict) -> list[str]:
+    """The serving-consistency gate of a merge or export: a verdict, each failed check with its file, fix and diff,
+    the stop behaviour figures and the notes."""
+    if not gate:
+        return []
+    checks = gate["checks"]
+    failed = [c for c in checks if not c["passed"]]
+    lines = [f"serving consistency: {'FAILED' if failed else 'passed'} ({len(checks) - len(failed)}/{len(checks)} checks: "
+             f"{', '.join(dict.fromkeys(c['name'].split(':')[0] for c in checks))})"]
+    for c in failed:
+        lines.append(f"  FAILED {c['name']}: {c['detail']}")
+        lines += [f"    {label}: {c[key]}" for label, key in (("file", "file"), ("fix", "fix")) if c.get(key)]
+        if c.get("diff"):
+            lines += ["    " + line for line in c["diff"].splitlines()]
+    lines += [f"  {c['name']}: {c['detail']}" for c in checks if c["passed"] and c["name"] == "stop behaviour"]
+    lines += [f"  note: {note}" for note in gate.get("notes", [])]
+    return lines
 
 
 def eval_result(result) -> str:
@@ -48,6 +68,44 @@ def eval_result(result) -> str:
     return "\n".join(lines)
 
 
+def forgetting_result(result) -> str:
+    """The forgetting verdict, why, the figures behind it, and the questions whose answer changed."""
+    same = sum(a["same"] for a in result.answers)
+    lines = [
+        f"forgetting on {result.questions} general questions and a general text sample: {result.verdict.upper()}",
+        *(f"  because {reason}" for reason in result.reasons),
+        f"  KL(base || adapter)      mean {result.kl_mean:.4f}  max {result.kl_max:.4f} nats/token, over {result.kl_tokens} tokens of the base's answers",
+        f"  general-text perplexity  base {result.base_perplexity:.3f}  adapter {result.adapter_perplexity:.3f}  ratio {result.perplexity_ratio:.3f}",
+        f"  same greedy answer       {same}/{result.questions} ({result.agreement:.0%})",
+        f"  expected answer given    base {result.base_accuracy:.1f}%  adapter {result.adapter_accuracy:.1f}%",
+    ]
+    changed = [a for a in result.answers if not a["same"]][:3]
+    for a in changed:
+        lines += ["", f"question: {a['question']}", f"expected: {a['expected']}", f"base:     {_one_line(a['base'])}", f"adapter:  {_one_line(a['adapter'])}"]
+    return "\n".join(lines)
+
+
+def harness_result(result: dict) -> str:
+    """lm-eval scores, one line per task and metric: base, adapter and the change."""
+    s = result["settings"]
+    lines = [f"lm-eval {result['lm_eval']} on base and adapter (limit {s['limit'] or 'none'}, few-shot {s['num_fewshot'] if s['num_fewshot'] is not None else 'task default'}, seed {s['seed']}):"]
+    for task, metrics in result["scores"].items():
+        for metric, pair in metrics.items():
+            base, adapter = pair["base"], pair["adapter"]
+            change = f"{adapter - base:+.4f}" if base is not None and adapter is not None else "n/a"
+            lines.append(f"  {task:<24} {metric:<18} base {_num(base)}  adapter {_num(adapter)}  change {change}")
+    return "\n".join(lines)
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def reproduce_result(result) -> str:
     """Whether the re-run matched, and by how much it differs."""
     verdict = "identical" if result.identical else "differs"
@@ -56,8 +114,10 @@ def reproduce_result(result) -> str:
 
 
 def export_result(result) -> str:
-    """The exported files and the round-trip figures against their thresholds."""
-    lines = [f"{'exported' if result.passed else 'exported (DIVERGES, kept by --no-check)'}: {result.path}"]
+    """The exported files, the round-trip figures against their thresholds, and the serving-consistency gate."""
+    diverges = not (result.tokenizer_match and result.top1_agreement >= result.min_top1 and result.mean_kl <= result.max_kl)
+    kept = "DIVERGES" if diverges else "FAILS THE SERVING-CONSISTENCY GATE"
+    lines = [f"{'exported' if result.passed else f'exported ({kept}, kept by --no-check)'}: {result.path}"]
     if result.modelfile:
         lines.append(f"modelfile: {result.modelfile}  (ollama create NAME -f {result.modelfile})")
     lines.append(
@@ -65,6 +125,7 @@ def export_result(result) -> str:
         f"top-1 agreement {result.top1_agreement:.4f} (>= {result.min_top1}), mean KL {result.mean_kl:.2e} (<= {result.max_kl}), "
         f"tokenizer {'identical' if result.tokenizer_match else 'DIFFERS'}"
     )
+    lines += consistency_lines(result.consistency)
     return "\n".join(lines)
 
 

@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forgetting", action="store_true",
                    help="instead, check what the adapter forgot on the shipped general probes: KL to the base, general-text "
                         "perplexity and answer agreement, with a verdict kept / drifted / forgot (added to eval.json)")
+    p.add_argument("--tasks", metavar="NAMES", help="instead, run lm-evaluation-harness tasks (comma-separated) on base and adapter "
+                                                    "with identical settings (the `eval` extra; added to eval.json)")
+    p.add_argument("--task-dir", metavar="DIR", help="a folder of your own lm-eval task YAML files (with --tasks)")
+    p.add_argument("--num-fewshot", type=int, metavar="N", help="few-shot examples per task (with --tasks; default: each task's own)")
     _add_json(p)
 
     p = sub.add_parser("chat", help="talk to the adapter (interactive, or one --prompt)")
