@@ -198,3 +198,14 @@ def doctor_report(checks) -> str:
     warned = sum(c.status == "warn" for c in checks)
     lines += ["", f"{failed} problem(s), {warned} warning(s)" if failed or warned else "everything the studio needs is in place"]
     return "\n".join(lines)
+
+
+def report_result(report) -> str:
+    """Where the report page went and one line per section: what it found, or what is not checked yet."""
+    from pathlib import Path
+
+    lines = [f"report: {report.path}"]
+    for section, found in report.sections.items():
+        shown = ", ".join(found) if isinstance(found, list) else found
+        lines.append(f"  {section:<12} {shown}")
+    return "\n".join(lines + [f"open it in a browser: {Path(report.path).resolve().as_uri()}"])

@@ -3,9 +3,10 @@
     studio export RUN_DIR --format gguf [--quant f16|q8_0|f32] [--out PATH] [--json]
 
 The merged model (merged first when the run has none) is written to a temporary GGUF, checked by a round
-trip through an independent reader (studio.export.round_trip) on the run's held-out prompts, and renamed
-into place only when it passes the thresholds of studio.export.formats; a failed check raises a
-StudioError and writes nothing. The figures go to RUN_DIR/export.json either way.
+trip through an independent reader (studio.export.round_trip) on the run's held-out prompts and by the
+serving-consistency gate (studio.export.consistency: chat template, stop tokens, thinking default and stop
+behaviour of the GGUF and the Modelfile against training), and renamed into place only when both pass; a
+failed check raises a StudioError and writes nothing. The figures go to RUN_DIR/export.json either way.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class ExportResult:
     passed: bool
     seconds: float
     notes: list[str] = field(default_factory=list)
+    consistency: dict = field(default_factory=dict)  # the serving-consistency gate (Consistency.to_dict())
 
     @property
     def paths(self) -> list[Path]:
@@ -71,13 +73,15 @@ def export(
 
     `out`: for gguf a `.gguf` file path or a folder (default RUN_DIR/export/<run>-<quant>.gguf); for
     ollama a folder (default RUN_DIR/ollama) that receives model.gguf and Modelfile. Runs `merge` first
-    when the run has no merged model yet (wherever merge.json says it went). With `check=False` the figures are still measured and recorded,
-    but a divergent file is kept.
+    when the run has no merged model yet (wherever merge.json says it went). With `check=False` the figures and the
+    consistency gate are still measured and recorded, but a divergent or inconsistent file is kept.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from studio.export.consistency import check_export
     from studio.export.merge import merge
+    from studio.export.round_trip import load_gguf
     from studio.modeling.quiet import quiet_libraries
 
     started = time.monotonic()
@@ -98,7 +102,7 @@ def export(
     if fmt == "ollama":  # recognise the template before any heavy work, so an unsupported one fails fast
         from studio.export.ollama import modelfile_text
 
-        modelfile = modelfile_text(tokenizer, path.name, recipe.data.system_prompt)
+        modelfile = modelfile_text(tokenizer, path.name, recipe.data.system_prompt, _generation_stops(merged, tokenizer))
     model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,22 +110,29 @@ def export(
     try:
         write_gguf(merged, tmp, quant, name=run_dir.name, model=model, tokenizer=tokenizer)
         texts = probe_texts(recipe, tokenizer, PROBES)
-        figures = compare_with_gguf(model, tokenizer, tmp, texts, recipe.data.max_length)
+        load_notes: list[str] = []
+        loaded = load_gguf(tmp, load_notes)
+        figures = compare_with_gguf(model, tokenizer, tmp, texts, recipe.data.max_length, loaded=loaded)
+        gate = check_export(run_dir, recipe, fmt, merged, model, tmp, path, *loaded, modelfile, modelfile_path)
+        del loaded
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    passed = figures["tokenizer_match"] and figures["top1"] >= min_top1 and figures["mean_kl"] <= max_kl
+    round_trip_passed = figures["tokenizer_match"] and figures["top1"] >= min_top1 and figures["mean_kl"] <= max_kl
     result = ExportResult(
         format=fmt, quant=quant, path=path, modelfile=modelfile_path,
         top1_agreement=figures["top1"], mean_kl=figures["mean_kl"], max_kl_position=figures["max_kl"],
         prompts=len(texts), positions=figures["positions"], tokenizer_match=figures["tokenizer_match"],
-        min_top1=min_top1, max_kl=max_kl, passed=passed, seconds=0.0, notes=figures["notes"],
+        min_top1=min_top1, max_kl=max_kl, passed=round_trip_passed and gate.passed, seconds=0.0, notes=load_notes + figures["notes"],
+        consistency=gate.to_dict(),
     )
-    if check and not passed:
+    if check and not result.passed:
         tmp.unlink(missing_ok=True)
         result.path = result.modelfile = None
         result.seconds = round(time.monotonic() - started, 2)
         _record(run_dir, result)
+        if round_trip_passed:
+            raise gate.error("export")
         why = [] if figures["tokenizer_match"] else ["its tokenizer encodes the prompts differently"]
         if figures["top1"] < min_top1:
             why.append(f"top-1 agreement {figures['top1']:.3f} < {min_top1}")
@@ -138,6 +149,14 @@ def export(
     result.seconds = round(time.monotonic() - started, 2)
     _record(run_dir, result)
     return result
+
+
+def _generation_stops(merged: Path, tokenizer) -> tuple[str, ...]:
+    """The tokens the merged model's generation_config stops on, as text (for the Modelfile's stop lines)."""
+    from studio.export.serving import merged_stop_ids
+
+    ids = sorted(i for i in merged_stop_ids(merged)[0] if 0 <= i < len(tokenizer))
+    return tuple(tokenizer.convert_ids_to_tokens(ids))
 
 
 def _targets(run_dir: Path, fmt: str, quant: str, out) -> tuple[Path, Path | None]:

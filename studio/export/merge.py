@@ -2,7 +2,9 @@
 
 Merging always starts from the base model's own weights (never the 4-bit copy used for QLoRA): the
 merged model is what the adapter computes on the base the user ships. After saving, the merged model is
-reloaded from disk and its logits compared with base+adapter on held-out prompts; past the tolerance the
+reloaded from disk and its logits compared with base+adapter on held-out prompts, and its tokenizer and
+generation_config go through the serving-consistency gate (studio.export.consistency: prompts render as in
+training, generation stops on the trained end-of-turn token); past the tolerance, or on a gate failure, the
 merge fails loudly and the folder is not left behind as if it were good.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,6 +36,7 @@ class MergeResult:
     tolerance: float
     prompts: int
     passed: bool
+    consistency: dict = field(default_factory=dict)  # the serving-consistency gate (Consistency.to_dict())
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -47,6 +50,7 @@ def merge(run_dir: str | Path, out: str | Path | None = None, check: bool = True
     from transformers import AutoModelForCausalLM
 
     from studio.evaluation.generate import stop_token_ids
+    from studio.export.consistency import check_merge
     from studio.modeling.adapter import load_with_adapter
     from studio.modeling.quiet import quiet_libraries
 
@@ -77,9 +81,18 @@ def merge(run_dir: str | Path, out: str | Path | None = None, check: bool = True
     max_abs = float(diff.max())
     rel = max_abs / max(float(reference[mask].abs().max()), 1e-6)
     tolerance = TOLERANCE[dtype]
-    result = MergeResult(out, max_abs, rel, tolerance, int(batch["input_ids"].shape[0]), rel <= tolerance)
+    del reloaded
+    try:
+        gate = check_merge(tokenizer, tmp, recipe, stops, out, run_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    parity = rel <= tolerance
+    result = MergeResult(out, max_abs, rel, tolerance, int(batch["input_ids"].shape[0]), parity and gate.passed, gate.to_dict())
     if check and not result.passed:
         shutil.rmtree(tmp, ignore_errors=True)
+        if parity:
+            raise gate.error("merge")
         raise StudioError(
             f"the merged model does not reproduce the adapter: max logit difference {max_abs:.3g} ({rel:.2e} relative, tolerance {tolerance:.0e})",
             where=str(run_dir),

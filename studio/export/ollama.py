@@ -13,10 +13,15 @@ Families:
   becomes the Modelfile's SYSTEM.
 - Llama 3 (`<|start_header_id|>role<|end_header_id|>\\n\\n...<|eot_id|>`), the 3.0 form without the
   date preamble. Its `<|begin_of_text|>` is the BOS token the GGUF's add-BOS flag already adds.
+
+`parse_modelfile` reads a Modelfile back (TEMPLATE, SYSTEM, stops) for the serving-consistency gate, which
+renders its TEMPLATE (studio.export.go_template) and compares it with training.
 """
 
 from __future__ import annotations
 
+import re
+import shlex
 from dataclasses import dataclass
 
 from studio.errors import StudioError
@@ -119,14 +124,18 @@ def recognise_template(tokenizer) -> TemplateMatch:
     )
 
 
-def modelfile_text(tokenizer, gguf_name: str = "model.gguf", system_prompt: str | None = None) -> str:
-    """The Modelfile: FROM the GGUF, TEMPLATE of the training format, its stop tokens, and the system prompt."""
+def modelfile_text(tokenizer, gguf_name: str = "model.gguf", system_prompt: str | None = None, extra_stops: tuple[str, ...] = ()) -> str:
+    """The Modelfile: FROM the GGUF, TEMPLATE of the training format, its stop tokens, and the system prompt.
+
+    `extra_stops`: the other tokens the merged model stops on (its generation_config's eos ids as text), so
+    Ollama ends an answer wherever transformers does.
+    """
     match = recognise_template(tokenizer)
     system = system_prompt if system_prompt is not None else match.default_system
     stops = list(match.family.stops)
-    eos = tokenizer.eos_token
-    if eos and eos not in stops:
-        stops.append(eos)
+    for stop in (tokenizer.eos_token, *extra_stops):
+        if stop and stop not in stops:
+            stops.append(stop)
     lines = [f"FROM ./{gguf_name}", "", f'TEMPLATE """{_quoted(match.family.template)}"""']
     if system:
         lines.append(f'SYSTEM """{_quoted(system)}"""')
@@ -143,3 +152,44 @@ def _quoted(text: str) -> str:
 
 def _quoted_param(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True)
+class Modelfile:
+    """What a Modelfile tells Ollama about prompts: the GGUF it runs, its TEMPLATE, SYSTEM and stop strings."""
+
+    source: str | None
+    template: str | None
+    system: str | None
+    stops: tuple[str, ...]
+
+
+_INSTRUCTION = re.compile(r'^[ \t]*([A-Za-z]+)[ \t]+("""(.*?)"""|[^\n]*)', re.M | re.S)
+
+
+def parse_modelfile(text: str, where: str = "Modelfile") -> Modelfile:
+    """Read a Modelfile back (FROM, TEMPLATE, SYSTEM and every `PARAMETER stop`), as Ollama parses it."""
+    values: dict[str, str] = {}
+    stops: list[str] = []
+    for match in _INSTRUCTION.finditer(text):
+        name, raw, triple = match.group(1).upper(), match.group(2), match.group(3)
+        value = triple if triple is not None else _unquoted(raw.strip(), where)
+        if name == "PARAMETER":
+            try:
+                key, *rest = shlex.split(raw)
+            except ValueError as exc:
+                raise StudioError(f"a PARAMETER line of the Modelfile cannot be read ({exc})", where=where, fix="quote the value as PARAMETER stop \"<token>\"") from None
+            if key.lower() == "stop" and rest:
+                stops.append(" ".join(rest))
+        else:
+            values[name] = value
+    return Modelfile(values.get("FROM"), values.get("TEMPLATE"), values.get("SYSTEM"), tuple(stops))
+
+
+def _unquoted(value: str, where: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        try:
+            return shlex.split(value)[0]
+        except ValueError:
+            raise StudioError("a quoted Modelfile value is not closed", where=where, fix='close the quote, or use """ for text over several lines') from None
+    return value

@@ -22,17 +22,27 @@ from pathlib import Path
 from studio.errors import StudioError
 
 
-def compare_with_gguf(merged, tokenizer, gguf_path: Path, texts: list[str], max_length: int) -> dict:
-    """Load the GGUF with transformers' reader and compare next-token distributions and token ids."""
-    import torch
+def load_gguf(gguf_path: Path, notes: list[str] | None = None) -> tuple[object, object]:
+    """(model, tokenizer) read back from a written GGUF by transformers' reader; a StudioError when it cannot be read."""
     from transformers import AutoTokenizer
 
-    notes: list[str] = []
     try:
         model = load_gguf_model(gguf_path, notes)
         gguf_tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     except (ValueError, KeyError, NotImplementedError, OSError, RuntimeError) as exc:
         raise StudioError(f"the written GGUF cannot be read back: {type(exc).__name__}: {exc}", where=str(gguf_path), fix="report this with the run directory") from None
+    return model, gguf_tok
+
+
+def compare_with_gguf(merged, tokenizer, gguf_path: Path, texts: list[str], max_length: int, loaded: tuple | None = None) -> dict:
+    """Compare next-token distributions and token ids of the merged model and the GGUF read back by transformers.
+
+    `loaded`: the GGUF's (model, tokenizer) from `load_gguf` when the caller reads the file once for other checks too.
+    """
+    import torch
+
+    notes: list[str] = []
+    model, gguf_tok = loaded if loaded is not None else load_gguf(gguf_path, notes)
     tokenizer_match = True
     agree = total = 0
     kl_sum, kl_max = 0.0, 0.0
@@ -52,7 +62,6 @@ def compare_with_gguf(merged, tokenizer, gguf_path: Path, texts: list[str], max_
         total += len(ids)
         kl_sum += float(kl.sum())
         kl_max = max(kl_max, float(kl.max()))
-    del model
     return {
         "top1": agree / max(total, 1),
         "mean_kl": kl_sum / max(total, 1),
