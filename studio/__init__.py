@@ -15,6 +15,7 @@ Nothing heavy is imported here: torch and transformers load when a function that
     memory/      GPU memory before the run, and settings that fit
     evaluation/  held-out scores, generation, probe prompts
     export/      merge, GGUF, Ollama, round-trip checks
+    report/      `studio report`: a run directory on one self-contained HTML page
     env/         env.json's record of the machine, `studio doctor`
     cli/, ui/    the two shells
 """

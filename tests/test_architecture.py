@@ -77,7 +77,7 @@ def test_help_and_validate_import_no_torch_or_transformers(tmp_path):
         "        main(['--help'])\n"
         "    except SystemExit:\n"
         "        pass\n"
-        "print(json.dumps({'code': code, 'heavy': sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'gradio', 'triton') if m in sys.modules)}))\n"
+        "print(json.dumps({'code': code, 'heavy': sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'gradio', 'triton', 'matplotlib') if m in sys.modules)}))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -240,6 +240,15 @@ def cmd_export(args) -> int:
     return 0 if result.passed else 1
 
 
+def cmd_report(args) -> int:
+    """`studio report`: one self-contained HTML page of the run directory, written atomically."""
+    from studio.report import write_report
+
+    report = write_report(args.run_dir, args.out)
+    _emit(args, report.to_dict(), fmt.report_result(report))
+    return 0
+
+
 def cmd_doctor(args) -> int:
     """`studio doctor`: one line per thing the studio depends on, with a verdict and a fix; exit 1 on a failure."""
     from studio.env.doctor import diagnose
@@ -259,5 +268,5 @@ def cmd_users(args) -> int:
 COMMANDS = {
     "train": cmd_train, "validate": cmd_validate, "recipes": cmd_recipes, "rewards": cmd_rewards, "estimate": cmd_estimate, "merge": cmd_merge,
     "eval": cmd_eval, "chat": cmd_chat, "export": cmd_export, "reproduce": cmd_reproduce, "delete": cmd_delete,
-    "ui": cmd_ui, "demo": cmd_demo, "doctor": cmd_doctor, "users": cmd_users,
+    "ui": cmd_ui, "demo": cmd_demo, "doctor": cmd_doctor, "users": cmd_users, "report": cmd_report,
 }

@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_estimate_parser(sub)
     add_export_parser(sub)
     add_users_parser(sub)
+    add_report_parser(sub)
 
     p = sub.add_parser("merge", help="merge a run's adapter into the base model and verify the logits")
     p.add_argument("run_dir", help="a run directory written by `studio train`")
@@ -207,4 +208,20 @@ def add_users_parser(subparsers) -> argparse.ArgumentParser:
     a = actions.add_parser("list", help="the accounts and which are teachers (never the hashes)")
     a.add_argument("--file", metavar="USERS_FILE", help=file_help)
     _add_json(a, "the accounts")
+    return p
+
+
+def add_report_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the `report` subcommand (one self-contained HTML page of a run directory); returns its parser."""
+    p = subparsers.add_parser(
+        "report",
+        help="write one self-contained HTML page of a run: curves, base vs adapter, forgetting, samples, serving checks, provenance",
+        description="Read RUN_DIR's files and write one HTML page that needs no network (charts inlined): loss, validation and "
+        "learning-rate curves (and GRPO rewards), base vs adapter scores, the forgetting verdict, answers side by side, "
+        "the serving-consistency checks of merge and export, and the recipe, data, versions and device the run used. "
+        "A section whose step has not run says which command fills it.",
+    )
+    p.add_argument("run_dir", help="a run directory written by `studio train` (finished or not)")
+    p.add_argument("--out", metavar="FILE", help="where to write the page: a file, or a folder to put report.html in (default RUN_DIR/report.html)")
+    _add_json(p, "the page's path and what each section found")
     return p

@@ -11,8 +11,9 @@ Every name in it is a constant here, used by every module that reads or writes t
     checkpoints/    resumable checkpoints, each with a manifest of its files
     summary.json    how training ended
     README.md       the model card
-    eval.json       `studio eval`;  merge.json + merged/: `studio merge`;  export.json: `studio export`;
+    eval.json       `studio eval` (`--forgetting` adds "forgetting");  merge.json + merged/: `studio merge`;  export.json: `studio export`;
     reproduce.json  `studio reproduce`;  accelerate.yaml: a distributed run's launcher config
+    report.html     `studio report`: one self-contained page of the run's curves, scores, checks and provenance
 
 Every file is written atomically (temp file, fsync, rename), so a crash never leaves a half-written
 file that a later step would read as valid.
@@ -44,6 +45,7 @@ EXPORT = "export.json"
 EXPORTS = "export"  # folder of GGUF files (`studio export --format gguf`)
 OLLAMA = "ollama"  # folder of model.gguf + Modelfile (`studio export --format ollama`)
 REPRODUCE = "reproduce.json"
+REPORT = "report.html"  # `studio report` (also the Export tab's Report button)
 ACCELERATE = "accelerate.yaml"
 CHECKPOINT_PREFIX = "checkpoint-"  # checkpoints/checkpoint-N, N the optimizer step (the Trainer's naming)
 AUTOTUNE = "autotune-rank{rank}.json"  # in each checkpoint, per process: the kernels' autotuned configs, reused on resume

@@ -130,7 +130,7 @@ def test_every_named_api_endpoint_answers(finished_job, tiny_raw, tiny_data, tmp
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         named = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-        expected = {"/list_recipes", "/resume_job", "/list_jobs", "/validate_recipe", "/estimate_memory", "/inspect_data", "/start_training", "/job_status", "/compare", "/check_forgetting", "/merge", "/adapter_zip", "/merged_zip", "/export",
+        expected = {"/list_recipes", "/resume_job", "/list_jobs", "/validate_recipe", "/estimate_memory", "/inspect_data", "/start_training", "/job_status", "/compare", "/check_forgetting", "/merge", "/adapter_zip", "/merged_zip", "/export", "/report",
                     "/class_rules", "/set_class_rules", "/pause_queue", "/promote_job", "/cancel_job", "/class_recipe", "/set_class_recipe"}
         assert named == expected
         assert DEMO_RECIPE in client.predict(api_name="/list_recipes")
@@ -161,6 +161,11 @@ def test_every_named_api_endpoint_answers(finished_job, tiny_raw, tiny_data, tmp
         assert (tmp_path / "home" / "workspaces" / "local" / "exports" / "api-run-merged.zip").exists()
         with pytest.raises(Exception, match="pick one of your runs"):  # a run outside the user's workspace
             client.predict(finished_job.run_dir, api_name="/merge")
+        frame, page = client.predict(str(run_dir), api_name="/report")
+        assert "id='report-frame'" in frame and "sandbox" in frame and (run_dir / "report.html").exists()
+        assert "<h2>Serving consistency</h2>" in open(downloaded(page), encoding="utf-8").read()
+        with pytest.raises(Exception, match="pick one of your runs"):
+            client.predict(finished_job.run_dir, api_name="/report")
     finally:
         app.close()
         app.studio_context.queue.close()

@@ -1,5 +1,6 @@
 """The Export tab: merge the adapter into the base (with the parity check), download the adapter or the merged
-model, export GGUF / Ollama (with the library's round-trip check and its figures), read the model card."""
+model, export GGUF / Ollama (with the library's round-trip check and its figures), build and show the run's report
+page (studio.report), read the model card."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import gradio as gr
 from studio.errors import StudioError
 from studio.export.exporter import export as library_export
 from studio.export.formats import DEFAULT_QUANT, FORMATS, QUANTS, THRESHOLDS
+from studio.report import write_report
 from studio.training.rundir import ADAPTER, CARD, EXPORT, MERGE, merged_dir, read_json_or_empty
 from studio.ui.access import check_name, safe_path
 from studio.ui.context import Context, serve_folder, served
@@ -265,6 +267,27 @@ def status_html(text: str) -> str:
     return f"<p class='export-status'>{_esc(text)}</p>"
 
 
+# Braces and dollars of the page (a chat template in the recipe, a prompt) as entities in the srcdoc attribute: the
+# browser decodes them back, and Gradio's gr.HTML, which treats its value as a template, never sees one.
+_SRCDOC_ENTITIES = str.maketrans({"{": "&#123;", "}": "&#125;", "$": "&#36;"})
+
+
+def report_frame(page: str) -> str:
+    """The report page shown inside the tab: an iframe whose srcdoc is the whole page, sandboxed (no script, no
+    navigation out, an origin of its own), so the page's CSS stays its own and the run's text can do nothing."""
+    srcdoc = html.escape(page, quote=True).translate(_SRCDOC_ENTITIES)
+    return (f"<iframe id='report-frame' title='Run report' sandbox srcdoc=\"{srcdoc}\" "
+            "style='width: 100%; height: 80vh; border: 1px solid #d0d7de; border-radius: 6px; background: #fff'></iframe>")
+
+
+def report_view(ctx: Context, request, run_dir: str) -> tuple[str, str]:
+    """Write the report of one of the user's runs (RUN_DIR/report.html); (the page in an iframe, a served copy to
+    download). Refuses a run the user may not open."""
+    ctx.run_for(request, run_dir, RUN_PICKER)
+    report = write_report(run_dir)
+    return report_frame(report.path.read_text(encoding="utf-8")), served(report.path)
+
+
 def build(ctx: Context) -> dict:
     """Lay out the Export tab; return what the app refreshes on page load."""
     # allow_custom_value so API clients can name a run; every handler checks that the user may open it.
@@ -290,6 +313,10 @@ def build(ctx: Context) -> dict:
         command = gr.Textbox(label="Create the Ollama model", interactive=False, visible=False, buttons=["copy"], elem_id="ollama-command")
         modelfile = gr.Code(label="Modelfile", language=None, interactive=False, visible=False, elem_id="export-modelfile")
         history = gr.HTML(elem_id="export-history")
+    with gr.Accordion("Report: curves, base vs adapter, forgetting, samples, serving checks, provenance", open=True):
+        report_btn = gr.Button("Report", elem_id="report")
+        report_file = gr.File(label="Report page (report.html, self-contained)", interactive=False, visible=False, elem_id="report-file")
+        report_page = gr.HTML(elem_id="report-page")
     with gr.Accordion("Model card (README.md)", open=True):
         card = gr.Markdown(elem_id="model-card")
 
@@ -317,12 +344,18 @@ def build(ctx: Context) -> dict:
         ctx.run_for(request, run_dir, RUN_PICKER)
         return gr.update(value=served(merged_zip(ctx.workspace(request), run_dir)), visible=True)
 
+    @shows_errors
+    def on_report(run_dir, request: gr.Request):
+        frame, copy = report_view(ctx, request, run_dir)
+        return frame, gr.update(value=copy, visible=True)
+
     def hidden():  # a fresh update each time: Gradio consumes the dicts it is given
         return gr.update(value=None, visible=False)
 
     def on_export_run(run_dir, request: gr.Request):
+        """A newly picked run: its export history, and nothing of the previous run's exports or report."""
         shown = history_html(run_dir) if run_dir and ctx.may_open(request, run_dir) else ""
-        return "", "", hidden(), hidden(), hidden(), shown
+        return "", "", hidden(), hidden(), hidden(), shown, "", hidden()
 
     def on_export(run_dir, fmt_value, quant_value, request: gr.Request, progress=gr.Progress()):
         """Status, figures, files, `ollama create` command, Modelfile and history; a generator so the status
@@ -355,10 +388,12 @@ def build(ctx: Context) -> dict:
         )
 
     run.change(on_run, [run], [parity, merged, card, size], api_visibility="undocumented")
-    run.change(on_export_run, [run], [export_status, figures, export_files, command, modelfile, history], api_visibility="undocumented")
+    run.change(on_export_run, [run], [export_status, figures, export_files, command, modelfile, history, report_page, report_file],
+               api_visibility="undocumented")
     merge_btn.click(on_merge, [run], [parity, merged, size], api_name="merge")
     zip_btn.click(on_zip, [run], [download], api_name="adapter_zip")
     merged_btn.click(on_merged_zip, [run], [merged_download], api_name="merged_zip")
     export_btn.click(on_export, [run, fmt, quant], [export_status, figures, export_files, command, modelfile, history],
                      api_name="export", show_progress_on=[export_status])  # one progress/error badge, not one per output
+    report_btn.click(on_report, [run], [report_page, report_file], api_name="report")
     return {"refresh": refresh, "outputs": [run]}
