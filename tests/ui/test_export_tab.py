@@ -73,13 +73,17 @@ def test_gguf_export_shows_the_round_trip_figures_and_serves_the_file(app, ctx, 
     assert cell(figures, "Prompts (positions)") == f"{recorded['prompts']} ({recorded['positions']})" and recorded["prompts"] > 0
     assert cell(figures, "Largest KL at one position") == f"{recorded['max_kl_position']:.3g}"
     assert f"≥ {library.THRESHOLDS['f16'][0]}" in figures and "passed" in figures and "FAILED" not in figures
+    # The serving-consistency gate's own checks, each with its verdict.
+    gate = recorded["consistency"]
+    assert gate["checks"] and "Serving consistency: <span class='studio-ok'>passed" in figures
+    assert all(export_tab._esc(c["name"]) in figures for c in gate["checks"])
     assert "tiny-run-f16.gguf" in status and export_tab.human_size(target.stat().st_size) in status
     [served] = shown_files(files)
     assert served.read_bytes() == target.read_bytes() and not served.is_relative_to(ctx.home)
     assert not command["visible"] and not modelfile["visible"]
     assert "gguf-f16" in history and str(target) in history
     assert export_tab.history_html(run_dir) == history  # the same table shows when the run is picked again
-    assert handler(app, "on_export_run")(run_dir, LOCAL)[-1] == history
+    assert handler(app, "on_export_run")(run_dir, LOCAL)[5] == history  # status, figures, files, command, modelfile, history, report
 
 
 def test_ollama_export_shows_the_modelfile_with_its_stop_tokens(app, ctx, finished_job):
@@ -116,7 +120,7 @@ def test_another_users_run_is_refused(finished_job, tmp_path):
     shutil.copytree(finished_job.run_dir, anns_run, ignore=shutil.ignore_patterns("merged", "export.json"))
     _, error = run_export(shared, str(anns_run), "gguf", "f16", request=bob)
     assert "is not one of your runs" in str(error)
-    assert handler(shared, "on_export_run")(str(anns_run), bob)[-1] == ""  # not even the export history
+    assert handler(shared, "on_export_run")(str(anns_run), bob)[5] == ""  # not even the export history
     assert not (anns_run / "merged").exists() and not (tmp_path / "workspaces" / "bob" / "exports").exists()
     shared.studio_context.queue.close()
 

@@ -222,8 +222,30 @@ def figures_html(record: dict) -> str:
     return (
         f"<div class='export-figures'><b>Round trip {_esc(record['format'])} {_esc(record['quant'])}: {verdict}</b> "
         f"— {_esc(record['prompts'])} prompts, {_esc(record['positions'])} positions, {_esc(record['seconds'])} s{notes}"
-        f"<table><thead><tr><th>Figure</th><th>Value</th><th>Threshold</th><th></th></tr></thead><tbody>{body}</tbody></table></div>"
+        f"<table><thead><tr><th>Figure</th><th>Value</th><th>Threshold</th><th></th></tr></thead><tbody>{body}</tbody></table>"
+        f"{consistency_html(record.get('consistency'))}</div>"
     )
+
+
+def consistency_html(gate: dict | None) -> str:
+    """The serving-consistency gate of a merge or export (studio.export.consistency) as a table: each check, and
+    for a failed one the file, the fix and the diff."""
+    if not isinstance(gate, dict) or not isinstance(gate.get("checks"), list):
+        return ""
+    rows = []
+    for check in gate["checks"]:
+        detail = _esc(check.get("detail", ""))
+        if not check.get("passed"):
+            detail += "".join(f"<br><small>{label}: {_esc(check[key])}</small>" for label, key in (("file", "file"), ("fix", "fix")) if check.get(key))
+            if check.get("diff"):
+                detail += f"<pre style='white-space: pre-wrap'>{_esc(check['diff'])}</pre>"
+        rows.append(f"<tr><td>{_esc(check.get('name', '?'))}</td><td>{_mark(bool(check.get('passed')))}</td><td>{detail}</td></tr>")
+    failed = sum(not c.get("passed") for c in gate["checks"])
+    verdict = "<span class='studio-ok'>passed</span>" if not failed else f"<span class='export-bad' style='{BAD_STYLE}'>{failed} FAILED</span>"
+    notes = "".join(f"<br><small>note: {_esc(n)}</small>" for n in gate.get("notes") or [])
+    return (f"<div class='serving-consistency'><b>Serving consistency: {verdict}</b> — the same conversations through training, "
+            f"the merged model, the GGUF and the Modelfile{notes}<table><thead><tr><th>Check</th><th></th><th>Detail</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
 def files_html(result, folder_hint: bool) -> str:
