@@ -20,7 +20,7 @@ Method = Literal["lora", "qlora", "dora", "dpo", "orpo", "grpo"]
 AdapterMethod = Literal["lora", "qlora", "dora"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 DataFormat = Literal["auto", "chat", "alpaca", "prompt_completion", "text", "preference", "prompt"]
-Metric = Literal["field_accuracy", "exact_match", "contains", "numeric_answer", "none"]
+Metric = Literal["field_accuracy", "exact_match", "contains", "numeric_answer", "rouge_l", "json_valid", "none"]
 # trl 1.16's GRPO loss formulations that need no other switch (luspo and vespo need a sequence-level importance
 # ratio, which the studio does not expose).
 GrpoLoss = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"]
@@ -102,6 +102,10 @@ class LoraSpec(_Section):
     """Storage dtype of the adapter weights (their gradients and AdamW moments follow). auto: bfloat16 for
     QLoRA with bfloat16 compute (the QLoRA paper's setting, and what trl does for 4-bit models: half the
     adapter memory), float32 otherwise. float32 keeps small updates that bfloat16 would round away."""
+    vision: bool = False
+    """Vision-language models only: also put adapters on the vision tower and the projector that maps image features
+    into the language model. Off (the default): they stay frozen and only the language model's layers (scoped by
+    targets) learn, which is cheaper and enough to teach answers about images the tower already sees well."""
 
     @field_validator("targets", mode="before")
     @classmethod
@@ -163,6 +167,11 @@ class DataSpec(_Section):
     """A separate validation file in the same format; replaces val_split."""
     test_path: str | None = None
     """Held-out examples for `studio eval` (task metric and side-by-side generations)."""
+    image_max_pixels: int = Field(1_048_576, ge=256, le=67_108_864)
+    """Images (in vision-language data) larger than this many pixels are downscaled, aspect ratio kept, before the
+    model's processor sees them (1048576 = 1024 x 1024). Memory cost: image tokens and vision-tower activations grow
+    with the pixels (about one token per 28 x 28 pixels for Qwen2-VL-style processors, so 1 MP is ~1300 tokens that
+    must fit in max_length); processors with a fixed input size (SmolVLM, Gemma 3) resize further on their own."""
 
 
 class PreferenceSpec(_Section):
@@ -323,7 +332,9 @@ class EvalSpec(_Section):
     metric: Metric = "exact_match"
     """Task metric on held-out examples: field_accuracy (share of JSON fields equal to the reference),
     exact_match (whole answer), contains (reference appears in the answer), numeric_answer (the final number
-    equals the reference's, as GRPO's reward of that name scores it), or none."""
+    equals the reference's, as GRPO's reward of that name scores it), rouge_l (ROUGE-L F1 of the words, for free
+    text), json_valid (the answer is a JSON object fitting the row's json_schema column, or the reference when it
+    is a JSON Schema), or none."""
     max_new_tokens: int = Field(128, ge=1, le=32768)
     """Generation length limit for evaluation and chat."""
     limit: int | None = Field(None, ge=1)

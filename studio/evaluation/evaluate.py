@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from studio.errors import StudioError
 from studio.evaluation.probes import heldout_examples
-from studio.training.rundir import ADAPTER, EVAL, open_run, write_json
+from studio.training.rundir import ADAPTER, EVAL, open_run, read_json_or_empty, write_json
 
 
 @dataclass
@@ -45,15 +46,24 @@ def evaluate(run_dir: str | Path, data: str | None = None, limit: int | None = N
     run_dir, recipe = open_run(run_dir)
     metric = recipe.eval.metric
     examples = heldout_examples(recipe, data)[: limit or recipe.eval.limit or None]
+    references = [e.messages[-1]["content"] for e in examples]
+    schemas = [(e.columns or {}).get("json_schema") for e in examples]  # json_valid checks answers against them
+
+    def scored(answers):
+        if metric == "none":
+            return None
+        try:
+            return score(metric, answers, references, schemas)
+        except ValueError as exc:  # a reference or schema the metric cannot use: the data's fault, not the model's
+            raise StudioError(f"cannot score with {metric}: {exc}", where=data or recipe.data.test_path or recipe.data.val_path,
+                              fix="pick an eval.metric that fits these reference answers, or fix the examples") from None
+
+    scored(references)  # such data fails here, before a model is loaded and answers are generated
     loaded = load_with_adapter(recipe, run_dir / ADAPTER)
     model, tokenizer = loaded.model, loaded.tokenizer
     renderer = Renderer(tokenizer, recipe.data.max_length, recipe.data.train_on)
     prompts = [renderer.prompt_text(e.messages[:-1]) for e in examples]
-    references = [e.messages[-1]["content"] for e in examples]
     encoded = [renderer.encode(e) for e in examples]
-
-    def scored(answers):
-        return None if metric == "none" else score(metric, answers, references)
 
     rewarded = None
     if recipe.method == "grpo":
@@ -93,6 +103,9 @@ def evaluate(run_dir: str | Path, data: str | None = None, limit: int | None = N
             if i < samples
         ],
     )
-    write_json(run_dir / EVAL, result.to_dict())
+    written = result.to_dict()
+    # The other checks of the same adapter (`--forgetting`, `--tasks`) keep their keys.
+    kept = {k: v for k, v in read_json_or_empty(run_dir / EVAL).items() if k not in written}
+    write_json(run_dir / EVAL, {**written, **kept})
     write_model_card(run_dir)
     return result

@@ -21,12 +21,15 @@ def stop_token_ids(tokenizer, model=None) -> list[int]:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, batch_size: int = 16) -> list[str]:
-    """Greedy answers for already-templated prompts, batched with left padding."""
+def generate_ids(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, batch_size: int = 16) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, greedy answer ids through the first stop token) for already-templated prompts, batched with
+    left padding: the tokens themselves, for checks that score the exact continuation (re-encoding its text
+    need not give the same tokens back)."""
     device = next(model.parameters()).device
+    stops = stop_token_ids(tokenizer, model)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    answers: list[str] = []
+    pairs: list[tuple[list[int], list[int]]] = []
     try:
         for start in range(0, len(prompts), batch_size):
             batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
@@ -34,14 +37,25 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, ba
                 **batch,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
-                eos_token_id=stop_token_ids(tokenizer, model),
+                eos_token_id=stops,
                 pad_token_id=tokenizer.pad_token_id,
             )
-            new = out[:, batch["input_ids"].shape[1] :]
-            answers.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+            width = batch["input_ids"].shape[1]
+            for row in range(out.shape[0]):
+                prompt = batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist()
+                new = out[row, width:].tolist()
+                # generate pads a finished row after its stop token; the answer ends at that token
+                end = next((i + 1 for i, t in enumerate(new) if t in stops), len(new))
+                pairs.append((prompt, new[:end]))
     finally:
         tokenizer.padding_side = side
-    return [a.strip() for a in answers]
+    return pairs
+
+
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, batch_size: int = 16) -> list[str]:
+    """Greedy answers for already-templated prompts, batched with left padding."""
+    pairs = generate_ids(model, tokenizer, prompts, max_new_tokens, batch_size)
+    return [tokenizer.decode(new, skip_special_tokens=True).strip() for _prompt, new in pairs]
 
 
 @torch.no_grad()

@@ -26,6 +26,57 @@ def shareable_base(name: str) -> str | None:
 
 
 
+def forgetting_lines(forgetting: dict | None) -> list[str]:
+    """The card's section on what the adapter kept of the base (`studio eval --forgetting`), or none before the check."""
+    if not isinstance(forgetting, dict) or forgetting.get("verdict") is None:
+        return []
+    try:
+        return [
+            "## Forgetting",
+            "",
+            f"On the studio's general probes ({forgetting['questions']} general questions, a general text sample), against the base "
+            f"with the adapter disabled: **{forgetting['verdict']}**.",
+            "",
+            "| figure | value |",
+            "| --- | --- |",
+            f"| KL(base ‖ adapter) per token, mean / max | {forgetting['kl_mean']:.4f} / {forgetting['kl_max']:.4f} |",
+            f"| general-text perplexity, adapter / base | {forgetting['perplexity_ratio']:.3f} |",
+            f"| greedy answers equal to the base's | {forgetting['agreement']:.0%} |",
+            f"| expected answers given (base / adapter) | {forgetting['base_accuracy']:.1f} / {forgetting['adapter_accuracy']:.1f} |",
+            "",
+        ]
+    except (KeyError, TypeError, ValueError):  # an edited eval.json: the card leaves out what it cannot read
+        return []
+
+
+def harness_lines(harness: dict | None) -> list[str]:
+    """The card's section of lm-evaluation-harness scores (`studio eval --tasks`), base and adapter, or none before a run."""
+    if not isinstance(harness, dict) or not isinstance(harness.get("scores"), dict):
+        return []
+    try:
+        settings = harness["settings"]
+        rows = [f"| {task} | {metric} | {_score(pair['base'])} | {_score(pair['adapter'])} |"
+                for task, metrics in harness["scores"].items() for metric, pair in metrics.items()]
+        fewshot = settings["num_fewshot"] if settings.get("num_fewshot") is not None else "each task's default"
+        return [
+            "## Benchmarks (lm-evaluation-harness)",
+            "",
+            f"lm-eval {harness['lm_eval']}, the same settings for both (few-shot: {fewshot}; limit: {settings.get('limit') or 'none'}; "
+            f"seed {settings['seed']}); the base is this model with the adapter disabled.",
+            "",
+            "| task | metric | base | adapter |",
+            "| --- | --- | --- | --- |",
+            *rows,
+            "",
+        ]
+    except (KeyError, TypeError, ValueError):  # an edited eval.json: the card leaves out what it cannot read
+        return []
+
+
+def _score(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
+
+
 def write_model_card(run_dir: Path) -> Path:
     """Write run_dir/README.md from the run's own files; called after training and after evaluation."""
     run_dir = Path(run_dir)
@@ -81,6 +132,8 @@ def write_model_card(run_dir: Path) -> Path:
         "| --- | --- |",
         *(metrics_rows or ["| (none yet) | |"]),
         "",
+        *forgetting_lines(evaluation.get("forgetting")),
+        *harness_lines(evaluation.get("harness")),
         "## Use",
         "",
         "```python",

@@ -62,6 +62,24 @@ def test_compare_base_and_adapter(ctx, finished_job):
         compare_tab.compare(run_dir, "  ", 4)
 
 
+def test_compare_tab_checks_forgetting(ctx, finished_job):
+    import torch
+
+    run_dir = finished_job.run_dir
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model gains nothing from a second thread and loses much to hand-offs on a busy machine
+    try:
+        verdict, rows = compare_tab.forgetting(run_dir)
+    finally:
+        torch.set_num_threads(threads)
+    recorded = json.loads((Path(run_dir) / "eval.json").read_text())["forgetting"]
+    assert f"**{recorded['verdict']}**" in verdict and "KL(base ‖ adapter)" in verdict and "perplexity" in verdict
+    assert len(rows) == recorded["questions"] and all(len(row) == len(compare_tab.FORGETTING_HEADERS) for row in rows)
+    assert [row[2] for row in rows] == [compare_tab.shown_answer(a["base"]) for a in recorded["answers"]]
+    with pytest.raises(StudioError, match="not a run directory"):
+        compare_tab.forgetting(str(Path(run_dir).parent / "no-such-run"))
+
+
 def test_export_zip_merge_and_card(finished_job):
     run_dir = finished_job.run_dir
     with zipfile.ZipFile(export_tab.adapter_zip(run_dir)) as archive:

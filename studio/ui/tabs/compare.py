@@ -1,4 +1,5 @@
-"""The Compare tab: one prompt through the base model and the adapter side by side, held-out prompts pre-filled."""
+"""The Compare tab: one prompt through the base model and the adapter side by side, held-out prompts pre-filled;
+and the forgetting check (what the adapter changed on general questions and text), with its verdict."""
 
 from __future__ import annotations
 
@@ -38,15 +39,10 @@ def heldout_prompts(run_dir: str, limit: int = 5) -> list[str]:
 
 def compare(run_dir: str, prompt: str, max_new_tokens: int) -> tuple[str, str]:
     """(base answer, adapter answer) for one prompt, greedy, with the run's chat template."""
-    from studio.evaluation.chat import ChatSession
-
     if not prompt or not prompt.strip():
         raise StudioError("the prompt is empty", where="Compare tab", fix="type a prompt or pick a held-out example")
     with _lock:
-        session = _session.get(run_dir)
-        if session is None:
-            _session.clear()
-            session = _session[run_dir] = ChatSession(run_dir, use_adapter=True)
+        session = _loaded(run_dir)
         session.max_new_tokens = int(max_new_tokens)
         session.reset()
         with session.model.disable_adapter():
@@ -55,6 +51,50 @@ def compare(run_dir: str, prompt: str, max_new_tokens: int) -> tuple[str, str]:
         adapter = session.ask(prompt)
         session.reset()
     return shown_answer(base), shown_answer(adapter)
+
+
+def _loaded(run_dir: str):
+    """The ChatSession of run_dir, loading it (and dropping any other run's) when needed; call with _lock held."""
+    from studio.evaluation.chat import ChatSession
+
+    session = _session.get(run_dir)
+    if session is None:
+        _session.clear()
+        session = _session[run_dir] = ChatSession(run_dir, use_adapter=True)
+    return session
+
+
+FORGETTING_HEADERS = ["question", "expected", "base", "adapter", "same answer"]
+
+
+def forgetting(run_dir: str) -> tuple[str, list[list[str]]]:
+    """(verdict and figures as Markdown, one row per general question) of the forgetting check on run_dir, which
+    also records it in eval.json and the model card; it reuses the model the tab has loaded."""
+    from studio.evaluation.forgetting import check_forgetting
+
+    with _lock:
+        session = _loaded(run_dir)
+        result = check_forgetting(run_dir, session.model, session.tokenizer)
+    return forgetting_markdown(result), [[a["question"], a["expected"], shown_answer(a["base"]), shown_answer(a["adapter"]), "yes" if a["same"] else "no"]
+                                         for a in result.answers]
+
+
+def forgetting_markdown(result) -> str:
+    """The verdict in plain words, why, and the three figures."""
+    said = {"kept": "the adapter kept what the base model knew", "drifted": "the adapter changed the base model's general behaviour somewhat",
+            "forgot": "the adapter lost much of what the base model knew"}[result.verdict]
+    lines = [f"### Forgetting: **{result.verdict}**: {said}", ""]
+    lines += [f"- {reason}" for reason in result.reasons]
+    lines += [
+        "",
+        "| figure | value |",
+        "| --- | --- |",
+        f"| KL(base ‖ adapter) per token, on the base's own answers | mean {result.kl_mean:.4f}, max {result.kl_max:.4f} |",
+        f"| perplexity on general text, adapter / base | {result.perplexity_ratio:.3f} ({result.adapter_perplexity:.2f} / {result.base_perplexity:.2f}) |",
+        f"| greedy answers equal to the base's | {result.agreement:.0%} of {result.questions} |",
+        f"| expected answers given, base / adapter | {result.base_accuracy:.1f}% / {result.adapter_accuracy:.1f}% |",
+    ]
+    return "\n".join(lines)
 
 
 EMPTY_ANSWER = "(empty answer: the model ended its turn at once)"
@@ -77,6 +117,9 @@ def build(ctx: Context) -> dict:
     with gr.Row():
         base = gr.Textbox(label="Base model", lines=8, interactive=False, elem_id="compare-base")
         adapter = gr.Textbox(label="With adapter", lines=8, interactive=False, elem_id="compare-adapter")
+    check = gr.Button("Check forgetting", elem_id="compare-forgetting")
+    verdict = gr.Markdown(elem_id="forgetting-verdict")
+    answers = gr.Dataframe(headers=FORGETTING_HEADERS, type="array", interactive=False, wrap=True, elem_id="forgetting-answers")
 
     def refresh(request: gr.Request):
         runs = adapter_runs(ctx, request)
@@ -92,7 +135,12 @@ def build(ctx: Context) -> dict:
     def on_compare(run_dir, prompt_text, max_new_tokens, request: gr.Request):
         return compare(ctx.run_for(request, run_dir, "Compare tab: Run"), prompt_text, max_new_tokens)
 
+    @shows_errors
+    def on_forgetting(run_dir, request: gr.Request):
+        return forgetting(ctx.run_for(request, run_dir, "Compare tab: Run"))
+
     run.change(on_run, [run], [example, prompt], api_visibility="undocumented")
     example.input(lambda e: e, [example], [prompt], api_visibility="undocumented")
     go.click(on_compare, [run, prompt, max_new], [base, adapter], api_name="compare")
+    check.click(on_forgetting, [run], [verdict, answers], api_name="check_forgetting")
     return {"refresh": refresh, "outputs": [run]}
