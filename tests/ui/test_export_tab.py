@@ -2,6 +2,7 @@
 (as recorded in export.json), the files land in the user's workspace and are served from outside it, the Modelfile
 carries the stop tokens, other users' runs and bogus names are refused, and a divergent export offers nothing."""
 
+import html
 import json
 import re
 import shutil
@@ -76,7 +77,7 @@ def test_gguf_export_shows_the_round_trip_figures_and_serves_the_file(app, ctx, 
     # The serving-consistency gate's own checks, each with its verdict.
     gate = recorded["consistency"]
     assert gate["checks"] and "Serving consistency: <span class='studio-ok'>passed" in figures
-    assert all(export_tab._esc(c["name"]) in figures for c in gate["checks"])
+    assert all(html.escape(c["name"]) in figures for c in gate["checks"])
     assert "tiny-run-f16.gguf" in status and export_tab.human_size(target.stat().st_size) in status
     [served] = shown_files(files)
     assert served.read_bytes() == target.read_bytes() and not served.is_relative_to(ctx.home)
