@@ -2,7 +2,9 @@
 
     readers.py    files (JSONL, JSON, CSV, Parquet, saved datasets) -> rows that know their file and line
     formats.py    rows -> one normal form (chat messages, plain text, a preference pair, or a prompt with columns)
+    images.py     images in chat rows: both spellings, where files may live, checked and bounded before a model loads
     render.py     normal form -> token ids and labels, exactly as training sees them; preference pairs as text
+    vision.py     the same for vision-language models, through their processor; batches with pixels (VisionCollator)
     split.py      the one seeded validation split every method uses
     manifest.py   what was trained on: sha256 and token-length statistics (data.json)
     build.py      build_data: the recipe's data section -> encoded examples and the manifest

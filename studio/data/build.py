@@ -6,10 +6,12 @@ from dataclasses import dataclass, field, replace
 
 from studio.config.schema import DataSpec, Recipe
 from studio.data.formats import Example, normalize, reference_of
-from studio.data.manifest import length_stats, sha256_of
+from studio.data.images import has_images, resolve_images
+from studio.data.manifest import images_digest, length_stats, sha256_of
 from studio.data.readers import read_rows
 from studio.data.render import Encoded, Renderer
 from studio.data.split import seeded_split
+from studio.data.vision import VisionRenderer, is_processor
 from studio.errors import StudioError
 
 
@@ -24,8 +26,10 @@ class BuiltData:
 
 
 def load_examples(path: str, spec: DataSpec) -> tuple[str, list[Example]]:
-    """Read and normalize one dataset file with the recipe's format, column mapping and system prompt."""
-    return normalize(read_rows(path), spec.format, spec.columns, spec.system_prompt)
+    """Read and normalize one dataset file with the recipe's format, column mapping and system prompt; image paths
+    become absolute and every image is checked (studio.data.images), so bad images fail before a model loads."""
+    fmt, examples = normalize(read_rows(path), spec.format, spec.columns, spec.system_prompt)
+    return fmt, resolve_images(examples, path, spec.image_max_pixels)
 
 
 def load_heldout(path: str, spec: DataSpec) -> tuple[str, list[Example]]:
@@ -50,8 +54,8 @@ def _with_reference(example: Example) -> Example:
 def build_data(recipe: Recipe, tokenizer) -> BuiltData:
     """Encode the recipe's training (and validation) data and describe it in a manifest."""
     spec = recipe.data
-    renderer = Renderer(tokenizer, spec.max_length, spec.train_on)
     fmt, examples = load_examples(spec.path, spec)
+    renderer = _renderer(tokenizer, spec, examples)
     if fmt == "preference":
         raise StudioError("this is preference data (prompt/chosen/rejected), which trains with method dpo or orpo", where=spec.path, fix="set method: dpo (or orpo), or use chat / alpaca / text data for supervised fine-tuning")
     if fmt == "prompt":
@@ -78,14 +82,27 @@ def build_data(recipe: Recipe, tokenizer) -> BuiltData:
     if spec.val_path:
         manifest["val_path"] = spec.val_path
         manifest["val_sha256"] = sha256_of(spec.val_path)
+    if is_processor(tokenizer):
+        manifest["images"] = images_digest([*examples, *val_examples])
+        manifest["image_max_pixels"] = spec.image_max_pixels
     return BuiltData(train=train, val=val, format=fmt, manifest=manifest)
+
+
+def _renderer(tokenizer, spec: DataSpec, examples: list[Example]) -> Renderer:
+    """The vision renderer for a model with a processor, the text renderer otherwise (refusing data with images)."""
+    if is_processor(tokenizer):
+        return VisionRenderer(tokenizer, spec.max_length, spec.train_on, spec.image_max_pixels)
+    if has_images(examples):
+        raise StudioError("the data holds images but model.name is a text-only model", where=spec.path,
+                          fix="use a vision-language model (one whose folder has a processor, e.g. SmolVLM or Gemma 3), or data without images")
+    return Renderer(tokenizer, spec.max_length, spec.train_on)
 
 
 def _encode_all(renderer: Renderer, examples: list[Example]) -> tuple[list[Encoded], dict]:
     encoded, dropped, truncated, seen, duplicates = [], [], 0, set(), 0
     for example in examples:
         item = renderer.encode(example)
-        key = tuple(item.input_ids)
+        key = (tuple(item.input_ids), item.images)  # rows that differ only in their pictures are not duplicates
         duplicates += key in seen
         seen.add(key)
         if item.trained_tokens == 0:

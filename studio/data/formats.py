@@ -4,7 +4,8 @@ Formats: chat (`messages`/`conversations`, OpenAI `role`/`content` or ShareGPT `
 alpaca (`instruction`, optional `input`, `output`), prompt_completion (`prompt`/`completion`, strings
 or message lists), text (`text`, trained as a plain completion), preference (prompt/chosen/rejected) and
 prompt (a `prompt` alone, or GSM8K's `question`/`answer`: GRPO's data, where the model writes the answers and
-every other column goes to the reward functions).
+every other column goes to the reward functions). Chat and prompt_completion messages may hold images, as content
+parts or LLaVA's `<image>` with an `images` column (studio.data.images).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import typing
 from dataclasses import dataclass, replace
 
 from studio.config.schema import DataFormat
+from studio.data.images import content_parts, with_row_images
 from studio.data.readers import Row
 from studio.errors import StudioError
 
@@ -74,9 +76,28 @@ def normalize(rows: list[Row], fmt: str = "auto", columns: dict[str, str] | None
             )
     convert = {"chat": _chat, "alpaca": _alpaca, "prompt_completion": _prompt_completion, "text": _text, "preference": _preference, "prompt": _prompt_only}[fmt]
     examples = [convert(row) for row in renamed]
+    if fmt in ("preference", "prompt"):
+        _refuse_parts(fmt, examples)
+    if fmt != "prompt":  # prompt rows keep every column already
+        examples = [_with_schema(ex, row) for ex, row in zip(examples, renamed)]
     if system_prompt:
         examples = [_with_system(ex, system_prompt) for ex in examples]
     return fmt, examples
+
+
+def _refuse_parts(fmt: str, examples: list[Example]) -> None:
+    """Message parts (images) train with supervised chat data only; preference and GRPO rows stay text."""
+    for example in examples:
+        if any(not isinstance(m["content"], str) for m in example.messages or ()):
+            raise StudioError(f"{fmt} rows take text messages; content parts (images) are for chat and prompt_completion rows", where=example.where,
+                              fix="write each message's content as a string, or train the images with method lora/qlora on chat rows")
+
+
+def _with_schema(example: Example, row: Row) -> Example:
+    """Keep a row's `json_schema` column: the json_valid metric checks the model's answer to it against it."""
+    if row.data.get("json_schema") is None or example.messages is None:
+        return example
+    return replace(example, columns={"json_schema": row.data["json_schema"]})
 
 
 def _rename(row: Row, columns: dict[str, str]) -> Row:
@@ -117,7 +138,9 @@ def _messages(row: Row, key: str, value: object, need_assistant: bool = True) ->
         content = msg.get("content", msg.get("value"))
         if not isinstance(role, str) or role.lower() not in _ROLE_NAMES:
             raise StudioError(f"message {i} has unknown role {role!r}", where=row.where, fix=f"use one of {sorted(_ROLE_NAMES)}")
-        if not isinstance(content, str) or not content.strip():
+        if isinstance(content, list):  # parts: text and images (studio.data.images)
+            content = content_parts(row.where, i, content)
+        elif not isinstance(content, str) or not content.strip():
             raise StudioError(f"message {i} ({role}) has empty or non-text content", where=row.where, fix="give every message non-empty text content")
         out.append({"role": _ROLE_NAMES[role.lower()], "content": content})
     if need_assistant and not any(m["role"] == "assistant" for m in out):
@@ -127,7 +150,11 @@ def _messages(row: Row, key: str, value: object, need_assistant: bool = True) ->
 
 def _chat(row: Row) -> Example:
     key = "messages" if "messages" in row.data else "conversations"
-    return Example(row.where, messages=tuple(_messages(row, key, _require(row, key, "chat"))))
+    messages = _messages(row, key, _require(row, key, "chat"))
+    images = row.data.get("images", row.data.get("image"))
+    if images is not None:  # the LLaVA / ShareGPT spelling: <image> in the text, the files in `images` (or one `image`)
+        messages = with_row_images(row.where, messages, [images] if isinstance(images, str) else images)
+    return Example(row.where, messages=tuple(messages))
 
 
 def _alpaca(row: Row) -> Example:

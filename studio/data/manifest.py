@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from studio.data.images import message_images
 from studio.data.render import Encoded
 
 
@@ -20,6 +21,17 @@ def sha256_of(path: str | Path) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def images_digest(examples) -> dict:
+    """How many image files the examples name and one sha256 over their names and bytes: data.json pins the
+    pictures as the dataset file's sha256 pins the text."""
+    paths = sorted({p for e in examples if e.messages for p in message_images(e.messages)})
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).name.encode())
+        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+    return {"count": len(paths), "sha256": digest.hexdigest()}
 
 
 def length_stats(encoded: list[Encoded]) -> dict:

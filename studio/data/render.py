@@ -36,6 +36,10 @@ class Encoded:
     labels: list[int]
     truncated: bool
     where: str
+    # Vision-language rows also keep the rendered text and their image files: the batch's pixels are made from them
+    # (studio.data.vision.VisionCollator), not stored.
+    text: str | None = None
+    images: tuple[str, ...] = ()
 
     @property
     def trained_tokens(self) -> int:

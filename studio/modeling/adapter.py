@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio.config.schema import Recipe
+from studio.errors import StudioError
 
 
 @dataclass
@@ -31,11 +32,19 @@ def load_with_adapter(recipe: Recipe, adapter_dir: Path, with_adapter: bool = Tr
 
     from studio.modeling.loading import load_base, load_tokenizer, pick_device, pick_dtype
     from studio.modeling.source import resolve_model
+    from studio.modeling.vision import is_vision_model
 
+    model_dir = resolve_model(recipe.model.name, recipe.model.revision)
+    if is_vision_model(model_dir):
+        # Evaluation, chat, merge and export feed text only; on a vision-language run they would check nothing of
+        # what it learned about images (and merge's parity check would miss the vision path entirely).
+        raise StudioError("evaluation, chat, merge and export of vision-language runs are not supported yet", where=str(adapter_dir),
+                          fix="the run's adapter folder is a standard peft adapter with the model's processor: load it with "
+                              "AutoModelForImageTextToText + PeftModel.from_pretrained")
     device = pick_device(recipe.train.device)
     dtype = pick_dtype(recipe.model.dtype, device)
     tokenizer = load_tokenizer(Path(adapter_dir), recipe)
-    model = load_base(resolve_model(recipe.model.name, recipe.model.revision), dtype, device, recipe.model.trust_remote_code, allow_pickle=recipe.model.allow_pickle)
+    model = load_base(model_dir, dtype, device, recipe.model.trust_remote_code, allow_pickle=recipe.model.allow_pickle)
     if with_adapter:
         model = PeftModel.from_pretrained(model, Path(adapter_dir)).eval()
     return LoadedModel(model, tokenizer, device, dtype)

@@ -61,9 +61,12 @@ def load_tokenizer(model_dir: Path, recipe: Recipe | None = None):
 
 
 def load_base(model_dir: Path, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False, quantization_config=None, allow_pickle: bool = False):
-    """The base model from safetensors, in eval mode. Pickle (.bin) checkpoints are refused unless
-    `allow_pickle`, and then transformers reads them with torch.load(weights_only=True)."""
-    from transformers import AutoModelForCausalLM
+    """The base model from safetensors, in eval mode (a vision-language model with its image-text-to-text head).
+    Pickle (.bin) checkpoints are refused unless `allow_pickle`, and then transformers reads them with
+    torch.load(weights_only=True)."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    from studio.modeling.vision import is_vision_model
 
     quiet_libraries()
     safetensors = bool(list(Path(model_dir).glob("*.safetensors")))
@@ -76,7 +79,8 @@ def load_base(model_dir: Path, dtype: torch.dtype, device: torch.device, trust_r
     import pickle
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+        auto = AutoModelForImageTextToText if is_vision_model(model_dir) else AutoModelForCausalLM
+        model = auto.from_pretrained(model_dir, **kwargs)
     except pickle.UnpicklingError as exc:
         raise StudioError(f"refused to load pickle weights that need more than tensors ({str(exc).splitlines()[0][:120]})", where=str(model_dir), fix="this file may run code when loaded; get safetensors weights from a trusted source") from None
     except (OSError, ValueError) as exc:
@@ -122,8 +126,16 @@ def load_for_training(recipe: Recipe, device: torch.device):
 
     from studio.modeling.embedding_offload import offload_input_embeddings
 
+    from studio.modeling.vision import check_vision_recipe, is_vision_model, load_processor, lora_targets
+
     model_dir = resolve_model(recipe.model.name, recipe.model.revision)
-    tokenizer = load_tokenizer(model_dir, recipe)
+    vision = is_vision_model(model_dir)
+    if recipe.lora.vision and not vision:
+        raise StudioError("lora.vision adapts a vision tower, and this is a text-only model", where="lora.vision", fix="set lora.vision: false, or use a vision-language model")
+    if vision:
+        check_vision_recipe(recipe)
+    # A vision-language model's "tokenizer" is its processor: it renders, tokenizes and turns images into pixels.
+    tokenizer = load_processor(model_dir, recipe) if vision else load_tokenizer(model_dir, recipe)
     dtype = pick_dtype(recipe.model.dtype, device)
     backend = None
     if recipe.adapter_method == "qlora":
@@ -163,7 +175,7 @@ def load_for_training(recipe: Recipe, device: torch.device):
         r=recipe.lora.rank,
         lora_alpha=recipe.lora.alpha,
         lora_dropout=recipe.lora.dropout,
-        target_modules=recipe.lora.targets,
+        target_modules=lora_targets(model, recipe) if vision else recipe.lora.targets,
         use_dora=recipe.adapter_method == "dora",
         bias="none",
         task_type="CAUSAL_LM",

@@ -17,6 +17,7 @@ from trl import SFTConfig, SFTTrainer
 
 from studio.config.schema import Recipe
 from studio.data import build_data
+from studio.data.vision import VisionCollator, is_processor
 from studio.modeling.fused_loss import check_fused_loss_supported, fused_causal_lm_loss
 from studio.training.arguments import trainer_arguments
 from studio.training.callbacks import training_callbacks
@@ -36,7 +37,14 @@ def build_trainer(recipe: Recipe, model, tokenizer, data, run_dir: Path, device,
     """trl's SFTTrainer configured from the recipe, on our pre-tokenized, loss-masked examples."""
     t = recipe.train
     has_val = bool(data.val)
+    vision = is_processor(tokenizer)
+    extra = {}
+    if vision:
+        # Rows carry their text and image files to VisionCollator, which makes the pixels per batch: trl must neither
+        # drop those columns nor prepare the rows again.
+        extra = {"remove_unused_columns": False, "dataset_kwargs": {"skip_prepare_dataset": True}}
     args = SFTConfig(
+        **extra,
         **trainer_arguments(recipe, run_dir, device, has_val),
         include_num_input_tokens_seen="non_padding",
         packing=recipe.data.packing,
@@ -47,19 +55,25 @@ def build_trainer(recipe: Recipe, model, tokenizer, data, run_dir: Path, device,
         prediction_loss_only=True,  # evaluation needs the loss, not every logit
         ddp_find_unused_parameters=False,  # every adapter weight takes part in every forward pass
     )
-    train_set = datasets.Dataset.from_dict({"input_ids": [e.input_ids for e in data.train], "labels": [e.labels for e in data.train]})
-    val_set = None
-    if has_val:
-        val_set = datasets.Dataset.from_dict({"input_ids": [e.input_ids for e in data.val], "labels": [e.labels for e in data.val]})
+    train_set = _dataset(data.train, vision)
+    val_set = _dataset(data.val, vision) if has_val else None
     datasets.disable_progress_bars()
     if t.fused_loss:
         check_fused_loss_supported(model)
     trainer_class = FusedLossSFTTrainer if t.fused_loss else SFTTrainer
+    collator = VisionCollator(tokenizer, recipe.data.image_max_pixels) if vision else None
     trainer = trainer_class(model=model, args=args, train_dataset=train_set, eval_dataset=val_set, processing_class=tokenizer,
-                            callbacks=training_callbacks(run_dir, progress))
+                            data_collator=collator, callbacks=training_callbacks(run_dir, progress))
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(HFProgressCallback)
     return trainer
+
+
+def _dataset(encoded: list, vision: bool) -> datasets.Dataset:
+    columns = {"input_ids": [e.input_ids for e in encoded], "labels": [e.labels for e in encoded]}
+    if vision:
+        columns.update(text=[e.text for e in encoded], images=[list(e.images) for e in encoded], where=[e.where for e in encoded])
+    return datasets.Dataset.from_dict(columns)
 
 
 def sft_trainer(recipe: Recipe, model, tokenizer, run_dir: Path, device, progress: bool):

@@ -85,6 +85,7 @@ def test_the_wheels_carry_every_package_and_the_package_data(wheels):
     recipes = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "recipes").rglob("*.yaml"))
     assert recipes and all(f"studio/{r}" in names for r in recipes)
     assert "studio/recipes/deepseek-r1/no-think.jinja" in names
+    assert "studio/evaluation/general_probes.json" in names  # the forgetting check's probe set
     examples = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "examples").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     assert examples and all(f"studio/{e}" in names for e in examples)
     kernels = zipfile.ZipFile(wheels["adapter_studio_kernels"]).namelist()
