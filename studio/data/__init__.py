@@ -16,9 +16,9 @@ the UI (which shows a sample exactly as training sees it) and for tests.
 from studio.data.build import BuiltData, build_data, load_examples, load_heldout
 from studio.data.formats import Example, detect_format, normalize, reference_of
 from studio.data.readers import read_rows
-from studio.data.render import IGNORE, Encoded, Renderer, prepare_tokenizer, render_pairs
+from studio.data.render import IGNORE, Encoded, Renderer, prepare_tokenizer, render_pairs, template_text
 
 __all__ = [
     "BuiltData", "Encoded", "Example", "IGNORE", "Renderer", "build_data", "detect_format", "load_examples", "load_heldout",
-    "normalize", "prepare_tokenizer", "read_rows", "reference_of", "render_pairs",
+    "normalize", "prepare_tokenizer", "read_rows", "reference_of", "render_pairs", "template_text",
 ]

@@ -47,6 +47,16 @@ class Encoded:
         return sum(1 for label in self.labels if label != IGNORE)
 
 
+def template_text(chat_template: str) -> str:
+    """data.chat_template as template text: the file's contents when it names a .jinja file, else the text itself."""
+    if not chat_template.endswith(".jinja"):
+        return chat_template
+    path = Path(chat_template)
+    if not path.exists():
+        raise StudioError(f"chat template file not found: {path}", where="data.chat_template", fix="check the path")
+    return path.read_text(encoding="utf-8")
+
+
 def prepare_tokenizer(tokenizer, chat_template: str | None = None):
     """Give the tokenizer the template training will use, and a pad token; return it.
 
@@ -54,12 +64,7 @@ def prepare_tokenizer(tokenizer, chat_template: str | None = None):
     evaluation render prompts exactly as training did.
     """
     if chat_template:
-        path = Path(chat_template)
-        if chat_template.endswith(".jinja"):
-            if not path.exists():
-                raise StudioError(f"chat template file not found: {path}", where="data.chat_template", fix="check the path")
-            chat_template = path.read_text(encoding="utf-8")
-        tokenizer.chat_template = chat_template
+        tokenizer.chat_template = template_text(chat_template)
     elif not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = CHATML_TEMPLATE
     if tokenizer.eos_token_id is None:

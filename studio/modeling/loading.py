@@ -125,7 +125,6 @@ def load_for_training(recipe: Recipe, device: torch.device):
     from transformers import BitsAndBytesConfig, set_seed
 
     from studio.modeling.embedding_offload import offload_input_embeddings
-
     from studio.modeling.vision import check_vision_recipe, is_vision_model, load_processor, lora_targets
 
     model_dir = resolve_model(recipe.model.name, recipe.model.revision)

@@ -38,7 +38,7 @@ def load_processor(model_dir: Path, recipe: Recipe | None = None):
     """The model's processor, its chat template (the recipe's, when it sets one) also on its tokenizer, and a pad token."""
     from transformers import AutoProcessor
 
-    from studio.data import prepare_tokenizer
+    from studio.data import prepare_tokenizer, template_text
 
     trust = bool(recipe and recipe.model.trust_remote_code)
     try:
@@ -48,12 +48,7 @@ def load_processor(model_dir: Path, recipe: Recipe | None = None):
                           fix="the folder needs processor_config.json / preprocessor_config.json and the tokenizer files (some processors also need torchvision)") from None
     template = recipe.data.chat_template if recipe else None
     if template:
-        path = Path(template)
-        if template.endswith(".jinja"):
-            if not path.exists():
-                raise StudioError(f"chat template file not found: {path}", where="data.chat_template", fix="check the path")
-            template = path.read_text(encoding="utf-8")
-        processor.chat_template = template
+        processor.chat_template = template_text(template)
     if not getattr(processor, "chat_template", None):
         raise StudioError("the model's processor has no chat template, so image turns cannot be rendered", where=str(model_dir),
                           fix="set data.chat_template to the model's template")

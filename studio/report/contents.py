@@ -15,8 +15,7 @@ from pathlib import Path
 import yaml
 
 from studio.errors import StudioError
-from studio.training.rundir import (CARD, COMPLETIONS, DATA, ENV, EVAL, EXPORT, MERGE, RECIPE, SUMMARY, check_run_dir,
-                                    read_json_or_empty, read_metrics)
+from studio.training.rundir import CARD, COMPLETIONS, DATA, ENV, EVAL, EXPORT, MERGE, RECIPE, SUMMARY, check_run_dir, read_json_or_empty, read_metrics
 
 NOT_CHECKED = "not checked yet"
 SAMPLE_COMPLETIONS = 8  # GRPO: the newest sampled completions shown; the file keeps every few steps' worth

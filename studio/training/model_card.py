@@ -122,7 +122,7 @@ def write_model_card(run_dir: Path) -> Path:
         f"- method: {recipe['method']}; LoRA rank {lora['rank']}, alpha {lora['alpha']}, dropout {lora['dropout']}, targets {lora['targets']}",
         f"- data: `{Path(data.get('path', '?')).name}` ({data.get('format', '?')}), sha256 `{data.get('sha256', '?')}`, "
         f"{data.get('train', {}).get('examples', data.get('train', {}).get('prompts', '?'))} training examples, max length {recipe['data']['max_length']}",
-        *([f"- rewards: " + ", ".join(f"{r['name']} (weight {r['weight']})" for r in data["rewards"])] if data.get("rewards") else []),
+        *(["- rewards: " + ", ".join(f"{r['name']} (weight {r['weight']})" for r in data["rewards"])] if data.get("rewards") else []),
         f"- steps: {summary.get('steps', '?')}; batch {train['batch_size']} x grad accum {train['grad_accum']}; lr {train['learning_rate']} ({train['lr_scheduler']}); seed {train['seed']}",
         f"- device: {env.get('device', '?')}; torch {env.get('packages', {}).get('torch', '?')}, transformers {env.get('packages', {}).get('transformers', '?')}, peft {env.get('packages', {}).get('peft', '?')}",
         "",

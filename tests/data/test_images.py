@@ -8,9 +8,9 @@ import zlib
 from pathlib import Path
 
 import pytest
+from helpers import REPO, write_jsonl
 from PIL import Image
 
-from helpers import REPO, write_jsonl
 from studio.cli import main
 from studio.config.schema import DataSpec
 from studio.data import load_examples

@@ -4,10 +4,10 @@ the model card and the CLI, and bad input is a StudioError."""
 from __future__ import annotations
 
 import json
-import tomllib
 
 import helpers
 import pytest
+import tomllib
 import torch
 
 from studio.cli import main

@@ -10,7 +10,6 @@ import pytest
 
 from studio.cli import main
 from studio.errors import StudioError
-
 from studio.evaluation import harness
 
 QA = """task: tiny_qa

@@ -1,9 +1,9 @@
 """Task metrics: what counts as a right answer."""
 
-import pytest
-
 import json
 import time
+
+import pytest
 
 from studio.evaluation.metrics import (
     contains,

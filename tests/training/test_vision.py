@@ -12,9 +12,10 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from helpers import REPO, make_model_dir, recipe_dict, write_jsonl
+from safetensors.torch import load_file
+from tiny_vlms import VLM_ARCHITECTURES, make_vlm_dir
+
 from studio.config.load import load_recipe
 from studio.data import IGNORE, build_data
 from studio.data.vision import image_token_ids
@@ -24,7 +25,6 @@ from studio.training.checkpoints import last_checkpoint
 from studio.training.prepare import resume_recipe
 from studio.training.rundir import read_metrics
 from studio.training.train import train
-from tiny_vlms import VLM_ARCHITECTURES, make_vlm_dir
 
 SHAPES = REPO / "examples" / "shapes" / "train.jsonl"
 ANSWERS = [json.loads(line)["messages"][1]["content"] for line in SHAPES.read_text().splitlines()]
