@@ -90,6 +90,7 @@ def export(
     if quant not in QUANTS:
         raise StudioError(f"unknown GGUF precision '{quant}'", where="--quant", fix=f"use one of {', '.join(QUANTS)}")
     run_dir, recipe = open_run(run_dir)
+    _refuse_vision(run_dir, recipe)
     merged = merged_dir(run_dir) or merge(run_dir).merged_dir
     path, modelfile_path = _targets(run_dir, fmt, quant, out)
     default_top1, default_kl = THRESHOLDS[quant]
@@ -181,3 +182,14 @@ def _record(run_dir: Path, result: ExportResult) -> None:
     write_json(path, data)
 
 
+
+
+def _refuse_vision(run_dir: Path, recipe) -> None:
+    """Refuse a vision-language run before merging: merge supports it, but the GGUF path converts and checks a
+    text model only (and would fail deep in transformers, or ship a GGUF without its vision projector)."""
+    from studio.modeling.source import resolve_model
+    from studio.modeling.vision import is_vision_model
+
+    if is_vision_model(resolve_model(recipe.model.name, recipe.model.revision)):
+        raise StudioError("export of vision-language runs is not supported yet", where=str(run_dir),
+                          fix=f"run `studio merge {run_dir}`: the merged folder loads with AutoModelForImageTextToText + AutoProcessor")

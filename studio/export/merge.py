@@ -6,6 +6,14 @@ reloaded from disk and its logits compared with base+adapter on held-out prompts
 generation_config go through the serving-consistency gate (studio.export.consistency: prompts render as in
 training, generation stops on the trained end-of-turn token); past the tolerance, or on a gate failure, the
 merge fails loudly and the folder is not left behind as if it were good.
+
+A vision-language run merges the same way, with what makes it one: it loads through
+AutoModelForImageTextToText, the merged folder gets the processor (images, chat template, tokenizer) so plain
+transformers loads it with AutoModelForImageTextToText + AutoProcessor, and the logits are compared on image
+prompts (held-out rows, else the first training rows, with their pictures, rendered and batched as training did),
+so the parity check covers the vision tower and projector as well as the language model. The gate's
+tokenizer-level checks (prompt format, stop and pad tokens, thinking default) apply unchanged to the processor's
+tokenizer and are run; merge.json records a note that its fixed conversations are text-only.
 """
 
 from __future__ import annotations
@@ -46,8 +54,8 @@ class MergeResult:
 
 
 def merge(run_dir: str | Path, out: str | Path | None = None, check: bool = True) -> MergeResult:
-    """Merge the adapter into the base, save it as safetensors with tokenizer and generation config, verify it."""
-    from transformers import AutoModelForCausalLM
+    """Merge the adapter into the base, save it as safetensors with tokenizer (a vision run: processor) and generation config, verify it."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     from studio.evaluation.generate import stop_token_ids
     from studio.export.consistency import check_merge
@@ -56,9 +64,9 @@ def merge(run_dir: str | Path, out: str | Path | None = None, check: bool = True
 
     run_dir, recipe = open_run(run_dir)
     out = Path(out) if out else run_dir / MERGED
-    loaded = load_with_adapter(recipe, run_dir / ADAPTER)
-    model, tokenizer, device, dtype = loaded.model, loaded.tokenizer, loaded.device, loaded.dtype
-    batch = _probe_batch(recipe, tokenizer, device)
+    loaded = load_with_adapter(recipe, run_dir / ADAPTER, vision=True)
+    model, tokenizer, device, dtype, processor = loaded.model, loaded.tokenizer, loaded.device, loaded.dtype, loaded.processor
+    batch = _probe_batch(recipe, tokenizer, device) if processor is None else _vision_probe_batch(recipe, processor, device, dtype)
     with torch.no_grad():
         reference = model(**batch).logits.float()
     merged = model.merge_and_unload()
@@ -69,11 +77,13 @@ def merge(run_dir: str | Path, out: str | Path | None = None, check: bool = True
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(str(tmp), safe_serialization=True)
-    tokenizer.save_pretrained(str(tmp))
+    # The processor saves its tokenizer too, plus what turns images into pixels and image tokens.
+    (processor or tokenizer).save_pretrained(str(tmp))
     del merged, model, loaded
 
     quiet_libraries()
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype, use_safetensors=True).to(device).eval()
+    auto = AutoModelForCausalLM if processor is None else AutoModelForImageTextToText
+    reloaded = auto.from_pretrained(tmp, dtype=dtype, use_safetensors=True).to(device).eval()
     with torch.no_grad():
         logits = reloaded(**batch).logits.float()
     mask = batch["attention_mask"].bool()
@@ -84,6 +94,9 @@ def merge(run_dir: str | Path, out: str | Path | None = None, check: bool = True
     del reloaded
     try:
         gate = check_merge(tokenizer, tmp, recipe, stops, out, run_dir)
+        if processor is not None:
+            gate.notes.append("vision-language run: the gate compared the merged tokenizer's chat template, stop and pad tokens with training's "
+                              "on text conversations (the template's image placeholders are covered by the logit-parity check on image prompts)")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -114,3 +127,25 @@ def _probe_batch(recipe, tokenizer, device) -> dict:
     finally:
         tokenizer.padding_side = side
     return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+
+
+def _vision_probe_batch(recipe, processor, device, dtype) -> dict:
+    """Up to PROBES image rows (held-out data when the recipe has it, else the first training rows) rendered and
+    batched as training did: token ids, attention mask, pixel values and the processor's per-token extras."""
+    from studio.data import load_examples, load_heldout
+    from studio.data.vision import VisionCollator, VisionRenderer
+
+    spec = recipe.data
+    source = spec.test_path or spec.val_path
+    # Training rows are a fair probe for parity: it compares two computations of the same function, not quality.
+    _fmt, examples = load_heldout(source, spec) if source else load_examples(spec.path, spec)
+    examples = [e for e in examples if e.messages][:PROBES]
+    if not examples:
+        raise StudioError("no chat rows to compare the merged model on", where=source or spec.path, fix="the data must hold chat rows with images")
+    renderer = VisionRenderer(processor, spec.max_length, "all", spec.image_max_pixels)
+    rows = [renderer.encode(e) for e in examples]
+    batch = VisionCollator(processor, spec.image_max_pixels)(
+        [{"input_ids": r.input_ids, "labels": r.labels, "text": r.text, "images": list(r.images), "where": r.where} for r in rows])
+    batch.pop("labels")
+    # Pixels go in the model's precision (as training's autocast/bf16 load fed them); ids and masks stay integers.
+    return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in batch.items()}

@@ -23,11 +23,15 @@ class LoadedModel:
     tokenizer: object
     device: object
     dtype: object
+    processor: object = None  # a vision-language run's processor (its tokenizer is `tokenizer`); None for text runs
 
 
-def load_with_adapter(recipe: Recipe, adapter_dir: Path, with_adapter: bool = True) -> LoadedModel:
+def load_with_adapter(recipe: Recipe, adapter_dir: Path, with_adapter: bool = True, vision: bool = False) -> LoadedModel:
     """The recipe's base model on the recipe's device (float32 on a CPU), with the adapter in `adapter_dir`
-    attached (unless `with_adapter` is False), in eval mode."""
+    attached (unless `with_adapter` is False), in eval mode.
+
+    A vision-language run loads only for callers that pass `vision=True` (merge, which checks parity on image
+    prompts); it then comes with the processor training saved beside the adapter."""
     from peft import PeftModel
 
     from studio.modeling.loading import load_base, load_tokenizer, pick_device, pick_dtype
@@ -35,16 +39,24 @@ def load_with_adapter(recipe: Recipe, adapter_dir: Path, with_adapter: bool = Tr
     from studio.modeling.vision import is_vision_model
 
     model_dir = resolve_model(recipe.model.name, recipe.model.revision)
-    if is_vision_model(model_dir):
-        # Evaluation, chat, merge and export feed text only; on a vision-language run they would check nothing of
-        # what it learned about images (and merge's parity check would miss the vision path entirely).
-        raise StudioError("evaluation, chat, merge and export of vision-language runs are not supported yet", where=str(adapter_dir),
+    is_vision = is_vision_model(model_dir)
+    if is_vision and not vision:
+        # Evaluation, chat and export feed text only; on a vision-language run they would check nothing of
+        # what it learned about images.
+        raise StudioError("evaluation, chat and export of vision-language runs are not supported yet (merge is)", where=str(adapter_dir),
                           fix="the run's adapter folder is a standard peft adapter with the model's processor: load it with "
                               "AutoModelForImageTextToText + PeftModel.from_pretrained")
     device = pick_device(recipe.train.device)
     dtype = pick_dtype(recipe.model.dtype, device)
-    tokenizer = load_tokenizer(Path(adapter_dir), recipe)
+    processor = None
+    if is_vision:
+        from studio.modeling.vision import load_processor
+
+        processor = load_processor(Path(adapter_dir), recipe)  # the adapter folder's: it renders images as training did
+        tokenizer = processor.tokenizer
+    else:
+        tokenizer = load_tokenizer(Path(adapter_dir), recipe)
     model = load_base(model_dir, dtype, device, recipe.model.trust_remote_code, allow_pickle=recipe.model.allow_pickle)
     if with_adapter:
         model = PeftModel.from_pretrained(model, Path(adapter_dir)).eval()
-    return LoadedModel(model, tokenizer, device, dtype)
+    return LoadedModel(model, tokenizer, device, dtype, processor)

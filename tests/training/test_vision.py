@@ -2,7 +2,8 @@
 
 The mask (only the assistant's answer and its end token train, never an image token or a prompt), training through
 the studio's normal entry with a run directory like a text run's, a falling loss, LoRA scoped to the language model
-unless lora.vision is on, resume reproducing the uninterrupted run, and the refusals.
+unless lora.vision is on, resume reproducing the uninterrupted run, the refusals, and `studio merge` of a vision run
+(parity on image prompts, a merged folder plain transformers loads and generates from).
 """
 
 from __future__ import annotations
@@ -168,12 +169,10 @@ def test_what_vision_models_do_not_do_is_refused_before_training(vlms, tmp_path,
         load_for_training(recipe, torch.device("cpu"))
 
 
-def test_the_adapter_loads_in_plain_peft_and_merge_says_it_is_not_supported_yet(runs):
+def test_the_adapter_loads_in_plain_peft(runs):
     from peft import PeftModel
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from studio.export.merge import merge
 
     result, _ = runs["gemma3"]
     recipe = load_recipe(str(result.run_dir / "recipe.yaml"))
@@ -185,5 +184,68 @@ def test_the_adapter_loads_in_plain_peft_and_merge_says_it_is_not_supported_yet(
     batch = processor(text=[prompt], images=[[Image.new("RGB", (48, 48), "red")]], return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
         assert torch.isfinite(model(**batch).logits).all()
+
+
+def test_evaluation_of_a_vision_run_is_still_refused(runs):
+    from studio.modeling.adapter import load_with_adapter
+
+    result, _ = runs["gemma3"]
     with pytest.raises(StudioError, match="vision-language runs are not supported yet"):
-        merge(result.run_dir)
+        load_with_adapter(load_recipe(str(result.run_dir / "recipe.yaml")), result.run_dir / "adapter")
+
+
+@pytest.mark.parametrize("arch", VLM_ARCHITECTURES)
+def test_merge_reproduces_the_adapter_on_image_prompts_and_loads_in_plain_transformers(runs, arch):
+    import time
+
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from studio.export.merge import merge
+
+    result, _ = runs[arch]
+    start = time.perf_counter()
+    merged = merge(result.run_dir)
+    print(f"{arch}: merge rel diff {merged.rel_diff:.2e} on {merged.prompts} image prompts, {time.perf_counter() - start:.1f}s")
+    assert merged.passed and merged.rel_diff <= merged.tolerance and merged.prompts == 4
+    record = json.loads((result.run_dir / "merge.json").read_text())
+    assert record["passed"] and record["consistency"]["passed"]
+    assert any("vision-language run" in note for note in record["consistency"]["notes"])
+    folder = merged.merged_dir
+    assert (folder / "processor_config.json").exists() and list(folder.glob("*.safetensors"))
+
+    # Plain transformers, nothing from the studio: the merged folder is a complete vision-language model.
+    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(folder)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in the picture?"}]}]
+    prompt = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    image = Image.open(REPO / "examples" / "shapes" / "imgs" / "0001.png").convert("RGB")
+    batch = processor(text=[prompt], images=[[image]], return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=6, do_sample=False)
+    assert out.shape[1] > batch["input_ids"].shape[1]
+    assert model.generation_config.eos_token_id in (processor.tokenizer.eos_token_id, [processor.tokenizer.eos_token_id])
+
+
+def test_merge_folds_lora_on_the_vision_tower_in_and_compares_on_pixels(vlms, tmp_path):
+    from studio.export.merge import _vision_probe_batch, merge
+
+    recipe = vision_recipe(vlms["idefics3"], tmp_path, lora={"vision": True}, train={"max_steps": 4, "save_steps": 4})
+    result = train(recipe, progress=False)
+    processor = load_processor(result.run_dir / "adapter", recipe)
+    batch = _vision_probe_batch(recipe, processor, torch.device("cpu"), torch.float32)
+    # The probes carry pictures: the parity check runs the vision tower and projector, not just the text model.
+    assert batch["pixel_values"].shape[0] == 4
+    assert int(sum((batch["input_ids"] == i).sum() for i in image_token_ids(processor))) >= 16
+    merged = merge(result.run_dir)
+    assert merged.passed and merged.rel_diff <= merged.tolerance
+    weights = load_file(next(merged.merged_dir.glob("*.safetensors")))
+    assert not any("lora_" in k for k in weights)  # merged, not saved with the adapter beside it
+
+
+def test_export_of_a_vision_run_is_refused_before_merging(runs, tmp_path):
+    from studio.export.exporter import export
+
+    result, _ = runs["gemma3"]
+    with pytest.raises(StudioError, match="export of vision-language runs is not supported yet"):
+        export(result.run_dir, "gguf", out=tmp_path / "model.gguf")
