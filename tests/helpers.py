@@ -269,6 +269,15 @@ NO_CHROMIUM = "Debian chromium is not installed (apt-get install chromium)"
 requires_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason=NO_CHROMIUM)
 
 
+def hold_until(release: str | Path) -> list[str]:
+    """A stand-in job's command line: a Python process that waits until the file `release` exists, then exits 0
+    (queue tests decide when a "training" ends)."""
+    import sys
+
+    script = "import sys, time, pathlib; p = pathlib.Path(sys.argv[1]); [time.sleep(0.02) for _ in iter(lambda: p.exists(), True)]"
+    return [sys.executable, "-c", script, str(release)]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now (the OS picks it)."""
     with socket.socket() as s:

@@ -8,6 +8,7 @@ no step count before its data loads: its length, and every start after it, is un
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -68,10 +69,16 @@ def remaining_s(job, recipe_file: str | None, pace: Pace | None, now: float) -> 
 
 def max_steps(recipe_file: str | None) -> int | None:
     """train.max_steps of a recipe file (None when it trains by epochs or does not load)."""
-    from studio.config.load import load_recipe
-
     if not recipe_file or not Path(recipe_file).is_file():
         return None
+    return _max_steps_of(recipe_file, Path(recipe_file).stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _max_steps_of(recipe_file: str, mtime_ns: int) -> int | None:
+    # Every page refresh asks for every queued job's length: validate each recipe file once per version of it.
+    from studio.config.load import load_recipe
+
     try:
         return load_recipe(recipe_file).train.max_steps or None
     except StudioError:

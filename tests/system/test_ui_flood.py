@@ -25,7 +25,6 @@ from studio.ui.jobs import FINAL
 USERS = 20
 FLOOD = 20
 SLOTS = 2
-HOLD = "import sys, time, pathlib; p = pathlib.Path(sys.argv[1]); [time.sleep(0.02) for _ in iter(lambda: p.exists(), True)]"
 
 
 def password(user: str) -> str:
@@ -54,7 +53,7 @@ def test_a_flood_of_jobs_waits_its_turn(tiny_llama_dir, tiny_data, tmp_path, mon
     def stand_in(job):
         """The teacher's jobs hold a slot until `release` exists; every other job sleeps 50 ms."""
         if job.user in holders:
-            return [sys.executable, "-c", HOLD, str(release)]
+            return helpers.hold_until(release)
         return [sys.executable, "-c", "import time; time.sleep(0.05)"]
 
     monkeypatch.chdir(tmp_path)

@@ -4,11 +4,12 @@ is pushed out; on a CPU concurrency follows the cores."""
 import sys
 import time
 
+import helpers
+
 from studio.memory.gpus import GIB
 from studio.ui.jobs import JobQueue
 from studio.ui.packing import MARGIN_GIB, GpuMemory, Packer, need_bytes
 
-HOLD = "import sys, time, pathlib; p = pathlib.Path(sys.argv[1]); [time.sleep(0.02) for _ in iter(lambda: p.exists(), True)]"
 ENV = "import os, sys; open(sys.argv[1], 'w').write(os.environ.get('OMP_NUM_THREADS', '-'))"
 PEAKS = {"small": 4 * GIB, "big": 30 * GIB, "medium": 9 * GIB}  # estimated peaks by recipe name
 
@@ -29,7 +30,7 @@ class FakeGpu:
 
 
 def hold_command(job):
-    return [sys.executable, "-c", HOLD, str(job.run_dir) + ".release"]
+    return helpers.hold_until(str(job.run_dir) + ".release")
 
 
 def gpu_queue(tmp_path, **kwargs):

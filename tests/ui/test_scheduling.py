@@ -5,13 +5,13 @@ import sys
 import time
 from types import SimpleNamespace
 
+import helpers
 import pytest
 
 from studio.errors import StudioError
 from studio.ui.jobs import JobQueue
 from studio.ui.schedule import Pace, fair_order, measured_pace, start_etas, startable
 
-HOLD = "import sys, time, pathlib; p = pathlib.Path(sys.argv[1]); [time.sleep(0.02) for _ in iter(lambda: p.exists(), True)]"
 SLEEP = "import sys, time; time.sleep(float(sys.argv[1]))"
 
 
@@ -65,7 +65,7 @@ def hold_command(job):
     """Jobs named hold-* wait until the file `release` next to their run directory exists; the others sleep 0.05 s."""
     name = job.run_dir.rsplit("/", 1)[-1]
     if name.startswith("hold"):
-        return [sys.executable, "-c", HOLD, job.run_dir.rsplit("/", 1)[0] + "/release"]
+        return helpers.hold_until(job.run_dir.rsplit("/", 1)[0] + "/release")
     return [sys.executable, "-c", SLEEP, "0.05"]
 
 
