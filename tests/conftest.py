@@ -49,6 +49,15 @@ def tiny_models(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def vlms(tmp_path_factory) -> dict:
+    """{arch: a saved tiny random vision-language model dir} for every tiny_vlms architecture, built once."""
+    from tiny_vlms import VLM_ARCHITECTURES, make_vlm_dir
+
+    root = tmp_path_factory.mktemp("vlms")
+    return {arch: make_vlm_dir(root / arch, arch) for arch in VLM_ARCHITECTURES}
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_dir(tiny_models) -> Path:
     """The tiny Llama with an explicit ChatML template."""
     return tiny_models("llama")

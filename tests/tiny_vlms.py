@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import EOT, IM_START, _corpus
+from helpers import EOT, IM_START, REPO, _corpus, recipe_dict
 
 VLM_ARCHITECTURES = ("gemma3", "idefics3")
+SHAPES = REPO / "examples" / "shapes" / "train.jsonl"  # the drawn image dataset the vision tests train on
 
 # Gemma 3's template, trimmed: `<start_of_turn>user` turns, the assistant called `model`, images as <start_of_image>.
 GEMMA3_TEMPLATE = (
@@ -111,3 +112,12 @@ def make_vlm_dir(path: Path, arch: str = "gemma3", seed: int = 0) -> Path:
     model.save_pretrained(path, safe_serialization=True)
     processor.save_pretrained(path)
     return path
+
+
+def vision_recipe(model_dir, out_dir, data_path=SHAPES, **sections):
+    """A validated recipe for a short LoRA run of a tiny VLM on `data_path` (8 steps of 4 rows; sections override)."""
+    from studio.config.load import load_recipe
+
+    sections = {"train": {"max_steps": 8, "batch_size": 4, "learning_rate": 5e-3, "save_steps": 4, **sections.pop("train", {})},
+                "data": {"max_length": 96, **sections.pop("data", {})}, **sections}
+    return load_recipe(recipe_dict(model_dir, data_path, out_dir, **sections))

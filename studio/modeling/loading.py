@@ -125,7 +125,7 @@ def load_for_training(recipe: Recipe, device: torch.device):
     from transformers import BitsAndBytesConfig, set_seed
 
     from studio.modeling.embedding_offload import offload_input_embeddings
-    from studio.modeling.vision import check_vision_recipe, is_vision_model, load_processor, lora_targets
+    from studio.modeling.vision import check_vision_recipe, is_vision_model, kept_in_16_bit, load_processor, lora_targets
 
     model_dir = resolve_model(recipe.model.name, recipe.model.revision)
     vision = is_vision_model(model_dir)
@@ -151,6 +151,8 @@ def load_for_training(recipe: Recipe, device: torch.device):
             # FSDP shards only floating parameters of bitsandbytes' Params4bit (accelerate leaves uint8 ones
             # whole on every rank), so a sharded run stores the 4-bit bytes in the model's float dtype.
             bnb_4bit_quant_storage=dtype if recipe.distributed.strategy == "fsdp" else torch.uint8,
+            # A vision-language model's tower, projector and head stay 16-bit (see studio.modeling.vision).
+            llm_int8_skip_modules=kept_in_16_bit(model_dir, recipe.model.trust_remote_code) if vision else None,
         )
         model = load_base(model_dir, dtype, device, recipe.model.trust_remote_code, quantization_config=bnb, allow_pickle=recipe.model.allow_pickle)
     elif backend == "studio":
@@ -164,7 +166,7 @@ def load_for_training(recipe: Recipe, device: torch.device):
     if backend == "studio":
         # Architectures whose projections are not nn.Linear (GPT-2's Conv1D) keep them in full
         # precision, as bitsandbytes does; LoRA then attaches to them as usual.
-        quantized = quantize_onto(model, device, pick_dtype(recipe.quant.compute_dtype, device))
+        quantized = quantize_onto(model, device, pick_dtype(recipe.quant.compute_dtype, device), scope=model.get_decoder() if vision else None)
     if recipe.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -190,18 +192,20 @@ def load_for_training(recipe: Recipe, device: torch.device):
     return model, tokenizer, model_dir
 
 
-def quantize_onto(model, device: torch.device, compute_dtype: torch.dtype) -> int:
-    """Quantize every linear layer to NF4 block by block while moving the model to `device`."""
+def quantize_onto(model, device: torch.device, compute_dtype: torch.dtype, scope=None) -> int:
+    """Quantize every linear layer of `scope` (default: the whole model) to NF4 block by block while moving the
+    model to `device`; the rest moves in its own precision."""
     from studio.modeling.quant import quantize_model_linears
 
-    blocks = max((m for m in model.modules() if isinstance(m, torch.nn.ModuleList)), key=len, default=None)
+    scope = model if scope is None else scope
+    blocks = max((m for m in scope.modules() if isinstance(m, torch.nn.ModuleList)), key=len, default=None)
     swapped = 0
     if blocks is not None:
         for block in blocks:
             block.to(device)
             swapped += quantize_model_linears(block, compute_dtype=compute_dtype)
     model.to(device)
-    swapped += quantize_model_linears(model, compute_dtype=compute_dtype)
+    swapped += quantize_model_linears(scope, compute_dtype=compute_dtype)
     return swapped
 
 

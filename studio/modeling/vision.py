@@ -4,6 +4,8 @@ A model folder whose config.json has a `vision_config` is a vision-language mode
 AutoModelForImageTextToText and AutoProcessor (the processor turns images into pixel values and expands each image
 placeholder into the tokens that carry its features). By default the vision tower and the projector stay frozen and
 LoRA goes on the language model only; `lora.vision: true` adds the tower's and the projector's linear layers.
+QLoRA quantizes the language model's linear layers only: the tower and the projector are small next to it, and
+their 16-bit weights keep the image features the base model was trained on.
 """
 
 from __future__ import annotations
@@ -81,3 +83,30 @@ def lora_targets(model, recipe: Recipe) -> list[str]:
         raise StudioError(f"no linear layer of the {'model' if recipe.lora.vision else 'language model'} matches lora.targets {wanted}", where="lora.targets",
                           fix="use all-linear, or module names of the language model such as [q_proj, v_proj]")
     return names
+
+
+def outside_language_model(model) -> list[str]:
+    """Names of the top-most modules outside the language model (vision tower, projector, output head): what a
+    4-bit load keeps in 16-bit. Works on a model built on the meta device, so it costs no memory."""
+    language = model.get_decoder()
+    inside = {id(m) for m in language.modules()}
+    holds = {id(m) for m in model.modules() if any(c is language for c in m.modules())}  # the language model's ancestors
+    names = []
+    for name, module in model.named_modules():
+        if not name or id(module) in inside or id(module) in holds:
+            continue
+        if any(name.startswith(kept + ".") for kept in names) or not any(True for _ in module.parameters()):
+            continue
+        names.append(name)
+    return names
+
+
+def kept_in_16_bit(model_dir: Path, trust_remote_code: bool = False) -> list[str]:
+    """`outside_language_model` for a model folder, from its config alone (the model is built on the meta device)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
+    return outside_language_model(model)

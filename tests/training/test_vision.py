@@ -13,9 +13,9 @@ import shutil
 
 import pytest
 import torch
-from helpers import REPO, make_model_dir, recipe_dict, write_jsonl
+from helpers import REPO, make_model_dir, write_jsonl
 from safetensors.torch import load_file
-from tiny_vlms import VLM_ARCHITECTURES, make_vlm_dir
+from tiny_vlms import SHAPES, VLM_ARCHITECTURES, vision_recipe
 
 from studio.config.load import load_recipe
 from studio.data import IGNORE, build_data
@@ -27,20 +27,7 @@ from studio.training.prepare import resume_recipe
 from studio.training.rundir import read_metrics
 from studio.training.train import train
 
-SHAPES = REPO / "examples" / "shapes" / "train.jsonl"
 ANSWERS = [json.loads(line)["messages"][1]["content"] for line in SHAPES.read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def vlms(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("vlms")
-    return {arch: make_vlm_dir(root / arch, arch) for arch in VLM_ARCHITECTURES}
-
-
-def vision_recipe(model_dir, out_dir, data_path=SHAPES, **sections):
-    sections = {"train": {"max_steps": 8, "batch_size": 4, "learning_rate": 5e-3, "save_steps": 4, **sections.pop("train", {})},
-                "data": {"max_length": 96, **sections.pop("data", {})}, **sections}
-    return load_recipe(recipe_dict(model_dir, data_path, out_dir, **sections))
 
 
 @pytest.fixture(scope="module")
