@@ -140,28 +140,40 @@ def _eval_forgetting(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    """`studio chat`: one prompt, or an interactive conversation, through the adapter (or the base)."""
+    """`studio chat`: one prompt, or an interactive conversation, through the adapter (or the base); a vision-language
+    run's turns may carry images (--image, or /image FILE before a turn)."""
     from studio.evaluation.chat import ChatSession
 
     session = ChatSession(args.run_dir, use_adapter=not args.base, max_new_tokens=args.max_new_tokens)
     if args.prompt is not None:
-        answer = session.ask(args.prompt)
-        _emit(args, {"prompt": args.prompt, "answer": answer}, answer)
+        answer = session.ask(args.prompt, args.image)
+        _emit(args, {"prompt": args.prompt, "images": args.image, "answer": answer}, answer)
         return 0
-    print("chatting with " + ("the base model" if args.base else "the adapter") + "; /reset clears the history, /exit or Ctrl-D quits", file=sys.stderr)
+    if args.image:
+        raise StudioError("--image goes with --prompt", where="--image", fix="add --prompt TEXT, or attach images interactively with /image FILE")
+    extra = "; /image FILE shows a picture with your next turn" if session.sees_images else ""
+    print("chatting with " + ("the base model" if args.base else "the adapter") + f"; /reset clears the history{extra}; /exit or Ctrl-D quits", file=sys.stderr)
+    images: list[str] = []
     while True:
         try:
             text = input("you> ")
         except EOFError:
             print(file=sys.stderr)
             return 0
-        if text.strip() in ("/exit", "/quit"):
+        command, _, rest = text.strip().partition(" ")
+        if command in ("/exit", "/quit"):
             return 0
-        if text.strip() == "/reset":
+        if command == "/reset":
             session.reset()
-            continue
-        if text.strip():
-            print("model> " + session.ask(text), flush=True)
+            images = []
+        elif command == "/image" and rest.strip():
+            images.append(rest.strip())
+        elif text.strip():
+            try:
+                print("model> " + session.ask(text, images), flush=True)
+            except StudioError as exc:  # a bad image or turn: say so and keep the conversation
+                print(exc.format(), file=sys.stderr)
+            images = []
 
 
 def cmd_demo(args) -> int:

@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run directory written by `studio train`")
     p.add_argument("--prompt", help="answer this one prompt and exit")
     p.add_argument("--base", action="store_true", help="use the base model without the adapter, for comparison")
+    p.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="an image shown with --prompt (vision-language runs; repeat for several; interactively: /image FILE)")
     p.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the recipe's eval.max_new_tokens)")
     _add_json(p, "{prompt, answer} (with --prompt)")
 

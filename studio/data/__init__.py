@@ -1,6 +1,7 @@
 """Data: read a dataset file, normalize its format, render it with the chat template, mask the loss.
 
-    readers.py    files (JSONL, JSON, CSV, Parquet, saved datasets) -> rows that know their file and line
+    readers.py    files (JSONL, JSON, CSV, Parquet, saved datasets, image folders) -> rows that know their file and line
+    image_datasets.py  rows whose images are data (a datasets Image feature, an imagefolder) -> rows naming image files
     formats.py    rows -> one normal form (chat messages, plain text, a preference pair, or a prompt with columns)
     images.py     images in chat rows: both spellings, where files may live, checked and bounded before a model loads
     render.py     normal form -> token ids and labels, exactly as training sees them; preference pairs as text

@@ -89,6 +89,13 @@ def message_images(messages) -> list[str]:
     return [p["image"] for m in messages if isinstance(m["content"], list) for p in m["content"] if p["type"] == "image"]
 
 
+def text_of(content) -> str:
+    """A message's text: the string itself, or its text parts joined (what a person reads of a turn with images)."""
+    if isinstance(content, str):
+        return content
+    return "\n".join(p["text"] for p in content if p["type"] == "text")
+
+
 def has_images(examples) -> bool:
     """Whether any example's messages hold an image."""
     return any(e.messages and message_images(e.messages) for e in examples)

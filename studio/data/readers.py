@@ -1,7 +1,9 @@
 """Read dataset files into rows, each remembering where it came from (file and line).
 
-Supports JSONL, JSON (a list, or an object holding one list), CSV, Parquet, and directories saved with
-`datasets.Dataset.save_to_disk`. A malformed row fails with its file and line number.
+Supports JSONL, JSON (a list, or an object holding one list), CSV, Parquet, directories saved with
+`datasets.Dataset.save_to_disk`, and Hugging Face imagefolders (image files plus a metadata file); rows whose
+images are data become rows naming image files (studio.data.image_datasets). A malformed row fails with its file
+and line number.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio.data.image_datasets import has_image_feature, imagefolder_metadata, imagefolder_rows, saved_rows
 from studio.errors import StudioError
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
-SUPPORTED = f"{', '.join(FILE_SUFFIXES)}, or a directory saved with datasets"
+SUPPORTED = f"{', '.join(FILE_SUFFIXES)}, a directory saved with datasets, or an imagefolder (images plus metadata.jsonl)"
 # csv's default field limit (128 KiB) would reject a long document; long rows are truncated later, not refused.
 CSV_FIELD_LIMIT = 2**31 - 1
 
@@ -39,7 +42,7 @@ def read_rows(path: str | Path) -> list[Row]:
         raise StudioError(f"dataset not found: {path}", where=str(path),
                           fix="check data.path; a relative path is looked for in the recipe's folder, then in the working directory")
     if path.is_dir():
-        rows = _read_hf_dir(path)
+        rows = _read_dir(path)
     else:
         suffix = path.suffix.lower()
         readers = dict(zip(FILE_SUFFIXES, (_read_jsonl, _read_json, _read_csv, _read_parquet)))  # in FILE_SUFFIXES order
@@ -145,15 +148,26 @@ def _read_parquet(path: Path) -> list[Row]:
     return [Row(item, f"{path} [row {i}]") for i, item in enumerate(table.to_pylist())]
 
 
+def _read_dir(path: Path) -> list[Row]:
+    """A folder: the imagefolder layout (image files and one metadata file), else one written by save_to_disk."""
+    metadata = imagefolder_metadata(path)
+    if metadata is None:
+        return _read_hf_dir(path)
+    read = {".jsonl": _read_jsonl, ".csv": _read_csv, ".parquet": _read_parquet}[metadata.suffix]
+    return [Row(data, where) for data, where in imagefolder_rows(path, read(metadata))]
+
+
 def _read_hf_dir(path: Path) -> list[Row]:
     import datasets
 
     try:
         loaded = datasets.load_from_disk(str(path))
     except Exception as exc:  # datasets raises FileNotFoundError or its own errors for a wrong folder
-        raise StudioError(f"directory is not a saved datasets dataset: {exc}", where=str(path), fix="point data.path at a file, or at a folder written by Dataset.save_to_disk") from None
+        raise StudioError(f"directory is not a saved datasets dataset: {exc}", where=str(path), fix="point data.path at a file, at a folder written by Dataset.save_to_disk, or at an imagefolder (images plus metadata.jsonl)") from None
     if isinstance(loaded, datasets.DatasetDict):
         if "train" not in loaded:
             raise StudioError(f"dataset dict has splits {list(loaded)} but no 'train'", where=str(path), fix="save the training split as 'train'")
         loaded = loaded["train"]
+    if has_image_feature(loaded.features):  # pixels stay undecoded; the rows name image files inside the folder
+        return [Row(data, where) for data, where in saved_rows(loaded, path)]
     return [Row(item, f"{path} [row {i}]") for i, item in enumerate(loaded)]

@@ -73,6 +73,7 @@ class VisionRenderer(Renderer):
         return Encoded(ids[: self.max_length], labels[: self.max_length], truncated, example.where, text=text, images=tuple(images))
 
     def _apply(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+        messages = [{**m, "content": _as_parts(m["content"])} for m in messages]
         try:
             return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
         except Exception as exc:  # jinja's TemplateError subclasses, or a template's own raise_exception
@@ -128,6 +129,10 @@ class VisionCollator:
         self.max_pixels = max_pixels
         self.pad = processor.tokenizer.pad_token_id
 
+    def encoded_batch(self, rows: list[Encoded]) -> dict:
+        """The batch of encoded rows (as the trainer's dataset holds them), labels included."""
+        return self([{"input_ids": r.input_ids, "labels": r.labels, "text": r.text, "images": list(r.images), "where": r.where} for r in rows])
+
     def __call__(self, features: list[dict]) -> dict:
         import torch
 
@@ -155,3 +160,13 @@ class VisionCollator:
         batch["attention_mask"] = torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
         batch["labels"] = torch.tensor([list(r["labels"]) + [IGNORE] * (width - n) for r, n in zip(features, lengths)])
         return batch
+
+
+def on_device(batch: dict, device, dtype) -> dict:
+    """The batch on `device`, pixels in the model's precision (as training's load fed them); ids and masks stay integers."""
+    return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in batch.items()}
+
+
+def prompt_images(messages, max_pixels: int, where: str) -> list:
+    """The decoded images of the messages, in placeholder order (what a prompt's processor call needs)."""
+    return [load_image(path, where, max_pixels) for path in message_images(messages)]

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from studio.errors import StudioError
-from studio.evaluation.probes import heldout_examples
+from studio.evaluation.probes import HeldoutReader, heldout_examples
 from studio.training.rundir import ADAPTER, EVAL, open_run, read_json_or_empty, write_json
 
 
@@ -37,7 +37,7 @@ class EvalResult:
 
 def evaluate(run_dir: str | Path, data: str | None = None, limit: int | None = None, with_base: bool = True, samples: int = 3, batch_size: int = 16) -> EvalResult:
     """Score base and adapter on held-out examples with the recipe's metric; write eval.json."""
-    from studio.data import Renderer
+    from studio.data.images import message_images, text_of
     from studio.evaluation.generate import generate, heldout_loss, perplexity
     from studio.evaluation.metrics import score
     from studio.modeling.adapter import load_with_adapter
@@ -46,7 +46,7 @@ def evaluate(run_dir: str | Path, data: str | None = None, limit: int | None = N
     run_dir, recipe = open_run(run_dir)
     metric = recipe.eval.metric
     examples = heldout_examples(recipe, data)[: limit or recipe.eval.limit or None]
-    references = [e.messages[-1]["content"] for e in examples]
+    references = [text_of(e.messages[-1]["content"]) for e in examples]
     schemas = [(e.columns or {}).get("json_schema") for e in examples]  # json_valid checks answers against them
 
     def scored(answers):
@@ -59,11 +59,15 @@ def evaluate(run_dir: str | Path, data: str | None = None, limit: int | None = N
                               fix="pick an eval.metric that fits these reference answers, or fix the examples") from None
 
     scored(references)  # such data fails here, before a model is loaded and answers are generated
-    loaded = load_with_adapter(recipe, run_dir / ADAPTER)
+    loaded = load_with_adapter(recipe, run_dir / ADAPTER, vision=True)
     model, tokenizer = loaded.model, loaded.tokenizer
-    renderer = Renderer(tokenizer, recipe.data.max_length, recipe.data.train_on)
-    prompts = [renderer.prompt_text(e.messages[:-1]) for e in examples]
-    encoded = [renderer.encode(e) for e in examples]
+    reader = HeldoutReader(recipe, tokenizer, loaded.processor)
+    prompts = [reader.renderer.prompt_text(e.messages[:-1]) for e in examples]
+    encoded = [reader.renderer.encode(e) for e in examples]
+    images = reader.images(examples)
+
+    def answer():
+        return generate(model, tokenizer, prompts, recipe.eval.max_new_tokens, batch_size, loaded.processor, images)
 
     rewarded = None
     if recipe.method == "grpo":
@@ -77,11 +81,11 @@ def evaluate(run_dir: str | Path, data: str | None = None, limit: int | None = N
     base_answers, base_score, base_loss = None, None, None
     if with_base:
         with model.disable_adapter():
-            base_answers = generate(model, tokenizer, prompts, recipe.eval.max_new_tokens, batch_size)
-            base_loss = heldout_loss(model, encoded)
+            base_answers = answer()
+            base_loss = heldout_loss(model, encoded, collator=reader.collator)
         base_score = scored(base_answers)
-    answers = generate(model, tokenizer, prompts, recipe.eval.max_new_tokens, batch_size)
-    adapter_loss = heldout_loss(model, encoded)
+    answers = answer()
+    adapter_loss = heldout_loss(model, encoded, collator=reader.collator)
     result = EvalResult(
         metric=metric,
         examples=len(examples),
@@ -94,7 +98,8 @@ def evaluate(run_dir: str | Path, data: str | None = None, limit: int | None = N
         adapter_rewards=rewarded(answers) if rewarded else None,
         samples=[
             {
-                "prompt": e.messages[-2]["content"] if len(e.messages) > 1 else "",
+                "prompt": text_of(e.messages[-2]["content"]) if len(e.messages) > 1 else "",
+                "images": message_images(e.messages[:-1]),  # the held-out pictures, for side-by-side views
                 "reference": ref,
                 "base": base_answers[i] if base_answers else None,
                 "adapter": answers[i],
@@ -109,3 +114,4 @@ def evaluate(run_dir: str | Path, data: str | None = None, limit: int | None = N
     write_json(run_dir / EVAL, {**written, **kept})
     write_model_card(run_dir)
     return result
+

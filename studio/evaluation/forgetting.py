@@ -189,10 +189,13 @@ def check_forgetting(run_dir: str | Path, model=None, tokenizer=None) -> Forgett
     """Measure a run's forgetting, add it to eval.json (under "forgetting", every other key kept) and the model
     card. `model` and `tokenizer` reuse a load of this run's adapter (the Compare tab's); else the run is loaded."""
     from studio.modeling.adapter import load_with_adapter
+    from studio.modeling.source import resolve_model
+    from studio.modeling.vision import refuse_images_unseen
     from studio.training.model_card import write_model_card
     from studio.training.rundir import ADAPTER, EVAL, open_run, read_json_or_empty, write_json
 
     run_dir, recipe = open_run(run_dir)
+    refuse_images_unseen(resolve_model(recipe.model.name, recipe.model.revision), "the forgetting check", str(run_dir))
     if model is None or tokenizer is None:
         loaded = load_with_adapter(recipe, run_dir / ADAPTER)
         model, tokenizer = loaded.model, loaded.tokenizer

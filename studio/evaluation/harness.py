@@ -108,6 +108,10 @@ def run_tasks(run_dir: str | Path, tasks: str | list[str], task_dir: str | Path 
     from lm_eval.models.huggingface import HFLM
 
     run_dir, recipe = open_run(run_dir)
+    from studio.modeling.source import resolve_model
+    from studio.modeling.vision import refuse_images_unseen
+
+    refuse_images_unseen(resolve_model(recipe.model.name, recipe.model.revision), "lm-eval's benchmark tasks", str(run_dir))
     manager = task_manager(names, task_dir)
     load_tasks(names, manager)  # before the model: a task without its data fails in seconds, not after loading
     loaded = load_with_adapter(recipe, run_dir / ADAPTER)

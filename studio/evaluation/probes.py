@@ -45,3 +45,29 @@ def probe_texts(recipe: Recipe, tokenizer, limit: int) -> list[str]:
         pass
     system = [{"role": "system", "content": recipe.data.system_prompt}] if recipe.data.system_prompt else []
     return [renderer.prompt_text([*system, {"role": "user", "content": p}]) for p in FIXED_PROMPTS[:limit]]
+
+
+class HeldoutReader:
+    """How a run reads held-out conversations: its renderer (the processor's for a vision-language run), the
+    collator that adds pixels to a loss batch, and each prompt's decoded images."""
+
+    def __init__(self, recipe, tokenizer, processor=None):
+        from studio.data import Renderer
+        from studio.data.vision import VisionCollator, VisionRenderer
+
+        spec = recipe.data
+        self.max_pixels = spec.image_max_pixels
+        self.processor = processor
+        if processor is None:
+            self.renderer, self.collator = Renderer(tokenizer, spec.max_length, spec.train_on), None
+        else:
+            self.renderer = VisionRenderer(processor, spec.max_length, spec.train_on, spec.image_max_pixels)
+            self.collator = VisionCollator(processor, spec.image_max_pixels)
+
+    def images(self, examples) -> list[list] | None:
+        """Per example, the PIL images of its prompt (all turns but the last), or None for a text run."""
+        from studio.data.vision import prompt_images
+
+        if self.processor is None:
+            return None
+        return [prompt_images(e.messages[:-1], self.max_pixels, e.where) for e in examples]

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio.config.schema import Recipe
-from studio.errors import StudioError
 
 
 @dataclass
@@ -30,22 +29,18 @@ def load_with_adapter(recipe: Recipe, adapter_dir: Path, with_adapter: bool = Tr
     """The recipe's base model on the recipe's device (float32 on a CPU), with the adapter in `adapter_dir`
     attached (unless `with_adapter` is False), in eval mode.
 
-    A vision-language run loads only for callers that pass `vision=True` (merge, which checks parity on image
-    prompts); it then comes with the processor training saved beside the adapter."""
+    A vision-language run loads only for callers that pass `vision=True` (those that feed it images: evaluation,
+    chat, Compare, merge); it then comes with the processor training saved beside the adapter."""
     from peft import PeftModel
 
     from studio.modeling.loading import load_base, load_tokenizer, pick_device, pick_dtype
     from studio.modeling.source import resolve_model
-    from studio.modeling.vision import is_vision_model
+    from studio.modeling.vision import is_vision_model, refuse_images_unseen
 
     model_dir = resolve_model(recipe.model.name, recipe.model.revision)
     is_vision = is_vision_model(model_dir)
-    if is_vision and not vision:
-        # Evaluation, chat and export feed text only; on a vision-language run they would check nothing of
-        # what it learned about images.
-        raise StudioError("evaluation, chat and export of vision-language runs are not supported yet (merge is)", where=str(adapter_dir),
-                          fix="the run's adapter folder is a standard peft adapter with the model's processor: load it with "
-                              "AutoModelForImageTextToText + PeftModel.from_pretrained")
+    if not vision:
+        refuse_images_unseen(model_dir, "this check", str(adapter_dir))
     device = pick_device(recipe.train.device)
     dtype = pick_dtype(recipe.model.dtype, device)
     processor = None

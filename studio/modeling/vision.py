@@ -36,6 +36,14 @@ def check_vision_recipe(recipe: Recipe) -> None:
             raise StudioError(f"{key} is not supported for vision-language models (image tokens must stay with their pixels)", where=key, fix=f"set {key}: false")
 
 
+def refuse_images_unseen(model_dir: Path, what: str, where: str) -> None:
+    """Refuse a text-only check (`what`) of a vision-language model: it would feed no image, and so check nothing of
+    what the run learned about images."""
+    if is_vision_model(model_dir):
+        raise StudioError(f"{what} is a text-only check and does not support vision-language runs (studio eval, chat, Compare and merge do)", where=where,
+                          fix="evaluate the run on held-out image questions with `studio eval`")
+
+
 def load_processor(model_dir: Path, recipe: Recipe | None = None):
     """The model's processor, its chat template (the recipe's, when it sets one) also on its tokenizer, and a pad token."""
     from transformers import AutoProcessor

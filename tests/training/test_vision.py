@@ -173,11 +173,11 @@ def test_the_adapter_loads_in_plain_peft(runs):
         assert torch.isfinite(model(**batch).logits).all()
 
 
-def test_evaluation_of_a_vision_run_is_still_refused(runs):
+def test_text_only_loads_of_a_vision_run_are_refused(runs):
     from studio.modeling.adapter import load_with_adapter
 
     result, _ = runs["gemma3"]
-    with pytest.raises(StudioError, match="vision-language runs are not supported yet"):
+    with pytest.raises(StudioError, match="does not support vision-language runs"):
         load_with_adapter(load_recipe(str(result.run_dir / "recipe.yaml")), result.run_dir / "adapter")
 
 
