@@ -155,7 +155,7 @@ def build(ctx: Context) -> dict:
         return _case_values(cases.get(run_dir, []), index, _image_pixels(run_dir) if run_dir else 0)
 
     @shows_errors
-    def on_compare(run_dir, prompt_text, max_new_tokens, picture, request: gr.Request):
+    def on_compare(run_dir, prompt_text, max_new_tokens, picture=None, request: gr.Request = None):  # picture optional for API clients
         return compare(ctx.run_for(request, run_dir, "Compare tab: Run"), prompt_text, max_new_tokens, picture)
 
     @shows_errors
