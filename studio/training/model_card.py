@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from studio.config.schema import BUNDLED_DEMO_MODEL, names_local_model
-from studio.training.rundir import CARD, DATA, ENV, EVAL, RECIPE, SUMMARY, read_json_or_empty, write_atomic
+from studio.training.rundir import ADAPTER, CARD, DATA, ENV, EVAL, RECIPE, SUMMARY, read_json_or_empty, write_atomic
 
 BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the bundled demo model is a GGUF copy of
 
@@ -84,12 +84,15 @@ def write_model_card(run_dir: Path) -> Path:
     data, env, summary = read_json_or_empty(run_dir / DATA), read_json_or_empty(run_dir / ENV), read_json_or_empty(run_dir / SUMMARY)
     evaluation = read_json_or_empty(run_dir / EVAL)
     hub_id = shareable_base(recipe["model"]["name"])
+    # Training saves a vision-language run's processor beside its adapter; it loads with the image-text-to-text class.
+    vision = (run_dir / ADAPTER / "processor_config.json").exists()
+    auto, reader = ("AutoModelForImageTextToText", "AutoProcessor") if vision else ("AutoModelForCausalLM", "AutoTokenizer")
     base = hub_id or Path(recipe["model"]["name"]).name  # a local model: its folder's name, never the path
     front = {
         **({"base_model": hub_id} if hub_id else {}),
         "library_name": "peft",
         "license": "apache-2.0",
-        "tags": list(dict.fromkeys(["adapter-studio", recipe["method"], "lora"])),
+        "tags": list(dict.fromkeys(["adapter-studio", recipe["method"], "lora", *(["image-text-to-text"] if vision else [])])),
         "datasets_sha256": data.get("sha256"),
     }
     metrics_rows = []
@@ -138,10 +141,10 @@ def write_model_card(run_dir: Path) -> Path:
         "",
         "```python",
         "from peft import PeftModel",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        f"base = AutoModelForCausalLM.from_pretrained({hub_id!r})" if hub_id else f"base = AutoModelForCausalLM.from_pretrained('path/to/{base}')  # the base model this adapter was trained on",
+        f"from transformers import {auto}, {reader}",
+        f"base = {auto}.from_pretrained({hub_id!r})" if hub_id else f"base = {auto}.from_pretrained('path/to/{base}')  # the base model this adapter was trained on",
         "model = PeftModel.from_pretrained(base, 'adapter')",
-        "tokenizer = AutoTokenizer.from_pretrained('adapter')",
+        f"{'processor' if vision else 'tokenizer'} = {reader}.from_pretrained('adapter')",
         "```",
         "",
         "## Reproduce",

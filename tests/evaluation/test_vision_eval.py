@@ -56,6 +56,9 @@ def test_training_lifts_the_heldout_metric_on_new_pictures(idefics3_run):
     sample = recorded["samples"][0]
     assert sample["prompt"] and "<image>" not in sample["prompt"] and len(sample["images"]) == 1
     assert sample["images"][0].endswith("test_0001.png")
+    card = (idefics3_run / "README.md").read_text()
+    assert "AutoModelForImageTextToText" in card and "AutoProcessor.from_pretrained('adapter')" in card and "image-text-to-text" in card
+    assert f"| exact_match (adapter) | {result.adapter_score:.1f} |" in card
 
 
 def test_the_same_picture_gets_the_same_answer_in_chat_and_compare(idefics3_run):
