@@ -139,6 +139,8 @@ def estimate_table(report: dict) -> str:
     lines.append(f"  {'peak':<{width}}  {report['peak_gib']:8.2f} GiB   (torch allocated ≈ {report['allocated_gib']:.2f} GiB)")
     if report.get("cpu_offload_gib"):
         lines.append(f"  CPU memory for offloaded activations and embeddings: {report['cpu_offload_gib']:.2f} GiB")
+    if report.get("vision"):
+        lines += ["", *vision_lines(report["vision"])]
     lines.append("")
     lines.append(f"fits {report['gpu_gib']:g} GiB: {'yes' if report['fits'] else 'no'}")
     lines.append(f"largest train.batch_size that fits: {report['max_batch_size'] or 'none'}")
@@ -154,6 +156,23 @@ def estimate_table(report: dict) -> str:
         elif report.get("gpus_needed_error"):
             lines.append(f"sharding does not help: {report['gpus_needed_error']}")
     return "\n".join(lines)
+
+
+def vision_lines(vision: dict) -> list[str]:
+    """A vision-language model's tower and what one image costs, under the breakdown (its vision_tower and
+    image_activations rows), with the assumption the estimate made about images."""
+    state = "adapted (lora.vision)" if vision["trained"] else "frozen"
+    lines = [f"vision tower: {vision['tower_params'] / 1e6:,.0f}M parameters, kept 16-bit, {state}"]
+    tiles = f" ({vision['tiles_per_image']} tiles)" if vision["tiles_per_image"] > 1 else ""
+    where = f"{vision['tokens_per_image']} in the sequence"
+    if vision["cross_attention_tokens"]:
+        where += f", {vision['cross_attention_tokens']} image states for cross-attention"
+    lines.append(f"image tokens: {where}; {vision['tower_tokens_per_image']} tower positions{tiles} per image "
+                 f"(assumed {vision['images_per_row']} per row, at data.image_max_pixels={vision['image_max_pixels']})")
+    if not vision["fits_max_length"]:
+        lines.append(f"  warning: an image's {vision['tokens_per_image']} tokens do not fit data.max_length={vision['max_length']}: "
+                     "such rows are refused; raise data.max_length or lower data.image_max_pixels")
+    return lines
 
 
 def recipe_table(rows: list[dict], gpu: str) -> str:

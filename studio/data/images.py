@@ -199,3 +199,16 @@ def _bounded(image, max_pixels: int):
     scale = math.sqrt(max_pixels / (width * height))
     size = (max(1, int(width * scale)), max(1, int(height * scale)))
     return image.resize(size, Image.Resampling.BICUBIC)
+
+
+def thumbnail_uri(path: str | Path, where: str, side: int = 128) -> str:
+    """The image at `path` (checked like training data) as a `data:image/png;base64,...` URI at most `side` pixels
+    on its longer edge: self-contained pages (the report, the UI's samples) show pictures without serving files."""
+    import base64
+    import io
+
+    image = load_image(path, where, MAX_DECODE_PIXELS)
+    image.thumbnail((side, side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -48,6 +48,14 @@ b = bytes of the compute dtype (bf16: 2).
                  training micro-batch of grpo is batch_size rows of max_length + max_completion_length tokens.
                  With a LoRA adapter the KL reference (grpo.beta > 0) is the base with the adapter switched off:
                  a no-grad forward pass, no second copy of the weights, so beta adds no term.
+    vision_tower vision-language models: the tower's and projector's parameters x the model dtype's bytes,
+                 under qlora too (the studio quantizes the language model only); with lora.vision their
+                 adapters join the lora, gradients and optimizer terms.
+    image_activations  what one image per row costs beyond the language sequence (its image tokens are
+                 inside max_length, so T above already counts them): the tower's saved values when
+                 lora.vision trains it, Llama 3.2 Vision's cross-attention states, and the frozen tower's
+                 forward working set where it exceeds the language model's activations and logits
+                 (it ends before they are made). Formulas: studio.memory.vision_shapes.vision_bytes.
     overhead     CUDA_CONTEXT_GIB (CUDA context, cuBLAS workspace; not in torch.cuda.max_memory_allocated)
                  + FRAGMENTATION x allocated (the caching allocator's reserved-but-unused blocks)
 
@@ -67,6 +75,7 @@ from dataclasses import dataclass
 from studio.config.schema import Recipe
 from studio.memory.gpus import CUDA_CONTEXT_GIB, DEFAULT_GPU, GIB, computes_bf16, parse_gpu
 from studio.memory.shapes import Shape, adapted_names, layer_groups, linear_shapes, model_shape, nf4_bytes
+from studio.memory.vision_shapes import IMAGES_PER_ROW, VisionBytes, vision_bytes
 
 FRAGMENTATION = 0.05
 ADAPTER_BYTES = 4  # fp32 adapter weights
@@ -98,6 +107,7 @@ class Terms:
     block_weights: float  # the largest FSDP unit (a block, the embedding or the head), for gathering
     saved_values: int  # values per token kept for backward at the end of the forward pass
     generation: float = 0.0  # grpo: the peak of sampling completions (KV cache, prefill, decode logits)
+    vision: VisionBytes | None = None  # a vision-language model's tower: weights, adapters, image activations
 
 
 def terms_for(recipe: Recipe, shape: Shape, batch: int, length: int, loss: str, bf16: bool = True) -> Terms:
@@ -196,8 +206,15 @@ def terms_for(recipe: Recipe, shape: Shape, batch: int, length: int, loss: str, 
     else:
         raise ValueError(f"loss must be 'full', 'chunked' or 'fused', got {loss!r}")
 
+    # The vision tower of a vision-language model (studio.memory.vision_shapes): 16-bit weights, its adapters
+    # with lora.vision, and the image activations, kept apart so the breakdown shows them.
+    vision = vision_bytes(recipe, shape, batch, compute_b, model_b) if shape.vision else None
+    if vision:
+        lora_params += vision.lora_params
+
     return Terms(
         generation=generation_bytes(recipe, shape, compute_b) if recipe.method == "grpo" else 0.0,
+        vision=vision,
         weights=weights,
         lora=lora_params * ADAPTER_BYTES * adapter_scale,
         gradients=lora_params * GRAD_BYTES * adapter_scale,
@@ -205,7 +222,7 @@ def terms_for(recipe: Recipe, shape: Shape, batch: int, length: int, loss: str, 
         activations=activations,
         logits=logits,
         cpu_offload=cpu + embedding_cpu,
-        params=int(linear_params + other),
+        params=int(linear_params + other + (vision.params if vision else 0)),
         lora_params=int(lora_params),
         block_weights=largest_block,
         saved_values=int(values + 2 * h),
@@ -248,14 +265,15 @@ def loss_kind(recipe: Recipe) -> str:
 def totals(terms: Terms, gpus: int = 1) -> tuple[dict, float, float, float]:
     """Breakdown in GiB (sharded terms divided over `gpus`), allocated, reserved and peak GiB."""
     shard = max(1, gpus)
-    parts = {
-        "weights": terms.weights / shard / GIB,
-        "lora": terms.lora / shard / GIB,
-        "gradients": terms.gradients / shard / GIB,
-        "optimizer": terms.optimizer / shard / GIB,
-        "activations": terms.activations / GIB,
-        "logits": terms.logits / GIB,
-    }
+    parts = {"weights": terms.weights / shard / GIB}
+    vision = terms.vision
+    if vision:
+        parts["vision_tower"] = vision.weights / shard / GIB
+    parts.update(lora=terms.lora / shard / GIB, gradients=terms.gradients / shard / GIB, optimizer=terms.optimizer / shard / GIB,
+                 activations=terms.activations / GIB)
+    if vision:  # the frozen tower's working set ends before the language model's activations and logits exist
+        parts["image_activations"] = (vision.saved + max(0.0, vision.transient - terms.activations - terms.logits)) / GIB
+    parts["logits"] = terms.logits / GIB
     if gpus > 1:  # FSDP all-gathers one unit while prefetching the next: two unsharded copies
         parts["gathered"] = 2 * terms.block_weights / GIB
     if terms.generation:  # sampling and a training step never overlap: only the excess over the step counts
@@ -330,4 +348,14 @@ def estimate(recipe: Recipe, gpu: float | str = DEFAULT_GPU, model_config: dict 
         "cpu_offload_gib": terms.cpu_offload / GIB,
         "saved_values_per_token": terms.saved_values,
         "bf16": bf16,
+        **({"vision": vision_summary(recipe, terms.vision)} if terms.vision else {}),
     }
+
+
+def vision_summary(recipe: Recipe, vision: VisionBytes) -> dict:
+    """What the estimate assumed of the images and what one costs, for the shells to show next to the breakdown."""
+    cost = vision.cost
+    return {"tower_params": vision.params, "trained": recipe.lora.vision, "images_per_row": IMAGES_PER_ROW,
+            "image_max_pixels": recipe.data.image_max_pixels, "tokens_per_image": cost.tokens, "tower_tokens_per_image": cost.tower_tokens,
+            "tiles_per_image": cost.tiles, "cross_attention_tokens": cost.cross_tokens, "max_length": recipe.data.max_length,
+            "fits_max_length": cost.tokens * IMAGES_PER_ROW < recipe.data.max_length}

@@ -2,7 +2,9 @@
 
 From a given config, a local folder's config.json, a GGUF file's metadata (tensors are not loaded), the
 bundled model's converted config, or a table of the shipped recipes' models. Also the linear layers a
-block holds (names, in/out features, count for mixture-of-experts), which the estimate sums over.
+block holds (names, in/out features, count for mixture-of-experts), which the estimate sums over. A
+vision-language model's shape is its language model's, with its vision tower in `vision`
+(studio.memory.vision_shapes).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from studio.config.schema import BUNDLED_DEMO_MODEL, Recipe
 from studio.errors import StudioError
+from studio.memory.vision_shapes import KNOWN_VISION, VisionShape, vision_shape_from_config
 
 NF4_BLOCKSIZE = 64  # studio_kernels.nf4's (and bitsandbytes') block of 64 weights per scale
 ABSMAX_BLOCKSIZE = 256  # double quantization: 256 block scales per second-level scale
@@ -46,6 +49,9 @@ class Shape:
     qk_nope_dim: int = 0
     qk_rope_dim: int = 0
     v_head_dim: int = 0
+    # A vision-language model's tower and projector (None for a text model). The fields above, and params, are
+    # its language model's.
+    vision: VisionShape | None = None
 
 
 _T = ("hidden", "layers", "intermediate", "heads", "kv_heads", "head_dim", "vocab", "tied", "gated", "params")
@@ -72,13 +78,22 @@ KNOWN_CONFIGS: dict[str, Shape] = {
         "mistralai/Mistral-7B-Instruct-v0.3": (4096, 32, 14336, 32, 8, 128, 32768, False, True, 7_248_023_552),
         "google/gemma-3-1b-it": (1152, 26, 6912, 4, 1, 256, 262144, True, True, 999_885_952),
         "google/gemma-3-4b-it": (2560, 34, 10240, 8, 4, 256, 262208, True, True, 3_880_263_168),
+        # Vision-language models: their language model here (params without the tower), the tower in KNOWN_VISION.
+        "Qwen/Qwen2.5-VL-3B-Instruct": (2048, 36, 11008, 16, 2, 128, 151936, True, True, 3_085_938_688),
+        "HuggingFaceTB/SmolVLM-256M-Instruct": (576, 30, 1536, 9, 3, 64, 49280, False, True, 162_974_016),
+        "HuggingFaceTB/SmolVLM-500M-Instruct": (960, 32, 2560, 15, 5, 64, 49280, False, True, 409_252_800),
+        # 40 layers, 8 of them cross-attention layers with the same linear shapes (their k/v read the image states).
+        "meta-llama/Llama-3.2-11B-Vision-Instruct": (4096, 40, 14336, 32, 8, 128, 128256, False, True, 9_775_192_080),
         "openai-community/gpt2": (768, 12, 3072, 12, 12, 64, 50257, True, False, 124_439_808),
     }.items()
 }
 
 
-for _name in ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-7B-Instruct", "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"):
+for _name in ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-7B-Instruct", "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+              "Qwen/Qwen2.5-VL-3B-Instruct"):
     KNOWN_CONFIGS[_name] = replace(KNOWN_CONFIGS[_name], qkv_bias=True)
+for _name, _tower in KNOWN_VISION.items():
+    KNOWN_CONFIGS[_name] = replace(KNOWN_CONFIGS[_name], vision=_tower)
 
 
 # DeepSeek-V3 (config.json of deepseek-ai/DeepSeek-V3): 61 layers, the first 3 dense, then 256 routed
@@ -91,9 +106,11 @@ KNOWN_CONFIGS["deepseek-ai/DeepSeek-V3"] = Shape(
 )
 
 
-def shape_from_hf_config(config: dict) -> Shape:
-    """The shape from a Hugging Face config.json (its text_config for multimodal models)."""
-    config = config.get("text_config", config)
+def shape_from_hf_config(config: dict, folder: Path | None = None) -> Shape:
+    """The shape from a Hugging Face config.json: its text_config for multimodal models, whose vision_config (and the
+    image sizes of `folder`'s preprocessor_config.json, when given) becomes `vision`."""
+    vision = vision_shape_from_config(config, folder)
+    config = config.get("text_config") or config
     h = config.get("hidden_size") or config["n_embd"]
     heads = config.get("num_attention_heads") or config.get("n_head")
     kind = config.get("model_type", "")
@@ -108,7 +125,7 @@ def shape_from_hf_config(config: dict) -> Shape:
         vocab=config["vocab_size"],
         tied=bool(config.get("tie_word_embeddings", True)),
         gated=kind not in ("gpt2", "gpt_neox", "opt", "phi"),
-        qkv_bias=bool(config.get("attention_bias")) or kind == "qwen2",
+        qkv_bias=bool(config.get("attention_bias")) or kind in ("qwen2", "qwen2_vl", "qwen2_5_vl", "qwen2_vl_text", "qwen2_5_vl_text"),
         experts=experts,
         experts_per_tok=(config.get("num_experts_per_tok") or 0) if experts else 0,
         shared_experts=(config.get("n_shared_experts") or 0) if experts else 0,
@@ -119,6 +136,7 @@ def shape_from_hf_config(config: dict) -> Shape:
         qk_nope_dim=config.get("qk_nope_head_dim") or 0,
         qk_rope_dim=config.get("qk_rope_head_dim") or 0,
         v_head_dim=config.get("v_head_dim") or 0,
+        vision=vision,
     )
 
 
@@ -171,7 +189,7 @@ def model_shape(recipe: Recipe, model_config: dict | None = None) -> tuple[Shape
     name = recipe.model.name
     path = Path(name).expanduser()
     if path.is_dir() and (path / "config.json").exists():
-        return shape_from_hf_config(json.loads((path / "config.json").read_text(encoding="utf-8"))), str(path / "config.json")
+        return shape_from_hf_config(json.loads((path / "config.json").read_text(encoding="utf-8")), path), str(path / "config.json")
     if path.is_file() and path.suffix.lower() == ".gguf":
         try:
             return shape_from_gguf(path), str(path)

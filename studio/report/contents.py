@@ -125,11 +125,26 @@ def scores(evaluation: dict) -> list[dict]:
 
 
 def samples(evaluation: dict) -> list[dict]:
-    """eval.json's answers side by side: prompt, reference, base (None when the base was skipped), adapter."""
+    """eval.json's answers side by side: prompt, reference, base (None when the base was skipped), adapter, and a
+    vision run's held-out pictures as inline thumbnails (a picture no longer readable is left out)."""
     found = evaluation.get("samples")
     if not isinstance(found, list):
         return []
-    return [{k: clip(s.get(k)) for k in ("prompt", "reference", "base", "adapter")} for s in found if isinstance(s, dict)]
+    return [{**{k: clip(s.get(k)) for k in ("prompt", "reference", "base", "adapter")}, "images": _thumbnails(s.get("images"))}
+            for s in found if isinstance(s, dict)]
+
+
+def _thumbnails(paths) -> list[str]:
+    from studio.data.images import thumbnail_uri
+    from studio.errors import StudioError
+
+    shown = []
+    for path in paths if isinstance(paths, list) else []:
+        try:
+            shown.append(thumbnail_uri(str(path), "report sample"))
+        except StudioError:  # moved or deleted since evaluation: the answers still stand
+            continue
+    return shown
 
 
 def completions(run_dir: Path) -> list[dict]:

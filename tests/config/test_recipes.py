@@ -93,8 +93,12 @@ def test_recipe_data_paths_exist(rel):
         assert Path(recipe.data.val_path).is_file()
     if recipe.data.chat_template and recipe.data.chat_template.endswith(".jinja"):
         assert Path(recipe.data.chat_template).is_file()
-    # Supervised recipes score the order-extraction JSON; GRPO ones the final number their reward checks.
-    assert recipe.eval.metric == ("numeric_answer" if recipe.method == "grpo" else "field_accuracy")
+    # Supervised recipes score the order-extraction JSON; GRPO ones the final number their reward checks; the
+    # vision-language ones (on the shapes pictures) the one-sentence answer naming the shape.
+    pictures = Path(recipe.data.path).parent.name == "shapes"
+    assert recipe.eval.metric == ("numeric_answer" if recipe.method == "grpo" else "exact_match" if pictures else "field_accuracy")
+    if pictures:
+        assert Path(recipe.data.test_path).parent == Path(recipe.data.path).parent
 
 
 @pytest.mark.parametrize("rel", RECIPE_PATHS)

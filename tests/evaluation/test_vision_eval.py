@@ -129,3 +129,12 @@ def test_an_image_for_a_text_run_is_refused(tiny_llama_dir, tiny_data, tmp_path)
     run = train(load_recipe(recipe_dict(tiny_llama_dir, tiny_data, tmp_path / "run", train={"max_steps": 1})), progress=False).run_dir
     with pytest.raises(StudioError, match="reads text only"):
         ChatSession(run).ask("hello", [REPO / "examples" / "shapes" / "imgs" / "0001.png"])
+
+
+def test_the_report_shows_the_heldout_pictures_inline(idefics3_run):
+    from studio.report import write_report
+
+    evaluate(idefics3_run, limit=3)
+    page = write_report(idefics3_run).path.read_text()
+    assert page.count('<img class="thumb" src="data:image/png;base64,') == 3
+    assert "test_0001.png" not in page  # the pictures travel in the page, not as paths of this machine
