@@ -133,7 +133,7 @@ def _vision_probe_batch(recipe, processor, device, dtype) -> dict:
     """Up to PROBES image rows (held-out data when the recipe has it, else the first training rows) rendered and
     batched as training did: token ids, attention mask, pixel values and the processor's per-token extras."""
     from studio.data import load_examples, load_heldout
-    from studio.data.vision import VisionCollator, VisionRenderer
+    from studio.data.vision import VisionCollator, VisionRenderer, on_device
 
     spec = recipe.data
     source = spec.test_path or spec.val_path
@@ -144,8 +144,6 @@ def _vision_probe_batch(recipe, processor, device, dtype) -> dict:
         raise StudioError("no chat rows to compare the merged model on", where=source or spec.path, fix="the data must hold chat rows with images")
     renderer = VisionRenderer(processor, spec.max_length, "all", spec.image_max_pixels)
     rows = [renderer.encode(e) for e in examples]
-    batch = VisionCollator(processor, spec.image_max_pixels)(
-        [{"input_ids": r.input_ids, "labels": r.labels, "text": r.text, "images": list(r.images), "where": r.where} for r in rows])
+    batch = VisionCollator(processor, spec.image_max_pixels).encoded_batch(rows)
     batch.pop("labels")
-    # Pixels go in the model's precision (as training's autocast/bf16 load fed them); ids and masks stay integers.
-    return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in batch.items()}
+    return on_device(batch, device, dtype)
