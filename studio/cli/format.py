@@ -118,6 +118,10 @@ def export_result(result) -> str:
     diverges = not (result.tokenizer_match and result.top1_agreement >= result.min_top1 and result.mean_kl <= result.max_kl)
     kept = "DIVERGES" if diverges else "FAILS THE SERVING-CONSISTENCY GATE"
     lines = [f"{'exported' if result.passed else f'exported ({kept}, kept by --no-check)'}: {result.path}"]
+    if result.mmproj:
+        found = result.projector
+        lines.append(f"vision projector: {result.mmproj}  (llama.cpp --mmproj; {found.get('projector_type')}, read back: {found.get('tensors')} tensors, "
+                     f"max difference {found.get('max_abs_diff', 0):.2g})")
     if result.modelfile:
         lines.append(f"modelfile: {result.modelfile}  (ollama create NAME -f {result.modelfile})")
     lines.append(

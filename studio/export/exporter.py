@@ -7,6 +7,14 @@ trip through an independent reader (studio.export.round_trip) on the run's held-
 serving-consistency gate (studio.export.consistency: chat template, stop tokens, thinking default and stop
 behaviour of the GGUF and the Modelfile against training), and renamed into place only when both pass; a
 failed check raises a StudioError and writes nothing. The figures go to RUN_DIR/export.json either way.
+
+A vision-language run (Gemma 3, Idefics3/SmolVLM: studio.export.mmproj) exports as two GGUFs: the language model
+(`<name>.gguf`, the same round trip and gate, run against the merged vision model itself on text) and llama.cpp's
+vision projector (`mmproj-<name>.gguf`; for Ollama `mmproj.gguf`, named by a second FROM in the Modelfile), read
+back tensor by tensor (a projector that does not read back is an error even with check=False: the file is broken,
+not divergent). Any other vision architecture is refused before merging, naming it and the supported ones. The text
+checks of a vision run use text conversations only (its held-out rows carry images that the text GGUF cannot see):
+export.json notes it.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from pathlib import Path
 from studio.errors import StudioError
 from studio.evaluation.probes import probe_texts
 from studio.export.formats import DEFAULT_QUANT, FORMATS, QUANTS, THRESHOLDS
-from studio.export.gguf import write_gguf
+from studio.export.gguf import language_model_of, write_gguf
+from studio.export.mmproj import check_mmproj, vision_plan, write_mmproj
 from studio.export.round_trip import compare_with_gguf
 from studio.training.rundir import EXPORT, EXPORTS, OLLAMA, merged_dir, open_run, read_json_or_empty, write_atomic, write_json
 
@@ -46,17 +55,19 @@ class ExportResult:
     seconds: float
     notes: list[str] = field(default_factory=list)
     consistency: dict = field(default_factory=dict)  # the serving-consistency gate (Consistency.to_dict())
+    mmproj: Path | None = None  # a vision run's projector GGUF
+    projector: dict = field(default_factory=dict)  # its read-back figures (check_mmproj)
 
     @property
     def paths(self) -> list[Path]:
-        """Every file the export wrote (the GGUF, and the Modelfile for Ollama)."""
-        return [p for p in (self.path, self.modelfile) if p is not None]
+        """Every file the export wrote (the GGUF, a vision run's projector GGUF, and the Modelfile for Ollama)."""
+        return [p for p in (self.path, self.mmproj, self.modelfile) if p is not None]
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
         data = asdict(self)
-        data["path"] = None if self.path is None else str(self.path)
-        data["modelfile"] = None if self.modelfile is None else str(self.modelfile)
+        for key in ("path", "modelfile", "mmproj"):
+            data[key] = None if getattr(self, key) is None else str(getattr(self, key))
         return data
 
 
@@ -72,12 +83,13 @@ def export(
     """Write the run's merged model as GGUF (plus a Modelfile for `fmt="ollama"`), round-trip it, record export.json.
 
     `out`: for gguf a `.gguf` file path or a folder (default RUN_DIR/export/<run>-<quant>.gguf); for
-    ollama a folder (default RUN_DIR/ollama) that receives model.gguf and Modelfile. Runs `merge` first
+    ollama a folder (default RUN_DIR/ollama) that receives model.gguf and Modelfile. A vision run's projector goes
+    beside the GGUF (mmproj-<that file name>; mmproj.gguf for ollama). Runs `merge` first
     when the run has no merged model yet (wherever merge.json says it went). With `check=False` the figures and the
     consistency gate are still measured and recorded, but a divergent or inconsistent file is kept.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
     from studio.export.consistency import check_export
     from studio.export.merge import merge
@@ -90,9 +102,12 @@ def export(
     if quant not in QUANTS:
         raise StudioError(f"unknown GGUF precision '{quant}'", where="--quant", fix=f"use one of {', '.join(QUANTS)}")
     run_dir, recipe = open_run(run_dir)
-    _refuse_vision(run_dir, recipe)
+    plan = _vision_plan(run_dir, recipe)  # an unsupported vision architecture stops here, before merging
     merged = merged_dir(run_dir) or merge(run_dir).merged_dir
+    plan = vision_plan(merged) if plan else None  # what is exported is the merged folder: decide on its config too
     path, modelfile_path = _targets(run_dir, fmt, quant, out)
+    mmproj_path = None if plan is None else path.with_name("mmproj.gguf" if fmt == "ollama" else f"mmproj-{path.name}")
+    checked = _text_checks_recipe(recipe) if plan else recipe
     default_top1, default_kl = THRESHOLDS[quant]
     min_top1 = default_top1 if min_top1 is None else float(min_top1)
     max_kl = default_kl if max_kl is None else float(max_kl)
@@ -103,33 +118,48 @@ def export(
     if fmt == "ollama":  # recognise the template before any heavy work, so an unsupported one fails fast
         from studio.export.ollama import modelfile_text
 
-        modelfile = modelfile_text(tokenizer, path.name, recipe.data.system_prompt, _generation_stops(merged, tokenizer))
-    model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
+        modelfile = modelfile_text(tokenizer, path.name, recipe.data.system_prompt, _generation_stops(merged, tokenizer),
+                                   projector=None if mmproj_path is None else mmproj_path.name)
+    if plan is None:
+        model = text_model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
+    else:  # the GGUF is written from the language model, and compared with the whole merged model on text
+        model = AutoModelForImageTextToText.from_pretrained(merged, dtype=torch.float32).eval()
+        text_model = language_model_of(model)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.gguf")
+    mm_tmp = None if mmproj_path is None else mmproj_path.with_name(f".{mmproj_path.stem}.tmp{os.getpid()}.gguf")
+    projector: dict = {}
     try:
-        write_gguf(merged, tmp, quant, name=run_dir.name, model=model, tokenizer=tokenizer)
-        texts = probe_texts(recipe, tokenizer, PROBES)
+        write_gguf(merged, tmp, quant, name=run_dir.name, model=text_model, tokenizer=tokenizer)
+        if plan is not None:  # a wrong projector is a StudioError here, before the slower text checks
+            tensors, meta = write_mmproj(model, AutoProcessor.from_pretrained(merged), mm_tmp, quant, plan, run_dir.name)
+            projector = check_mmproj(mm_tmp, tensors, meta, quant)
+            del tensors
+        texts = probe_texts(checked, tokenizer, PROBES)
         load_notes: list[str] = []
         loaded = load_gguf(tmp, load_notes)
         figures = compare_with_gguf(model, tokenizer, tmp, texts, recipe.data.max_length, loaded=loaded)
-        gate = check_export(run_dir, recipe, fmt, merged, model, tmp, path, *loaded, modelfile, modelfile_path)
+        gate = check_export(run_dir, checked, fmt, merged, model, tmp, path, *loaded, modelfile, modelfile_path)
         del loaded
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp, mm_tmp)
         raise
+    if plan is not None:
+        load_notes.append(_VISION_NOTE.format(projector=plan.projector, model_type=plan.model_type))
+        if fmt == "ollama":
+            load_notes.append(_OLLAMA_VISION_NOTE)
     round_trip_passed = figures["tokenizer_match"] and figures["top1"] >= min_top1 and figures["mean_kl"] <= max_kl
     result = ExportResult(
         format=fmt, quant=quant, path=path, modelfile=modelfile_path,
         top1_agreement=figures["top1"], mean_kl=figures["mean_kl"], max_kl_position=figures["max_kl"],
         prompts=len(texts), positions=figures["positions"], tokenizer_match=figures["tokenizer_match"],
         min_top1=min_top1, max_kl=max_kl, passed=round_trip_passed and gate.passed, seconds=0.0, notes=load_notes + figures["notes"],
-        consistency=gate.to_dict(),
+        consistency=gate.to_dict(), mmproj=mmproj_path, projector=projector,
     )
     if check and not result.passed:
-        tmp.unlink(missing_ok=True)
-        result.path = result.modelfile = None
+        _remove(tmp, mm_tmp)
+        result.path = result.modelfile = result.mmproj = None
         result.seconds = round(time.monotonic() - started, 2)
         _record(run_dir, result)
         if round_trip_passed:
@@ -144,6 +174,8 @@ def export(
             where=str(path),
             fix="try --quant f16 or f32; if those fail too, the architecture's export is wrong: report it with this run directory",
         )
+    if mm_tmp is not None:
+        os.replace(mm_tmp, mmproj_path)
     os.replace(tmp, path)
     if modelfile is not None:
         write_atomic(modelfile_path, modelfile)
@@ -182,14 +214,29 @@ def _record(run_dir: Path, result: ExportResult) -> None:
     write_json(path, data)
 
 
+def _remove(*paths) -> None:
+    for p in paths:
+        if p is not None:
+            p.unlink(missing_ok=True)
 
 
-def _refuse_vision(run_dir: Path, recipe) -> None:
-    """Refuse a vision-language run before merging: merge supports it, but the GGUF path converts and checks a
-    text model only (and would fail deep in transformers, or ship a GGUF without its vision projector)."""
+_VISION_NOTE = ("vision-language run ({model_type}): the text GGUF holds the language model and mmproj the vision tower and "
+                "'{projector}' projector (read back tensor by tensor); the text round trip and gate compared the merged model on "
+                "text conversations only. Not run through llama.cpp's own mtmd loader or Ollama here")
+_OLLAMA_VISION_NOTE = ("Ollama: the Modelfile's second FROM names mmproj.gguf, which `ollama create` stores as the projector; Ollama "
+                       "serves split-projector models on its llama.cpp engine (ollama/ollama#12241), older releases answer text only (#9967)")
+
+
+def _vision_plan(run_dir: Path, recipe):
+    """The export plan of a vision-language run from its merged folder, else its base model (None for a text run);
+    a StudioError before any work for a vision architecture the studio cannot write for llama.cpp."""
     from studio.modeling.source import resolve_model
-    from studio.modeling.vision import is_vision_model
 
-    if is_vision_model(resolve_model(recipe.model.name, recipe.model.revision)):
-        raise StudioError("export of vision-language runs is not supported yet", where=str(run_dir),
-                          fix=f"run `studio merge {run_dir}`: the merged folder loads with AutoModelForImageTextToText + AutoProcessor")
+    return vision_plan(merged_dir(run_dir) or resolve_model(recipe.model.name, recipe.model.revision))
+
+
+def _text_checks_recipe(recipe):
+    """The recipe the text checks of a vision run read: its held-out rows carry images the text GGUF cannot see, so
+    the round trip and the gate use the fixed text conversations instead."""
+    data = recipe.data.model_copy(update={"test_path": None, "val_path": None})
+    return recipe.model_copy(update={"data": data})

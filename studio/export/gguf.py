@@ -26,6 +26,10 @@ What goes in the file, and why:
 - Precision: f32, f16 or q8_0 for matrices; 1-D tensors (norms, biases) stay f32, and a matrix whose
   rows do not split into 32-value Q8_0 blocks falls back to f16.
 
+A vision-language model (Gemma 3, Idefics3/SmolVLM) is written as its language model alone (`language_model_of`:
+the decoder and head under a text model's names; Idefics3's text model is a llama); its vision tower and projector go
+to the separate projector file (studio.export.mmproj).
+
 The file is written to a temporary name and renamed by the caller once the round trip has passed.
 """
 
@@ -92,8 +96,8 @@ def write_gguf(model_dir: Path, path: Path, quant: str = DEFAULT_QUANT, name: st
 
     if quant not in QUANTS:
         raise StudioError(f"unknown GGUF precision '{quant}'", where="--quant", fix=f"use one of {', '.join(QUANTS)}")
-    config = AutoConfig.from_pretrained(model_dir)
-    config = getattr(config, "text_config", None) or config
+    full = AutoConfig.from_pretrained(model_dir)
+    config = getattr(full, "text_config", None) or full
     spec = ARCHITECTURES.get(config.model_type)
     if spec is None:
         raise StudioError(
@@ -103,6 +107,13 @@ def write_gguf(model_dir: Path, path: Path, quant: str = DEFAULT_QUANT, name: st
         )
     arch_name, reorder, norm_plus_one = spec
     tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(model_dir)
+    if model is None and hasattr(full, "vision_config"):
+        from transformers import AutoModelForImageTextToText
+
+        model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
+    if model is not None and hasattr(model.config, "vision_config"):
+        model = language_model_of(model)  # a vision-language model's text GGUF holds its language model alone
+        config = model.config  # its text config, with the tying the modules really have
     model = model if model is not None else AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     state = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
     tied = bool(getattr(model.config, "tie_word_embeddings", False)) or bool(getattr(config, "tie_word_embeddings", False))
@@ -145,6 +156,35 @@ def write_gguf(model_dir: Path, path: Path, quant: str = DEFAULT_QUANT, name: st
     writer.write_tensors_to_file()
     writer.close()
     return GGUFInfo(arch_name, count, quant, *tok_info)
+
+
+def language_model_of(model):
+    """The language model of a loaded vision-language model as a plain causal LM that shares its weights (nothing copied).
+
+    The text GGUF of a vision run is written from it: its state dict names the language model's tensors as a text
+    model's (`model.language_model.layers.0...` / `model.text_model.layers.0...` -> `model.layers.0...`), which
+    gguf's name map knows. The decoder and the output head are the vision model's own modules, so the
+    causal LM computes what the vision model computes on text (the round trip then compares the GGUF with it).
+    """
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    text_config = copy.deepcopy(model.config.text_config)
+    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    # Whether the head is the embedding matrix decides whether the GGUF gets an output tensor; read it off the modules.
+    text_config.tie_word_embeddings = head.weight.data_ptr() == embeddings.weight.data_ptr()
+    with torch.device("meta"):  # the shell only: its decoder and head are replaced by the vision model's below
+        text = AutoModelForCausalLM.from_config(text_config)
+    setattr(text, text.base_model_prefix, model.get_decoder())
+    text.set_output_embeddings(head)
+    left = [n for n, t in [*text.named_parameters(), *text.named_buffers()] if t.is_meta]
+    if left:
+        raise StudioError(f"the language model of this {model.config.model_type} model does not fit a {type(text).__name__}: {left[:3]} unset",
+                          where="merged model", fix="report this model; its language model is laid out unusually")
+    text.generation_config = model.generation_config
+    return text.eval()
 
 
 def _add_tensor(writer, name: str, value: np.ndarray, quant: str) -> None:

@@ -14,7 +14,9 @@ Families:
 - Llama 3 (`<|start_header_id|>role<|end_header_id|>\\n\\n...<|eot_id|>`), the 3.0 form without the
   date preamble. Its `<|begin_of_text|>` is the BOS token the GGUF's add-BOS flag already adds.
 
-`parse_modelfile` reads a Modelfile back (TEMPLATE, SYSTEM, stops) for the serving-consistency gate, which
+A vision run's Modelfile names the projector GGUF in a second FROM (see PROJECTOR_COMMENT for what Ollama does with it).
+
+`parse_modelfile` reads a Modelfile back (FROM, projector, TEMPLATE, SYSTEM, stops) for the serving-consistency gate, which
 renders its TEMPLATE (studio.export.go_template) and compares it with training.
 """
 
@@ -124,11 +126,13 @@ def recognise_template(tokenizer) -> TemplateMatch:
     )
 
 
-def modelfile_text(tokenizer, gguf_name: str = "model.gguf", system_prompt: str | None = None, extra_stops: tuple[str, ...] = ()) -> str:
+def modelfile_text(tokenizer, gguf_name: str = "model.gguf", system_prompt: str | None = None, extra_stops: tuple[str, ...] = (),
+                   projector: str | None = None) -> str:
     """The Modelfile: FROM the GGUF, TEMPLATE of the training format, its stop tokens, and the system prompt.
 
     `extra_stops`: the other tokens the merged model stops on (its generation_config's eos ids as text), so
-    Ollama ends an answer wherever transformers does.
+    Ollama ends an answer wherever transformers does. `projector`: a vision run's projector GGUF (file name,
+    beside the model), named by a second FROM.
     """
     match = recognise_template(tokenizer)
     system = system_prompt if system_prompt is not None else match.default_system
@@ -136,12 +140,24 @@ def modelfile_text(tokenizer, gguf_name: str = "model.gguf", system_prompt: str 
     for stop in (tokenizer.eos_token, *extra_stops):
         if stop and stop not in stops:
             stops.append(stop)
-    lines = [f"FROM ./{gguf_name}", "", f'TEMPLATE """{_quoted(match.family.template)}"""']
+    lines = [f"FROM ./{gguf_name}"]
+    if projector:
+        lines += [*PROJECTOR_COMMENT, f"FROM ./{projector}"]
+    lines += ["", f'TEMPLATE """{_quoted(match.family.template)}"""']
     if system:
         lines.append(f'SYSTEM """{_quoted(system)}"""')
     lines.append("")
     lines += [f"PARAMETER stop {_quoted_param(stop)}" for stop in stops]
     return "\n".join(lines) + "\n"
+
+
+# Why a second FROM: `ollama create` stores a GGUF whose general.type is "mmproj" as the model's projector layer, and
+# Ollama serves a model with a separate projector through its llama.cpp engine (its own engine would ignore the
+# projector: ollama/ollama#12241). Older Ollama releases kept such a projector but answered text only (#9967).
+PROJECTOR_COMMENT = (
+    "# The vision projector (llama.cpp mmproj GGUF). Ollama stores it as this model's projector and runs",
+    "# split-projector models on its llama.cpp engine; releases before that fallback answer text only.",
+)
 
 
 def _quoted(text: str) -> str:
@@ -162,19 +178,23 @@ class Modelfile:
     template: str | None
     system: str | None
     stops: tuple[str, ...]
+    projector: str | None = None  # a second FROM: the vision projector GGUF
 
 
 _INSTRUCTION = re.compile(r'^[ \t]*([A-Za-z]+)[ \t]+("""(.*?)"""|[^\n]*)', re.M | re.S)
 
 
 def parse_modelfile(text: str, where: str = "Modelfile") -> Modelfile:
-    """Read a Modelfile back (FROM, TEMPLATE, SYSTEM and every `PARAMETER stop`), as Ollama parses it."""
+    """Read a Modelfile back (FROM, a second FROM as the projector, TEMPLATE, SYSTEM and every `PARAMETER stop`), as Ollama parses it."""
     values: dict[str, str] = {}
     stops: list[str] = []
+    sources: list[str] = []
     for match in _INSTRUCTION.finditer(text):
         name, raw, triple = match.group(1).upper(), match.group(2), match.group(3)
         value = triple if triple is not None else _unquoted(raw.strip(), where)
-        if name == "PARAMETER":
+        if name == "FROM":
+            sources.append(value)
+        elif name == "PARAMETER":
             try:
                 key, *rest = shlex.split(raw)
             except ValueError as exc:
@@ -183,7 +203,7 @@ def parse_modelfile(text: str, where: str = "Modelfile") -> Modelfile:
                 stops.append(" ".join(rest))
         else:
             values[name] = value
-    return Modelfile(values.get("FROM"), values.get("TEMPLATE"), values.get("SYSTEM"), tuple(stops))
+    return Modelfile(sources[0] if sources else None, values.get("TEMPLATE"), values.get("SYSTEM"), tuple(stops), sources[1] if len(sources) > 1 else None)
 
 
 def _unquoted(value: str, where: str) -> str:

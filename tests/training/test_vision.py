@@ -2,8 +2,8 @@
 
 The mask (only the assistant's answer and its end token train, never an image token or a prompt), training through
 the studio's normal entry with a run directory like a text run's, a falling loss, LoRA scoped to the language model
-unless lora.vision is on, resume reproducing the uninterrupted run, the refusals, and `studio merge` of a vision run
-(parity on image prompts, a merged folder plain transformers loads and generates from).
+unless lora.vision is on, resume reproducing the uninterrupted run, the refusals, `studio merge` of a vision run
+(parity on image prompts, a merged folder plain transformers loads and generates from) and its GGUF export.
 """
 
 from __future__ import annotations
@@ -230,9 +230,11 @@ def test_merge_folds_lora_on_the_vision_tower_in_and_compares_on_pixels(vlms, tm
     assert not any("lora_" in k for k in weights)  # merged, not saved with the adapter beside it
 
 
-def test_export_of_a_vision_run_is_refused_before_merging(runs, tmp_path):
+def test_export_of_a_vision_run_writes_the_text_gguf_and_the_vision_projector(runs, tmp_path):
     from studio.export.exporter import export
 
     result, _ = runs["gemma3"]
-    with pytest.raises(StudioError, match="export of vision-language runs is not supported yet"):
-        export(result.run_dir, "gguf", out=tmp_path / "model.gguf")
+    exported = export(result.run_dir, "gguf", out=tmp_path / "model.gguf")
+    # tests/export/test_vision_export.py checks both files in detail, and the refusal of other vision architectures
+    assert exported.passed and exported.path == tmp_path / "model.gguf" and exported.mmproj == tmp_path / "mmproj-model.gguf"
+    assert exported.mmproj.exists() and exported.projector["projector_type"] == "gemma3"
