@@ -4,6 +4,10 @@ a histogram of token lengths against max_length, and warnings (empty rows, dupli
 Preference data (prompt/chosen/rejected) is shown as a pair: the prompt rendered with the chat template once,
 then the chosen and rejected answers side by side, as preference training receives them.
 
+Vision-language data (a recipe whose model has a vision tower) is encoded by the model's processor as training encodes
+it: the sample's images as thumbnails beside its tokens, each run of image tokens one untrained mark (data_images.py).
+An upload may be several files, e.g. a JSONL with a .zip of its images, which land in one folder (studio.ui.uploads).
+
 Prompt data (GRPO) is shown as the model is given it: the first rows' prompts rendered with the chat template,
 then a table of the columns the rewards see for those rows and what each of the recipe's rewards gives the
 row's reference answer (a reward that cannot give the reference full marks is a reward worth checking).
@@ -13,7 +17,6 @@ from __future__ import annotations
 
 import html
 import json
-import shutil
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,18 +26,23 @@ import yaml
 from studio.config.validate import validate_recipe
 from studio.data import IGNORE, Renderer, detect_format, normalize, read_rows, reference_of, render_pairs
 from studio.data.formats import FORMATS
+from studio.data.images import has_images, resolve_images
 from studio.data.readers import FILE_SUFFIXES
+from studio.data.vision import VisionRenderer, is_processor
 from studio.errors import StudioError
 from studio.training.rewards import check_columns, reference_scores
-from studio.ui.access import check_data_path, check_name, safe_path
-from studio.ui.context import MAX_UPLOAD_BYTES, Context, recipe_data
+from studio.ui.access import check_data_path
+from studio.ui.context import Context, recipe_data
 from studio.ui.errors import shows_errors
 from studio.ui.rewards import resolved_rewards
+from studio.ui.tabs.data_images import IMAGE_LEGEND, image_token_mark, vision_sample_html
+from studio.ui.uploads import ZIP_SUFFIX, store_files
 
 MAX_ENCODED = 2000  # rows tokenized for the histogram
+MAX_VISION_ENCODED = 100  # rows a vision-language model's processor encodes for it (a few processor calls per row)
 PROMPT_ROWS = 4  # prompt rows shown from the sample row on, with their columns and reference scores
 CELL_CHARS = 200  # a column value longer than this is cut in the table
-UPLOAD_TYPES = list(FILE_SUFFIXES)  # every file type the readers take
+UPLOAD_TYPES = [*FILE_SUFFIXES, ZIP_SUFFIX]  # every file type the readers take, and a zip of a dataset's images
 
 
 @lru_cache(maxsize=4)
@@ -42,13 +50,16 @@ def _tokenizer(model_name: str, revision: str | None, chat_template: str | None,
     from studio.config.schema import Recipe
     from studio.modeling.loading import load_tokenizer
     from studio.modeling.source import resolve_model
+    from studio.modeling.vision import is_vision_model, load_processor
 
     recipe = Recipe.model_validate({"model": {"name": model_name, "revision": revision, "trust_remote_code": trust}, "data": {"chat_template": chat_template}})
-    return load_tokenizer(resolve_model(model_name, revision), recipe)
+    model_dir = resolve_model(model_name, revision)
+    return load_processor(model_dir, recipe) if is_vision_model(model_dir) else load_tokenizer(model_dir, recipe)
 
 
 def tokenizer_for(recipe):
-    """The recipe's tokenizer with its chat template (cached; converts the bundled model once if needed)."""
+    """The recipe's tokenizer with its chat template, or a vision-language model's processor, as training loads it
+    (cached; converts the bundled model once if needed)."""
     return _tokenizer(recipe.model.name, recipe.model.revision, recipe.data.chat_template, recipe.model.trust_remote_code)
 
 
@@ -65,15 +76,24 @@ def row_warnings(rows) -> list[str]:
     return out
 
 
-def token_html(tokenizer, encoded) -> str:
-    """A sample's tokens as HTML: trained (loss) tokens highlighted, EOS tokens marked."""
-    pieces = []
-    for tid, label in zip(encoded.input_ids, encoded.labels):
+def token_html(tokenizer, encoded, image_ids: frozenset[int] | set[int] = frozenset()) -> str:
+    """A sample's tokens as HTML: trained (loss) tokens highlighted, EOS tokens marked; a run of one of `image_ids`
+    (a vision-language model's image tokens, never trained) shown once with its count, e.g. `<image ×64>`."""
+    pieces, ids, at = [], encoded.input_ids, 0
+    while at < len(ids):
+        tid, label = ids[at], encoded.labels[at]
         text = tokenizer.decode([tid], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if tid in image_ids:
+            run = next((n for n in range(at, len(ids)) if ids[n] != tid), len(ids)) - at
+            pieces.append(image_token_mark(text, run))
+            at += run
+            continue
         cls = "eos" if tid == tokenizer.eos_token_id else ("trained" if label != IGNORE else "")
         shown = html.escape(text) if text else "·"
         pieces.append(f"<span class='{cls}'>{shown}</span>" if cls else shown)
-    legend = "<div style='margin-bottom:6px;font-size:0.85em'><span class='trained'>trained (loss) tokens</span> · <span class='eos'>EOS</span> · plain = context only</div>"
+        at += 1
+    legend = ("<div style='margin-bottom:6px;font-size:0.85em'><span class='trained'>trained (loss) tokens</span> · <span class='eos'>EOS</span>"
+              + (IMAGE_LEGEND if image_ids else "") + " · plain = context only</div>")
     return f"<div class='token-view'>{legend}{''.join(pieces)}</div>"
 
 
@@ -147,9 +167,15 @@ def inspect(path: str, fmt: str, columns_text: str, raw: dict | None, sample: in
     warnings = row_warnings(rows)
     detected, examples = normalize(rows, recipe.data.format, recipe.data.columns, recipe.data.system_prompt)
     tokenizer = tokenizer_for(recipe)
+    vision = is_processor(tokenizer)
+    if has_images(examples) and not vision:
+        raise StudioError("the data holds images but model.name is a text-only model", where=path,
+                          fix="use a vision-language model (one whose folder has a processor, e.g. SmolVLM or Gemma 3), or data without images")
+    examples = resolve_images(examples, path, recipe.data.image_max_pixels)  # absolute paths, every image checked as training checks it
     index = min(max(int(sample or 0), 0), len(examples) - 1)
-    view = {"preference": _pair_view, "prompt": _prompt_view}.get(detected, _sft_view)
-    lengths, sample_line, sample_html = view(tokenizer, recipe, examples, index, warnings)
+    view = {"preference": _pair_view, "prompt": _prompt_view}.get(detected, _vision_view if vision else _sft_view)
+    text_side = tokenizer.tokenizer if vision and view is not _vision_view else tokenizer  # text views take a processor's tokenizer
+    lengths, sample_line, sample_html = view(text_side, recipe, examples, index, warnings)
     auto = detect_format(rows[0].data)
     summary = (
         f"**{len(rows)} rows** · format **{detected}**" + (f" (detected: {auto or 'none'})" if fmt == "auto" else f" (chosen; detected: {auto or 'none'})")
@@ -179,6 +205,25 @@ def _sft_view(tokenizer, recipe, examples, index: int, warnings: list[str]) -> t
         warnings.append(f"row {index} has no trained token left after truncation and would be dropped")
     line = f"{len(encoded.input_ids)} tokens, {encoded.trained_tokens} trained" + (" — **truncated**" if encoded.truncated else "")
     return lengths, line, token_html(tokenizer, encoded)
+
+
+def _vision_view(processor, recipe, examples, index: int, warnings: list[str]) -> tuple[list[int], str, str]:
+    """Supervised data for a vision-language model, encoded by its processor as training encodes it: full token
+    lengths (images expanded), and the sample's images beside its tokens, image tokens marked as never trained."""
+    spec = recipe.data
+    full = VisionRenderer(processor, 10**9, spec.train_on, spec.image_max_pixels)
+    lengths = [len(full.encode(ex).input_ids) for ex in examples[:MAX_VISION_ENCODED]]
+    _over_limit(examples, lengths, spec.max_length, warnings)
+    renderer = VisionRenderer(processor, spec.max_length, spec.train_on, spec.image_max_pixels)
+    encoded = renderer.encode(examples[index])
+    if encoded.trained_tokens == 0:
+        warnings.append(f"row {index} has no trained token left after truncation and would be dropped")
+    images = sum(t in renderer.image_ids for t in encoded.input_ids)
+    line = (f"{len(encoded.input_ids)} tokens" + (f" ({images} for {len(encoded.images)} image(s))" if encoded.images else "") + f", {encoded.trained_tokens} trained"
+            + (" — **truncated**" if encoded.truncated else "")
+            + (f"  \nlengths computed on the first {MAX_VISION_ENCODED} rows" if len(examples) > MAX_VISION_ENCODED else ""))
+    tokens = token_html(processor.tokenizer, encoded, renderer.image_ids)
+    return lengths, line, vision_sample_html(encoded, tokens, Path(recipe.data.path).resolve().parent)
 
 
 def _pair_view(tokenizer, recipe, examples, index: int, warnings: list[str]) -> tuple[list[int], str, str]:
@@ -276,16 +321,11 @@ def prompt_html(rows: list[tuple], resolved: list) -> str:
     return f"<div class='prompt-view'>{prompts}<div style='font-weight:600;margin:8px 0 4px'>columns the rewards see, and what each reward gives the reference answer</div>{table}</div>"
 
 
-def store_upload(ctx: Context, request, file_path: str) -> str:
-    """Copy an uploaded dataset into the user's uploads folder (size-limited, safe name); return the new path."""
-    source = Path(file_path)
-    if source.suffix.lower() not in UPLOAD_TYPES:
-        raise StudioError(f"unsupported file type '{source.suffix}'", where=source.name, fix=f"upload one of {', '.join(UPLOAD_TYPES)}")
-    if source.stat().st_size > MAX_UPLOAD_BYTES:
-        raise StudioError(f"file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB", where=source.name, fix="upload a smaller file")
-    target = safe_path(ctx.workspace(request) / "uploads", check_name(source.name))
-    shutil.copyfile(source, target)
-    return str(target)
+def store_upload(ctx: Context, request, files) -> str:
+    """Store an upload (one path, or the paths uploaded together: a dataset with a .zip of its images) in the user's
+    uploads folder, size-limited, safe names, zips extracted safely (studio.ui.uploads); return the dataset's path."""
+    paths = [files] if isinstance(files, (str, Path)) else list(files or [])
+    return str(store_files(ctx.workspace(request) / "uploads", [Path(p) for p in paths]))
 
 
 def check_pick(ctx: Context, request, path: str) -> str:
@@ -302,7 +342,8 @@ def build(ctx: Context, recipe: dict) -> None:
     widgets = recipe["widgets"]
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label="Upload a dataset", file_types=UPLOAD_TYPES, type="filepath", height=110, elem_id="data-upload")
+            upload = gr.File(label="Upload a dataset (+ a .zip of its images)", file_types=UPLOAD_TYPES, file_count="multiple", type="filepath",
+                             height=110, elem_id="data-upload")
             path = gr.Textbox(label="data.path", value=widgets["data.path"].value, max_lines=1, elem_id="data-path", info="a file on this machine (an upload lands in your workspace)")
             with gr.Row():
                 fmt = gr.Dropdown(choices=["auto", *FORMATS], value=widgets["data.format"].value, label="data.format", elem_id="data-format")
@@ -318,8 +359,8 @@ def build(ctx: Context, recipe: dict) -> None:
             histogram = gr.HTML(label="Token lengths")
 
     @shows_errors
-    def on_upload(file, request: gr.Request):
-        return store_upload(ctx, request, file)
+    def on_upload(files, request: gr.Request):
+        return store_upload(ctx, request, files)
 
     @shows_errors
     def on_inspect(p, f, c, raw, s, request: gr.Request):
