@@ -13,7 +13,7 @@ from pathlib import Path
 import helpers
 import yaml
 from tiny_vlms import SHAPES
-from ui_pages import open_tab, pick, set_field, use_model_dir
+from ui_pages import compare_answers, merge_passes, open_tab, pick, set_field, use_model_dir, wait_for_run
 
 SLOW = 150_000  # ms: a training subprocess on two shared CPU cores
 
@@ -62,19 +62,16 @@ def test_a_vision_lora_from_upload_to_exported_projector(served_ui, chromium, vl
 
     # Compare: the held-out picture is shown with its question; both models answer it.
     open_tab(page, "Compare")
-    page.wait_for_function("() => (document.querySelector('#compare-run input') || {}).value.endsWith('/runs/vision')", timeout=SLOW)
+    wait_for_run(page, "compare-run", "vision", SLOW)
     expect(page.locator("#compare-image img").first).to_be_visible(timeout=SLOW)
     expect(page.locator("#compare-prompt textarea")).not_to_have_value("", timeout=SLOW)
-    page.locator("#compare-go").click()
-    for side in ("#compare-base textarea", "#compare-adapter textarea"):
-        expect(page.locator(side)).not_to_have_value("", timeout=SLOW)
+    compare_answers(page, SLOW)
     page.screenshot(path=str(shots / "2-compare.png"))
 
     # Export: merge (parity on image prompts), then the GGUF with its projector.
     open_tab(page, "Export")
-    page.wait_for_function("() => (document.querySelector('#export-run input') || {}).value.endsWith('/runs/vision')", timeout=SLOW)
-    page.locator("#merge").click()
-    expect(page.locator("#parity")).to_contain_text("Parity check ✓ passed", timeout=SLOW)
+    wait_for_run(page, "export-run", "vision", SLOW)
+    merge_passes(page, SLOW)
     page.locator("#export-gguf").click()
     files = page.locator("#export-files")
     expect(files).to_contain_text("mmproj-", timeout=SLOW)

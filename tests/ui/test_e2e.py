@@ -13,7 +13,7 @@ from pathlib import Path
 
 import helpers
 import pytest
-from ui_pages import download, field, open_tab, pick, points, set_field, upload_data, use_model_dir
+from ui_pages import compare_answers, download, field, merge_passes, open_tab, pick, points, set_field, upload_data, use_model_dir, wait_for_run
 
 SLOW = 150_000  # ms: a training subprocess on two shared CPU cores
 
@@ -83,22 +83,19 @@ def test_tiny_model_from_recipe_to_merged_download(served_ui, chromium, shots, t
 
     # Compare: the held-out prompt is pre-filled; both answers appear.
     open_tab(page, "Compare")
-    page.wait_for_function("() => (document.querySelector('#compare-run input') || {}).value.endsWith('/runs/e2e')", timeout=SLOW)
+    wait_for_run(page, "compare-run", "e2e", SLOW)
     prompt = page.locator("#compare-prompt textarea")
     expect(prompt).to_have_value("add 1 and 1", timeout=SLOW)
     number = page.locator("#compare-max-new input[type=number]")
     number.fill("8")
     number.press("Enter")
-    page.locator("#compare-go").click()
-    for side in ("#compare-base textarea", "#compare-adapter textarea"):
-        expect(page.locator(side)).not_to_have_value("", timeout=SLOW)
+    compare_answers(page, SLOW)
     page.screenshot(path=str(shots / "4-compare.png"))
 
     # Export: merge with the parity check, then download the adapter and the merged model.
     open_tab(page, "Export")
-    page.wait_for_function("() => (document.querySelector('#export-run input') || {}).value.endsWith('/runs/e2e')", timeout=SLOW)
-    page.locator("#merge").click()
-    expect(page.locator("#parity")).to_contain_text("Parity check ✓ passed", timeout=SLOW)
+    wait_for_run(page, "export-run", "e2e", SLOW)
+    merge_passes(page, SLOW)
     expect(page.locator("#merged-size")).to_contain_text("Merged model size")
     page.locator("#adapter-zip").click()
     with zipfile.ZipFile(download(page, "#adapter-file a", tmp_path / "adapter.zip")) as archive:

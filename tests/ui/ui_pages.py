@@ -75,3 +75,25 @@ def download(page, link_selector: str, target: Path) -> Path:
 def points(plot_id: str) -> str:
     """JavaScript counting the points a plot draws: Gradio's native (Vega) plot puts one hover symbol on every point."""
     return f"() => document.querySelectorAll('#{plot_id} g.mark-symbol path').length"
+
+
+def wait_for_run(page, dropdown_id: str, run_name: str, timeout: float) -> None:
+    """Wait until a tab's run dropdown (`compare-run`, `export-run`) has selected the run named `run_name`."""
+    page.wait_for_function(f"() => (document.querySelector('#{dropdown_id} input') || {{}}).value.endsWith('/runs/{run_name}')", timeout=timeout)
+
+
+def compare_answers(page, timeout: float) -> None:
+    """Press Compare and wait until both the base model's and the adapter's answers are shown."""
+    from playwright.sync_api import expect
+
+    page.locator("#compare-go").click()
+    for side in ("#compare-base textarea", "#compare-adapter textarea"):
+        expect(page.locator(side)).not_to_have_value("", timeout=timeout)
+
+
+def merge_passes(page, timeout: float) -> None:
+    """Press Merge in the Export tab and wait for the parity check to pass."""
+    from playwright.sync_api import expect
+
+    page.locator("#merge").click()
+    expect(page.locator("#parity")).to_contain_text("Parity check ✓ passed", timeout=timeout)
